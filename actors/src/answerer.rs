@@ -1,0 +1,59 @@
+//! The edge through which a channel actor gets its answers: the binary injects the real agent,
+//! tests inject scripted fakes.
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::{ChannelId, Exchange};
+
+/// A question asked in a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub channel_id: ChannelId,
+    /// The asking user's id (for rate limits and logs).
+    pub user_id: u64,
+    /// The name the answer addresses the user by.
+    pub user_name: String,
+    /// The question text, as typed.
+    pub text: String,
+}
+
+/// Why an answer could not be produced (an upstream failed, timed out, …). The front end shows the
+/// user Zundamon's error message; `reason` is for the operator's log and never holds secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}")]
+pub struct AnswerError {
+    pub reason: String,
+}
+
+impl AnswerError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a question got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AskError {
+    /// The answerer returned an error.
+    #[error("answer failed: {0}")]
+    Failed(#[from] AnswerError),
+    /// The answerer panicked; the channel keeps working.
+    #[error("the answerer panicked: {0}")]
+    Panicked(String),
+    /// The channel actor or the supervisor was gone before replying (crash or shutdown).
+    #[error("the channel actor is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Produces an answer to a question given the channel's earlier exchanges (oldest first).
+#[async_trait]
+pub trait Answerer: Send + Sync + 'static {
+    async fn answer(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+    ) -> Result<String, AnswerError>;
+}

@@ -1,0 +1,273 @@
+//! One actor per Discord channel: it owns the channel's conversation window and answers one
+//! question at a time, in arrival order (its mailbox is the queue).
+//!
+//! A failed answer is a normal error reply, and a panicking answerer is caught here, so the actor
+//! survives both with its window intact. Each completed exchange is saved to the store before the
+//! reply goes out; a store that fails or hangs never holds an answer back: the exchange is kept
+//! and the write retried.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::{
+    Answerer, AskError, ChannelId, ConversationStore, Exchange, Question, Stats, StoreError, Window,
+};
+
+/// How long one store call may take before the actor goes on without it.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Delay before retrying a failed store write.
+const SAVE_RETRY: Duration = Duration::from_secs(5);
+
+pub struct ChannelActor;
+
+/// What the supervisor and a channel actor both see: how far the actor has got, so the
+/// supervisor can tell an idle actor (nothing routed to it left unanswered) from a busy one.
+#[derive(Debug)]
+pub struct ChannelShared {
+    completed: AtomicU64,
+    idle_since: Mutex<Instant>,
+    unsaved: AtomicBool,
+}
+
+impl ChannelShared {
+    pub(crate) fn new() -> Self {
+        Self {
+            completed: AtomicU64::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            unsaved: AtomicBool::new(false),
+        }
+    }
+
+    /// Questions this actor has replied to.
+    pub(crate) fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
+    }
+
+    /// When the actor last finished a question (or was spawned).
+    pub(crate) fn idle_since(&self) -> Instant {
+        *self.idle_since.lock().expect("idle_since poisoned")
+    }
+
+    /// Whether exchanges are waiting for a store write (such an actor is not evicted).
+    pub(crate) fn has_unsaved(&self) -> bool {
+        self.unsaved.load(Ordering::Acquire)
+    }
+}
+
+pub struct ChannelArgs {
+    pub(crate) channel_id: ChannelId,
+    pub(crate) window_exchanges: usize,
+    pub(crate) answerer: Arc<dyn Answerer>,
+    pub(crate) store: Arc<dyn ConversationStore>,
+    pub(crate) shared: Arc<ChannelShared>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+pub struct ChannelState {
+    args: ChannelArgs,
+    window: Window,
+    /// Whether the window has been loaded from the store (a failed load is retried).
+    loaded: bool,
+    /// Exchanges answered but not yet saved, oldest first.
+    unsaved: Vec<Exchange>,
+    retry_scheduled: bool,
+}
+
+pub enum ChannelMsg {
+    /// Answer the question with this channel's window; the reply goes to the port.
+    Ask(Question, RpcReplyPort<Result<String, AskError>>),
+    /// Reply with a copy of the window, oldest first.
+    Snapshot(RpcReplyPort<Vec<Exchange>>),
+    /// Retry saving the exchanges the store refused earlier.
+    RetrySave,
+}
+
+impl Actor for ChannelActor {
+    type Msg = ChannelMsg;
+    type State = ChannelState;
+    type Arguments = ChannelArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ChannelArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // The window is loaded on the first question rather than here: the supervisor awaits
+        // pre_start, and a slow store must not stall routing for every other channel.
+        Ok(ChannelState {
+            window: Window::new(args.window_exchanges),
+            args,
+            loaded: false,
+            unsaved: Vec::new(),
+            retry_scheduled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: ChannelMsg,
+        state: &mut ChannelState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ChannelMsg::Ask(question, reply) => {
+                state.ensure_loaded().await;
+                let result = state.answer(&question).await;
+                if let Ok(answer) = &result {
+                    let exchange = Exchange::new(question.text.clone(), answer.clone());
+                    state.window.push(exchange.clone());
+                    state.unsaved.push(exchange);
+                    state.save(&myself).await;
+                }
+                let stats = &state.args.stats;
+                match &result {
+                    Ok(_) => stats.answered.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
+                };
+                // The asker may have gone away (e.g. shutdown); nothing to do then.
+                let _ = reply.send(result);
+                let shared = &state.args.shared;
+                *shared.idle_since.lock().expect("idle_since poisoned") = Instant::now();
+                shared.completed.fetch_add(1, Ordering::AcqRel);
+                stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            ChannelMsg::Snapshot(reply) => {
+                state.ensure_loaded().await;
+                let _ = reply.send(state.window.to_vec());
+            }
+            ChannelMsg::RetrySave => {
+                state.retry_scheduled = false;
+                state.save(&myself).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut ChannelState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.unsaved.is_empty() {
+            if let Err(err) = state.write_unsaved().await {
+                error!(
+                    channel_id = state.args.channel_id,
+                    lost = state.unsaved.len(),
+                    "channel stopped with exchanges the store would not take: {err}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChannelState {
+    async fn ensure_loaded(&mut self) {
+        if self.loaded {
+            return;
+        }
+        let args = &self.args;
+        let load = args.store.load(args.channel_id, args.window_exchanges);
+        match with_timeout(load).await {
+            Ok(stored) => {
+                // What was answered since and saved is in `stored`; what the store has not
+                // taken yet is newer than anything it holds.
+                self.window = Window::from_exchanges(
+                    args.window_exchanges,
+                    stored.into_iter().chain(self.unsaved.iter().cloned()),
+                );
+                self.loaded = true;
+            }
+            Err(err) => warn!(
+                channel_id = args.channel_id,
+                "answering without the stored window, will retry loading it: {err}"
+            ),
+        }
+    }
+
+    async fn answer(&self, question: &Question) -> Result<String, AskError> {
+        let history = self.window.to_vec();
+        let answering = self.args.answerer.answer(question, &history);
+        match AssertUnwindSafe(answering).catch_unwind().await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => {
+                warn!(channel_id = self.args.channel_id, "answer failed: {err}");
+                Err(AskError::Failed(err))
+            }
+            Err(panic) => {
+                let message = panic_message(panic);
+                self.args.stats.panics.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    channel_id = self.args.channel_id,
+                    "the answerer panicked, the channel keeps serving: {message}"
+                );
+                Err(AskError::Panicked(message))
+            }
+        }
+    }
+
+    /// Writes the unsaved exchanges; on failure keeps them and schedules a retry.
+    async fn save(&mut self, myself: &ActorRef<ChannelMsg>) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        match self.write_unsaved().await {
+            Ok(()) => {
+                if self.args.shared.has_unsaved() {
+                    info!(
+                        channel_id = self.args.channel_id,
+                        "conversation store writes resumed"
+                    );
+                }
+                self.args.shared.unsaved.store(false, Ordering::Release);
+            }
+            Err(err) => {
+                warn!(
+                    channel_id = self.args.channel_id,
+                    pending = self.unsaved.len(),
+                    "saving the window failed, retrying in {SAVE_RETRY:?}: {err}"
+                );
+                self.args.shared.unsaved.store(true, Ordering::Release);
+                if !self.retry_scheduled {
+                    self.retry_scheduled = true;
+                    myself.send_after(SAVE_RETRY, || ChannelMsg::RetrySave);
+                }
+            }
+        }
+    }
+
+    async fn write_unsaved(&mut self) -> Result<(), StoreError> {
+        let args = &self.args;
+        let write = args
+            .store
+            .append(args.channel_id, &self.unsaved, args.window_exchanges);
+        with_timeout(write).await?;
+        self.unsaved.clear();
+        Ok(())
+    }
+}
+
+async fn with_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(STORE_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError(format!("no answer within {STORE_TIMEOUT:?}"))))
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

@@ -1,0 +1,24 @@
+//! The actor system behind Zundamon.
+//!
+//! A [`ChannelSupervisor`] routes each question to the actor of its Discord channel, spawning it on
+//! first use and evicting it when idle. A [`ChannelActor`] owns one channel's conversation
+//! [`Window`] and answers one question at a time, in arrival order, through an injected
+//! [`Answerer`]. Windows are loaded from and saved to a [`ConversationStore`], so they survive
+//! eviction and restarts. Nothing here knows about Discord or OpenAI: those are the binary's edges.
+
+mod answerer;
+mod channel;
+mod stats;
+mod store;
+mod supervisor;
+mod window;
+
+pub use answerer::{AnswerError, Answerer, AskError, Question};
+pub use channel::{ChannelActor, ChannelArgs, ChannelMsg};
+pub use stats::{Stats, StatsSnapshot};
+pub use store::{ConversationStore, MemoryStore, StoreError};
+pub use supervisor::{ChannelSettings, ChannelSupervisor, Channels, SupervisorArgs, SupervisorMsg};
+pub use window::{Exchange, Window};
+
+/// A Discord channel id (a snowflake).
+pub type ChannelId = u64;

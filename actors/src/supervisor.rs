@@ -1,0 +1,428 @@
+//! The channel supervisor: routes each question to its channel's actor, spawning it on first use,
+//! and evicts idle actors (idle timeout, and a cap on live actors). It owns no conversation state.
+//!
+//! All routing goes through the supervisor's mailbox, so routing and eviction never race: an actor
+//! is evicted only when every question routed to it has been answered, and it leaves the routing
+//! table in the same step, so a question arriving afterwards goes to a fresh actor (which loads
+//! the window from the store) instead of being lost in a stopping one.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::concurrency::JoinHandle;
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
+};
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use crate::channel::{ChannelArgs, ChannelShared};
+use crate::{
+    Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, Exchange, Question,
+    Stats, StatsSnapshot,
+};
+
+/// Tunables of the actor system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// Exchanges remembered per channel (K).
+    pub window_exchanges: usize,
+    /// How long a channel actor may sit idle before it is evicted.
+    pub idle: Duration,
+    /// Most channel actors alive at once; the least recently used idle one makes room.
+    pub max_channels: usize,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            window_exchanges: 5,
+            idle: Duration::from_secs(600),
+            max_channels: 10_000,
+        }
+    }
+}
+
+impl ChannelSettings {
+    /// How often idle actors are looked for: often enough that an actor outlives its idle
+    /// timeout by at most a quarter of it.
+    fn sweep_every(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30))
+    }
+}
+
+pub struct ChannelSupervisor;
+
+pub struct SupervisorArgs {
+    pub settings: ChannelSettings,
+    pub answerer: Arc<dyn Answerer>,
+    pub store: Arc<dyn ConversationStore>,
+    stats: Arc<Stats>,
+}
+
+impl SupervisorArgs {
+    pub fn new(
+        settings: ChannelSettings,
+        answerer: Arc<dyn Answerer>,
+        store: Arc<dyn ConversationStore>,
+    ) -> Self {
+        Self {
+            settings,
+            answerer,
+            store,
+            stats: Arc::default(),
+        }
+    }
+}
+
+struct Route {
+    actor: ActorRef<ChannelMsg>,
+    shared: Arc<ChannelShared>,
+    /// Questions sent to the actor; it is idle when it has completed as many.
+    routed: u64,
+    last_routed: Instant,
+}
+
+impl Route {
+    fn is_idle(&self) -> bool {
+        self.routed == self.shared.completed() && !self.shared.has_unsaved()
+    }
+
+    fn last_active(&self) -> Instant {
+        self.last_routed.max(self.shared.idle_since())
+    }
+}
+
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    routes: HashMap<ChannelId, Route>,
+    by_actor: HashMap<ActorId, ChannelId>,
+    sweeper: Option<JoinHandle<()>>,
+    warned_over_cap: bool,
+}
+
+pub enum SupervisorMsg {
+    /// Route a question to its channel's actor, spawning the actor on first use; the channel
+    /// actor replies on the port.
+    Ask(Question, RpcReplyPort<Result<String, AskError>>),
+    /// Reply with the actor of a channel, if one is alive.
+    Lookup(ChannelId, RpcReplyPort<Option<ActorRef<ChannelMsg>>>),
+    /// Evict the actors idle for longer than the idle timeout (sent by a timer).
+    Sweep,
+}
+
+impl Actor for ChannelSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let sweeper = myself.send_interval(args.settings.sweep_every(), || SupervisorMsg::Sweep);
+        Ok(SupervisorState {
+            args,
+            routes: HashMap::new(),
+            by_actor: HashMap::new(),
+            sweeper: Some(sweeper),
+            warned_over_cap: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Ask(question, reply) => state.route(&myself, question, reply).await,
+            SupervisorMsg::Lookup(channel, reply) => {
+                let _ = reply.send(state.routes.get(&channel).map(|r| r.actor.clone()));
+            }
+            SupervisorMsg::Sweep => state.sweep(),
+        }
+        Ok(())
+    }
+
+    /// Overridden because ractor's default stops the supervisor whenever a child ends, and
+    /// channel actors end all the time (eviction).
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => state.forget(cell.get_id(), None),
+            SupervisionEvent::ActorFailed(cell, err) => {
+                state.forget(cell.get_id(), Some(err.to_string()))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(sweeper) = state.sweeper.take() {
+            sweeper.abort();
+        }
+        for (_, route) in state.routes.drain() {
+            route.actor.stop(Some("supervisor stopped".into()));
+        }
+        state.args.stats.live_channels.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn route(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        question: Question,
+        reply: RpcReplyPort<Result<String, AskError>>,
+    ) {
+        let channel = question.channel_id;
+        let mut message = ChannelMsg::Ask(question, reply);
+        // Two attempts: an actor that died on its own (not evicted) is replaced once.
+        for _ in 0..2 {
+            if !self.routes.contains_key(&channel) {
+                if let Err(err) = self.spawn(myself, channel).await {
+                    error!(channel_id = channel, "cannot spawn a channel actor: {err}");
+                    break;
+                }
+            }
+            let route = self.routes.get_mut(&channel).expect("route exists");
+            route.routed += 1;
+            route.last_routed = Instant::now();
+            self.args.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            match route.actor.send_message(message) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(returned)) => {
+                    message = returned;
+                    route.routed -= 1;
+                    self.args.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    let id = route.actor.get_id();
+                    self.forget(id, Some("its mailbox was closed".into()));
+                }
+                Err(err) => {
+                    error!(channel_id = channel, "cannot route a question: {err}");
+                    self.args.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        if let ChannelMsg::Ask(_, reply) = message {
+            let _ = reply.send(Err(AskError::Unavailable(
+                "no channel actor could be started".into(),
+            )));
+        }
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        channel: ChannelId,
+    ) -> Result<(), SpawnErr> {
+        if self.routes.len() >= self.args.settings.max_channels {
+            self.make_room();
+        }
+        let shared = Arc::new(ChannelShared::new());
+        let args = ChannelArgs {
+            channel_id: channel,
+            window_exchanges: self.args.settings.window_exchanges,
+            answerer: self.args.answerer.clone(),
+            store: self.args.store.clone(),
+            shared: shared.clone(),
+            stats: self.args.stats.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, myself.get_cell()).await?;
+        self.by_actor.insert(actor.get_id(), channel);
+        self.routes.insert(
+            channel,
+            Route {
+                actor,
+                shared,
+                routed: 0,
+                last_routed: Instant::now(),
+            },
+        );
+        self.args.stats.spawned.fetch_add(1, Ordering::Relaxed);
+        self.publish_live();
+        Ok(())
+    }
+
+    /// Evicts the least recently used idle actor to stay within the cap. When every actor is
+    /// busy the cap is exceeded for a while rather than a question turned away.
+    fn make_room(&mut self) {
+        let lru = self
+            .routes
+            .iter()
+            .filter(|(_, route)| route.is_idle())
+            .min_by_key(|(_, route)| route.last_active())
+            .map(|(channel, _)| *channel);
+        match lru {
+            Some(channel) => {
+                self.evict(channel, "channel cap reached");
+                self.warned_over_cap = false;
+            }
+            None if !self.warned_over_cap => {
+                self.warned_over_cap = true;
+                warn!(
+                    live = self.routes.len(),
+                    cap = self.args.settings.max_channels,
+                    "every channel actor is busy: exceeding the channel cap until one is idle"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let idle = self.args.settings.idle;
+        let expired: Vec<ChannelId> = self
+            .routes
+            .iter()
+            .filter(|(_, route)| route.is_idle() && now.duration_since(route.last_active()) >= idle)
+            .map(|(channel, _)| *channel)
+            .collect();
+        for channel in expired {
+            self.evict(channel, "idle");
+        }
+        // Over the cap after a burst of busy actors: shrink back as they become idle.
+        while self.routes.len() > self.args.settings.max_channels {
+            let before = self.routes.len();
+            self.make_room();
+            if self.routes.len() == before {
+                break;
+            }
+        }
+    }
+
+    fn evict(&mut self, channel: ChannelId, why: &str) {
+        if let Some(route) = self.routes.remove(&channel) {
+            self.by_actor.remove(&route.actor.get_id());
+            route.actor.stop(Some(why.into()));
+            self.args.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            debug!(channel_id = channel, "evicted channel actor ({why})");
+            self.publish_live();
+        }
+    }
+
+    /// Drops the route of an actor that ended without being evicted (crash or closed mailbox).
+    fn forget(&mut self, actor: ActorId, failure: Option<String>) {
+        let Some(channel) = self.by_actor.remove(&actor) else {
+            return; // evicted: already gone from the table
+        };
+        if let Some(route) = self.routes.remove(&channel) {
+            // Questions still queued in its mailbox were dropped with it; their askers got an
+            // error when their reply ports closed.
+            let lost = route.routed.saturating_sub(route.shared.completed());
+            self.args
+                .stats
+                .in_flight
+                .fetch_sub(lost as usize, Ordering::Relaxed);
+            error!(
+                channel_id = channel,
+                lost_questions = lost,
+                "channel actor ended unexpectedly ({}); the next question starts a new one with the stored window",
+                failure.as_deref().unwrap_or("stopped")
+            );
+        }
+        self.publish_live();
+    }
+
+    fn publish_live(&self) {
+        self.args
+            .stats
+            .live_channels
+            .store(self.routes.len(), Ordering::Relaxed);
+    }
+}
+
+/// A handle to the running actor system: what the rest of the bot talks to.
+#[derive(Clone)]
+pub struct Channels {
+    supervisor: ActorRef<SupervisorMsg>,
+    stats: Arc<Stats>,
+}
+
+impl Channels {
+    /// Starts the supervisor (channel actors start on demand).
+    pub async fn start(args: SupervisorArgs) -> Result<Self, SpawnErr> {
+        let stats = args.stats.clone();
+        let (supervisor, _) = Actor::spawn(None, ChannelSupervisor, args).await?;
+        Ok(Self { supervisor, stats })
+    }
+
+    /// Asks a question in its channel and waits for the answer. Questions of one channel are
+    /// answered one at a time in the order they were asked.
+    pub async fn ask(&self, question: Question) -> Result<String, AskError> {
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Ask(question, reply), None)
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(_) => Err(AskError::Unavailable(
+                "the channel actor stopped before replying".into(),
+            )),
+            Err(err) => Err(AskError::Unavailable(format!(
+                "the channel supervisor is not running: {err}"
+            ))),
+        }
+    }
+
+    /// The window of a channel whose actor is alive (`None` otherwise), oldest first.
+    pub async fn window(&self, channel: ChannelId) -> Option<Vec<Exchange>> {
+        let actor = self
+            .supervisor
+            .call(|reply| SupervisorMsg::Lookup(channel, reply), None)
+            .await
+            .ok()?
+            .success_or(())
+            .ok()??;
+        actor
+            .call(ChannelMsg::Snapshot, None)
+            .await
+            .ok()?
+            .success_or(())
+            .ok()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Waits until every accepted question is answered, or the deadline passes.
+    /// Returns whether everything was answered.
+    pub async fn drain(&self, deadline: Instant) -> bool {
+        loop {
+            if self.stats.snapshot().in_flight == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the supervisor and every channel actor.
+    pub async fn stop(&self) {
+        let _ = self
+            .supervisor
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .await;
+    }
+}

@@ -1,0 +1,645 @@
+//! The bot's configuration: one typed struct, layered from the built-in defaults
+//! (`config/default.toml`, compiled in), an optional TOML file and the environment.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The defaults, every setting commented; also the reference operators copy from.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// The persona prompt used when `persona.system_prompt_file` is empty.
+pub const DEFAULT_PERSONA: &str = include_str!("../config/persona.md");
+
+/// A value that must never be printed: `Debug`, `Display` and `Serialize` show `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+
+    fn shown(&self) -> &'static str {
+        if self.is_empty() {
+            ""
+        } else {
+            "[redacted]"
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.shown())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub discord: DiscordConfig,
+    pub openai: OpenAiConfig,
+    pub search: SearchConfig,
+    pub persona: PersonaConfig,
+    pub channels: ChannelsConfig,
+    pub store: StoreConfig,
+    pub limits: LimitsConfig,
+    pub http: HttpConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    pub bot_token: Secret,
+    pub guild_id: u64,
+    pub api_base: String,
+    pub request_timeout_secs: u64,
+}
+
+/// Discord's own API base: serenity's rate limiter is used only against it.
+pub const DISCORD_DEFAULT_API_BASE: &str = "https://discord.com";
+
+impl DiscordConfig {
+    /// Whether REST goes somewhere other than Discord itself (a proxy or a test fake).
+    pub fn uses_custom_api_base(&self) -> bool {
+        self.api_base.trim_end_matches('/') != DISCORD_DEFAULT_API_BASE
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    pub api_key: Secret,
+    pub base_url: String,
+    pub model: String,
+    pub temperature: f32,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_retries: u32,
+    pub answer_timeout_secs: u64,
+    pub max_tool_rounds: u32,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    pub base_url: String,
+    pub region: String,
+    pub max_results: usize,
+    pub timeout_secs: u64,
+    pub cache_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaConfig {
+    pub system_prompt_file: String,
+    pub closing_reminder: String,
+    pub time_zone: String,
+    /// The resolved persona prompt (from the file, or the built-in one).
+    #[serde(skip)]
+    pub system_prompt: String,
+}
+
+impl PersonaConfig {
+    /// The configured time zone (validated at load).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::Asia::Tokyo)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    pub idle_secs: u64,
+    pub max_channels: usize,
+    pub window_exchanges: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub db_path: PathBuf,
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_question_chars: usize,
+    pub rate_burst: u32,
+    pub rate_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub bind_addr: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_secs: u64,
+}
+
+/// What the configuration is loaded for: each use requires different settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Running the Discord bot: Discord and model credentials are required.
+    Bot,
+    /// `zundamon ask`: only the model settings are required.
+    Ask,
+    /// `zundamon check-config`: everything the bot needs is checked.
+    Check,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Where each environment variable goes, and how to read it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+}
+
+const ENV: &[(&str, &str, &str, Kind)] = &[
+    ("DISCORD_BOT_TOKEN", "discord", "bot_token", Kind::Str),
+    ("DISCORD_GUILD_ID", "discord", "guild_id", Kind::Int),
+    ("DISCORD_API_BASE", "discord", "api_base", Kind::Str),
+    (
+        "ZUNDA_DISCORD_REQUEST_TIMEOUT_SECS",
+        "discord",
+        "request_timeout_secs",
+        Kind::Int,
+    ),
+    ("OPENAI_API_KEY", "openai", "api_key", Kind::Str),
+    ("OPENAI_BASE_URL", "openai", "base_url", Kind::Str),
+    ("OPENAI_MODEL", "openai", "model", Kind::Str),
+    ("ZUNDA_TEMPERATURE", "openai", "temperature", Kind::Float),
+    (
+        "ZUNDA_LLM_CONNECT_TIMEOUT_SECS",
+        "openai",
+        "connect_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_LLM_REQUEST_TIMEOUT_SECS",
+        "openai",
+        "request_timeout_secs",
+        Kind::Int,
+    ),
+    ("ZUNDA_LLM_MAX_RETRIES", "openai", "max_retries", Kind::Int),
+    (
+        "ZUNDA_ANSWER_TIMEOUT_SECS",
+        "openai",
+        "answer_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_MAX_TOOL_ROUNDS",
+        "openai",
+        "max_tool_rounds",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_MAX_CONCURRENT_LLM",
+        "openai",
+        "max_concurrent_requests",
+        Kind::Int,
+    ),
+    ("SEARCH_BASE_URL", "search", "base_url", Kind::Str),
+    ("ZUNDA_SEARCH_REGION", "search", "region", Kind::Str),
+    (
+        "ZUNDA_SEARCH_MAX_RESULTS",
+        "search",
+        "max_results",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_SEARCH_TIMEOUT_SECS",
+        "search",
+        "timeout_secs",
+        Kind::Int,
+    ),
+    ("ZUNDA_SEARCH_CACHE_SECS", "search", "cache_secs", Kind::Int),
+    (
+        "ZUNDA_PERSONA_FILE",
+        "persona",
+        "system_prompt_file",
+        Kind::Str,
+    ),
+    (
+        "ZUNDA_CLOSING_REMINDER",
+        "persona",
+        "closing_reminder",
+        Kind::Str,
+    ),
+    ("ZUNDA_TIME_ZONE", "persona", "time_zone", Kind::Str),
+    (
+        "ZUNDA_CHANNEL_IDLE_SECS",
+        "channels",
+        "idle_secs",
+        Kind::Int,
+    ),
+    ("ZUNDA_MAX_CHANNELS", "channels", "max_channels", Kind::Int),
+    (
+        "ZUNDA_WINDOW_EXCHANGES",
+        "channels",
+        "window_exchanges",
+        Kind::Int,
+    ),
+    ("ZUNDA_DB_PATH", "store", "db_path", Kind::Str),
+    ("ZUNDA_RETENTION_DAYS", "store", "retention_days", Kind::Int),
+    (
+        "ZUNDA_MAX_QUESTION_CHARS",
+        "limits",
+        "max_question_chars",
+        Kind::Int,
+    ),
+    ("ZUNDA_RATE_BURST", "limits", "rate_burst", Kind::Int),
+    (
+        "ZUNDA_RATE_PER_MINUTE",
+        "limits",
+        "rate_per_minute",
+        Kind::Int,
+    ),
+    ("ZUNDA_BIND_ADDR", "http", "bind_addr", Kind::Str),
+    ("PORT", "http", "port", Kind::Int),
+    (
+        "ZUNDA_SHUTDOWN_GRACE_SECS",
+        "shutdown",
+        "grace_secs",
+        Kind::Int,
+    ),
+];
+
+/// The environment variable names the configuration reads, for documentation and tests.
+pub fn env_names() -> impl Iterator<Item = &'static str> {
+    ENV.iter().map(|(name, ..)| *name)
+}
+
+impl Config {
+    /// Loads the configuration from the process environment.
+    pub fn load(file: Option<&Path>, purpose: Purpose) -> Result<Self, ConfigError> {
+        Self::load_with(file, purpose, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the configuration, reading environment variables through `env`.
+    pub fn load_with(
+        file: Option<&Path>,
+        purpose: Purpose,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut table: toml::Table = DEFAULT_TOML
+            .parse()
+            .expect("the built-in config/default.toml is valid TOML");
+
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            match text.parse::<toml::Table>() {
+                Ok(overlay) => merge(&mut table, overlay),
+                Err(err) => problems.push(format!("{}: {}", path.display(), err.message())),
+            }
+        }
+
+        for &(name, section, key, kind) in ENV {
+            let Some(raw) = env(name) else { continue };
+            let raw = raw.trim().to_owned();
+            let value = match kind {
+                Kind::Str => Some(toml::Value::String(raw)),
+                Kind::Int => raw.parse::<i64>().ok().map(toml::Value::Integer),
+                Kind::Float => raw.parse::<f64>().ok().map(toml::Value::Float),
+            };
+            match value {
+                Some(value) => {
+                    if let Some(toml::Value::Table(section)) = table.get_mut(section) {
+                        section.insert(key.to_owned(), value);
+                    }
+                }
+                None => problems.push(format!("{name}={raw:?} is not a number")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|err: toml::de::Error| ConfigError::Invalid(vec![err.message().to_owned()]))?;
+        config.resolve_persona(&mut problems);
+        config.validate(purpose, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn resolve_persona(&mut self, problems: &mut Vec<String>) {
+        let file = self.persona.system_prompt_file.trim();
+        self.persona.system_prompt = if file.is_empty() {
+            DEFAULT_PERSONA.to_owned()
+        } else {
+            match std::fs::read_to_string(file) {
+                Ok(text) if !text.trim().is_empty() => text,
+                Ok(_) => {
+                    problems.push(format!("persona file {file} is empty (ZUNDA_PERSONA_FILE)"));
+                    String::new()
+                }
+                Err(err) => {
+                    problems.push(format!(
+                        "cannot read persona file {file}: {err} (ZUNDA_PERSONA_FILE)"
+                    ));
+                    String::new()
+                }
+            }
+        };
+    }
+
+    fn validate(&self, purpose: Purpose, problems: &mut Vec<String>) {
+        let needs_discord = matches!(purpose, Purpose::Bot | Purpose::Check);
+        if needs_discord && self.discord.bot_token.is_empty() {
+            problems.push(
+                "DISCORD_BOT_TOKEN is not set: export it or set discord.bot_token in a --config file"
+                    .into(),
+            );
+        }
+        if needs_discord && self.discord.guild_id == 0 {
+            problems.push(
+                "DISCORD_GUILD_ID is not set: export the id of the guild to register /zunda in"
+                    .into(),
+            );
+        }
+        if self.openai.api_key.is_empty() {
+            problems.push(
+                "OPENAI_API_KEY is not set: export it (local OpenAI-compatible servers accept any non-empty value)"
+                    .into(),
+            );
+        }
+        for (name, url) in [
+            ("DISCORD_API_BASE", &self.discord.api_base),
+            ("OPENAI_BASE_URL", &self.openai.base_url),
+            ("SEARCH_BASE_URL", &self.search.base_url),
+        ] {
+            match url::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => problems.push(format!("{name}={url:?} is not an http(s) URL")),
+            }
+        }
+        if self.openai.model.trim().is_empty() {
+            problems.push("OPENAI_MODEL is empty".into());
+        }
+        if !(0.0..=2.0).contains(&self.openai.temperature) {
+            problems.push("ZUNDA_TEMPERATURE must be between 0 and 2".into());
+        }
+        if self.persona.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(format!(
+                "ZUNDA_TIME_ZONE={:?} is not an IANA time zone (e.g. Asia/Tokyo)",
+                self.persona.time_zone
+            ));
+        }
+        let positive: [(&str, u64); 12] = [
+            (
+                "ZUNDA_DISCORD_REQUEST_TIMEOUT_SECS",
+                self.discord.request_timeout_secs,
+            ),
+            (
+                "ZUNDA_LLM_CONNECT_TIMEOUT_SECS",
+                self.openai.connect_timeout_secs,
+            ),
+            (
+                "ZUNDA_LLM_REQUEST_TIMEOUT_SECS",
+                self.openai.request_timeout_secs,
+            ),
+            ("ZUNDA_ANSWER_TIMEOUT_SECS", self.openai.answer_timeout_secs),
+            (
+                "ZUNDA_MAX_CONCURRENT_LLM",
+                self.openai.max_concurrent_requests as u64,
+            ),
+            ("ZUNDA_SEARCH_TIMEOUT_SECS", self.search.timeout_secs),
+            ("ZUNDA_CHANNEL_IDLE_SECS", self.channels.idle_secs),
+            ("ZUNDA_MAX_CHANNELS", self.channels.max_channels as u64),
+            ("ZUNDA_RETENTION_DAYS", u64::from(self.store.retention_days)),
+            (
+                "ZUNDA_MAX_QUESTION_CHARS",
+                self.limits.max_question_chars as u64,
+            ),
+            ("ZUNDA_RATE_BURST", u64::from(self.limits.rate_burst)),
+            (
+                "ZUNDA_RATE_PER_MINUTE",
+                u64::from(self.limits.rate_per_minute),
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        if self.channels.window_exchanges > 100 {
+            problems.push("ZUNDA_WINDOW_EXCHANGES must be at most 100".into());
+        }
+        if self.limits.max_question_chars > 6000 {
+            problems.push(
+                "ZUNDA_MAX_QUESTION_CHARS must be at most 6000 (Discord's option limit)".into(),
+            );
+        }
+        if self.store.db_path.as_os_str().is_empty() {
+            problems.push("ZUNDA_DB_PATH is empty".into());
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration serializes to TOML")
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, other values replace.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(overlay)) => merge(base, overlay),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const REQUIRED: &[(&str, &str)] = &[
+        ("DISCORD_BOT_TOKEN", "tok-123"),
+        ("DISCORD_GUILD_ID", "42"),
+        ("OPENAI_API_KEY", "sk-secret"),
+    ];
+
+    #[test]
+    fn defaults_with_required_env() {
+        let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
+        assert_eq!(config.discord.guild_id, 42);
+        assert_eq!(config.openai.base_url, "https://api.openai.com/v1");
+        assert_eq!(config.openai.model, "gpt-4o-mini");
+        assert_eq!(config.search.base_url, "https://html.duckduckgo.com");
+        assert_eq!(config.http.port, 8080);
+        assert_eq!(config.channels.idle_secs, 600);
+        assert_eq!(config.channels.max_channels, 10_000);
+        assert_eq!(config.channels.window_exchanges, 5);
+        assert_eq!(config.shutdown.grace_secs, 25);
+        assert!(!config.discord.uses_custom_api_base());
+        assert!(config.persona.system_prompt.contains("ずんだもん"));
+    }
+
+    #[test]
+    fn missing_required_settings_are_all_listed() {
+        let err = Config::load_with(None, Purpose::Bot, env_of(&[])).unwrap_err();
+        let text = err.to_string();
+        for name in ["DISCORD_BOT_TOKEN", "DISCORD_GUILD_ID", "OPENAI_API_KEY"] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
+    fn ask_needs_only_the_model_key() {
+        let config =
+            Config::load_with(None, Purpose::Ask, env_of(&[("OPENAI_API_KEY", "x")])).unwrap();
+        assert_eq!(config.discord.guild_id, 0);
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("zunda-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[channels]\nidle_secs = 5\nmax_channels = 7\n").unwrap();
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_MAX_CHANNELS", "9"));
+        env.push(("PORT", "9999"));
+        env.push(("OPENAI_MODEL", "llama3"));
+        let config = Config::load_with(Some(&file), Purpose::Bot, env_of(&env)).unwrap();
+        assert_eq!(config.channels.idle_secs, 5);
+        assert_eq!(config.channels.max_channels, 9);
+        assert_eq!(config.http.port, 9999);
+        assert_eq!(config.openai.model, "llama3");
+    }
+
+    #[test]
+    fn malformed_values_are_reported() {
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_MAX_CHANNELS", "lots"));
+        env.push(("PORT", "x"));
+        let text = Config::load_with(None, Purpose::Bot, env_of(&env))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("ZUNDA_MAX_CHANNELS") && text.contains("PORT"),
+            "{text}"
+        );
+
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_TIME_ZONE", "Mars/Olympus"));
+        env.push(("OPENAI_BASE_URL", "not a url"));
+        let text = Config::load_with(None, Purpose::Bot, env_of(&env))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("ZUNDA_TIME_ZONE") && text.contains("OPENAI_BASE_URL"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("zunda-config-u-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[channels]\nidle_sec = 5\n").unwrap();
+        let text = Config::load_with(Some(&file), Purpose::Bot, env_of(REQUIRED))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("idle_sec"), "{text}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
+        let debug = format!("{config:?}");
+        let shown = config.to_redacted_toml();
+        for text in [&debug, &shown] {
+            assert!(
+                !text.contains("tok-123") && !text.contains("sk-secret"),
+                "{text}"
+            );
+            assert!(text.contains("[redacted]"));
+        }
+    }
+
+    #[test]
+    fn every_env_name_is_documented_in_default_toml() {
+        for name in env_names() {
+            assert!(
+                DEFAULT_TOML.contains(name),
+                "{name} missing from config/default.toml"
+            );
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Zundamon: a Discord bot that answers `/zunda` questions in the voice of Zundamon, searching the
+//! web when it needs to and remembering the last exchanges of each channel.
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything else lives here so the
+//! integration tests can drive the same code.
+
+pub mod agent;
+pub mod app;
+pub mod ask;
+pub mod config;
+pub mod discord;
+pub mod health;
+pub mod limits;
+pub mod metrics;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,836 @@
+//! The SQLite-backed [`ConversationStore`]: keeps each channel's recent exchanges on disk so
+//! conversations survive actor eviction and bot restarts.
+//!
+//! This module owns the database file: opening and checking it at startup (failing with an error
+//! that names the path and says what to do), the schema migrations in `migrations/`, trimming each
+//! channel to its newest exchanges, pruning exchanges older than the retention period, and the WAL
+//! checkpoint on shutdown. SQLite calls block, so every one of them runs on tokio's blocking pool.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, DatabaseName, ErrorCode, OpenFlags};
+use thiserror::Error;
+use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
+
+/// The schema migrations, in order. `PRAGMA user_version` records how many have been applied, so
+/// a migration must never be edited once released: add a new file instead.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_exchanges.sql")];
+
+/// How long a statement waits for another connection's lock (a second process, or an operator's
+/// `sqlite3` shell) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the current time comes from: the system clock, or a fake one in tests.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Why the store could not be opened. Every message names the path and says what to do.
+#[derive(Debug, Error)]
+pub enum StoreOpenError {
+    #[error("cannot open conversation store at {}: cannot create its directory {}: {source} — create it writable by the bot's user, or set ZUNDA_DB_PATH", .path.display(), .dir.display())]
+    CreateDir {
+        path: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open conversation store at {}: it is a directory — set ZUNDA_DB_PATH to a file inside it, e.g. {}", .path.display(), .path.join("zundamon.db").display())]
+    IsDirectory { path: PathBuf },
+    #[error("cannot open conversation store at {}: file is not a database — move it away or set ZUNDA_DB_PATH", .path.display())]
+    NotADatabase { path: PathBuf },
+    #[error("cannot open conversation store at {}: the database is corrupt ({detail}) — move it away together with its -wal and -shm files, or set ZUNDA_DB_PATH", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open conversation store at {}: it is read-only — make the file and its directory writable by the bot's user, or set ZUNDA_DB_PATH", .path.display())]
+    ReadOnly { path: PathBuf },
+    #[error("cannot open conversation store at {}: it is locked by another process — stop the other process using it, or set ZUNDA_DB_PATH", .path.display())]
+    Locked { path: PathBuf },
+    #[error("cannot open conversation store at {}: its schema version {found} is newer than this build knows ({known}) — run a newer zundamon, or set ZUNDA_DB_PATH", .path.display())]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("cannot open conversation store at {}: {source} — check that the file and its directory are writable by the bot's user, or set ZUNDA_DB_PATH", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreOpenError {
+    /// Turns a SQLite failure during open into the variant that tells the operator what to do.
+    fn from_sqlite(path: &Path, err: rusqlite::Error) -> Self {
+        let path = path.to_owned();
+        match err.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => Self::NotADatabase { path },
+            Some(ErrorCode::DatabaseCorrupt) => Self::Corrupt {
+                path,
+                detail: err.to_string(),
+            },
+            Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => Self::ReadOnly { path },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Self::Locked { path },
+            _ => Self::Sqlite { path, source: err },
+        }
+    }
+}
+
+/// Stores exchanges in one SQLite file, shared by every channel actor through one connection.
+///
+/// One connection is enough: each operation is a few indexed statements, and serializing them
+/// avoids `SQLITE_BUSY` between writers of the same process.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    retention: Duration,
+    clock: Clock,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path`, migrates it and checks it is usable.
+    /// Exchanges older than `retention` are neither loaded nor kept.
+    ///
+    /// Blocks on file I/O: call it at startup, before serving.
+    pub fn open(path: &Path, retention: Duration) -> Result<Self, StoreOpenError> {
+        Self::open_with_clock(path, retention, Arc::new(SystemTime::now))
+    }
+
+    /// Like [`open`](Self::open), reading the current time from `clock` (for tests).
+    pub fn open_with_clock(
+        path: &Path,
+        retention: Duration,
+        clock: Clock,
+    ) -> Result<Self, StoreOpenError> {
+        let conn = open_connection(path)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+            retention,
+            clock,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes the exchanges older than the retention period; returns how many.
+    pub async fn prune(&self) -> Result<usize, StoreError> {
+        let cutoff = self.cutoff();
+        self.with_conn("prune", move |conn| {
+            conn.prepare_cached("DELETE FROM exchanges WHERE created_at < ?1")?
+                .execute(params![cutoff])
+        })
+        .await
+    }
+
+    /// Prunes now and then every `every` until the task is aborted. Failures are logged and
+    /// retried at the next tick: a full disk should not stop the bot from answering.
+    pub fn spawn_pruner(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        // `interval` panics on a zero period.
+        let every = every.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match self.prune().await {
+                    Ok(0) => tracing::debug!("no expired exchanges to prune"),
+                    Ok(deleted) => tracing::info!(deleted, "pruned expired exchanges"),
+                    Err(err) => tracing::warn!(error = %err, "pruning expired exchanges failed"),
+                }
+            }
+        })
+    }
+
+    /// Moves everything in the write-ahead log into the database file and truncates the log,
+    /// so the file alone holds the data (e.g. for a backup copy).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (busy, log_frames, checkpointed) = self
+            .with_conn("checkpoint", |conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+            })
+            .await?;
+        if busy != 0 {
+            // Another connection is reading; SQLite will finish the checkpoint later, and the WAL
+            // is replayed on the next open either way, so nothing is lost.
+            tracing::warn!(
+                log_frames,
+                checkpointed,
+                "WAL checkpoint could not complete"
+            );
+        }
+        Ok(())
+    }
+
+    /// Prepares for shutdown: refreshes the query planner's statistics and flushes the WAL.
+    /// The store stays usable; a write after this lands in the WAL and is kept.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        // Recommended by SQLite before closing a long-lived connection; cheap when nothing changed.
+        self.with_conn("optimize", |conn| conn.execute_batch("PRAGMA optimize"))
+            .await?;
+        self.flush().await?;
+        tracing::info!(path = %self.path.display(), "conversation store flushed");
+        Ok(())
+    }
+
+    /// Unix seconds from the clock; a clock before 1970 counts as 1970.
+    fn now(&self) -> i64 {
+        let since_epoch = (self.clock)()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// The oldest `created_at` still within the retention period.
+    fn cutoff(&self) -> i64 {
+        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
+        self.now().saturating_sub(retention)
+    }
+
+    /// Runs `work` on the blocking pool with the connection. The mutex is taken and released
+    /// inside the blocking task, so it is never held across an `.await`.
+    async fn with_conn<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let result = tokio::task::spawn_blocking(move || {
+            // A panic mid-operation cannot leave a half-written change behind: rusqlite rolls an
+            // open transaction back when it is dropped during unwinding. So a poisoned lock still
+            // guards a consistent connection.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn)
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StoreError(format!("{what} failed: {err}"))),
+            Err(err) => Err(StoreError(format!("{what} did not finish: {err}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl ConversationStore for SqliteStore {
+    async fn load(&self, channel: ChannelId, limit: usize) -> Result<Vec<Exchange>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let channel = channel_key(channel);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let cutoff = self.cutoff();
+        self.with_conn("load", move |conn| {
+            let mut newest_first = conn.prepare_cached(
+                "SELECT question, answer FROM exchanges
+                 WHERE channel_id = ?1 AND created_at >= ?2
+                 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let mut exchanges = newest_first
+                .query_map(params![channel, cutoff, limit], |row| {
+                    Ok(Exchange {
+                        question: row.get(0)?,
+                        answer: row.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            exchanges.reverse();
+            Ok(exchanges)
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        channel: ChannelId,
+        exchanges: &[Exchange],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let channel = channel_key(channel);
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let now = self.now();
+        let exchanges = exchanges.to_vec();
+        self.with_conn("append", move |conn| {
+            // One transaction: a crash never leaves half of a batch, and the trim sees the rows
+            // it has to keep.
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO exchanges (channel_id, question, answer, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for exchange in &exchanges {
+                    insert.execute(params![channel, exchange.question, exchange.answer, now])?;
+                }
+                // Everything at or below the (keep+1)-th newest id goes; fewer rows than that
+                // makes the bound NULL, which deletes nothing.
+                tx.prepare_cached(
+                    "DELETE FROM exchanges WHERE channel_id = ?1 AND id <= (
+                         SELECT id FROM exchanges WHERE channel_id = ?1
+                         ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )?
+                .execute(params![channel, keep])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+}
+
+/// Stores a channel id in SQLite's signed 64-bit integer. Snowflakes are below 2^63 and so are
+/// stored unchanged (readable in a `sqlite3` shell); anything larger wraps to a negative number,
+/// which is still one-to-one, so no two channels ever share rows.
+fn channel_key(channel: ChannelId) -> i64 {
+    i64::from_ne_bytes(channel.to_ne_bytes())
+}
+
+/// Opens the connection, configures it, migrates the schema and proves it can be read and written.
+fn open_connection(path: &Path) -> Result<Connection, StoreOpenError> {
+    // SQLite reports a directory only as "unable to open database file"; say what is wrong.
+    if path.is_dir() {
+        return Err(StoreOpenError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreOpenError::CreateDir {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            source,
+        })?;
+    }
+    let sqlite = |err| StoreOpenError::from_sqlite(path, err);
+
+    // No SQLITE_OPEN_URI: the configured path is a file name, never a `file:` URI with options.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+
+    // The first statement reads the header, so a file that is not a database fails here.
+    let journal: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(sqlite)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        // Some file systems (e.g. network mounts) cannot share memory for the WAL index; the
+        // rollback journal still works, just with readers waiting for writers.
+        tracing::warn!(path = %path.display(), journal, "SQLite WAL mode unavailable");
+    }
+    // With WAL, NORMAL cannot corrupt the database; a power cut may lose the last few exchanges,
+    // which is a fair price for not syncing on every answer.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sqlite)?;
+
+    // SQLite silently falls back to read-only when the OS refuses writes; every answer would then
+    // fail to save, so refuse to start instead.
+    if conn.is_readonly(DatabaseName::Main).map_err(sqlite)? {
+        return Err(StoreOpenError::ReadOnly {
+            path: path.to_owned(),
+        });
+    }
+
+    let version = migrate(&mut conn, path)?;
+    verify(&conn, path)?;
+    tracing::info!(path = %path.display(), schema_version = version, journal, "conversation store open");
+    Ok(conn)
+}
+
+/// Applies the migrations not yet recorded in `user_version`, each in its own transaction
+/// together with the version bump, so a crash mid-migration leaves the previous version intact.
+/// Returns the schema version.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, StoreOpenError> {
+    let sqlite = |err| StoreOpenError::from_sqlite(path, err);
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sqlite)?;
+    let applied = usize::try_from(found)
+        .ok()
+        .filter(|&applied| applied <= MIGRATIONS.len())
+        .ok_or_else(|| StoreOpenError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: MIGRATIONS.len(),
+        })?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = index + 1;
+        let tx = conn.transaction().map_err(sqlite)?;
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        tracing::info!(path = %path.display(), version, "applied conversation store migration");
+    }
+    Ok(MIGRATIONS.len())
+}
+
+/// Fails now, with a clear error, on what would otherwise fail on the first answer: a damaged
+/// file, or a lock held by another process.
+fn verify(conn: &Connection, path: &Path) -> Result<(), StoreOpenError> {
+    let sqlite = |err| StoreOpenError::from_sqlite(path, err);
+    // The store is small (a few exchanges per channel), so a full quick_check costs little.
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if check != "ok" {
+        return Err(StoreOpenError::Corrupt {
+            path: path.to_owned(),
+            detail: check,
+        });
+    }
+    // Taking the write lock proves the file, its WAL and its directory are writable now.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(sqlite)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let unique = format!(
+                "zunda-store-{name}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let dir = std::env::temp_dir().join(unique);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn db(&self) -> PathBuf {
+            self.0.join("zundamon.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A clock the test moves by hand, in unix seconds.
+    #[derive(Clone)]
+    struct FakeClock(Arc<AtomicU64>);
+
+    impl FakeClock {
+        fn at(secs: u64) -> Self {
+            Self(Arc::new(AtomicU64::new(secs)))
+        }
+
+        fn advance(&self, by: Duration) {
+            self.0.fetch_add(by.as_secs(), Ordering::SeqCst);
+        }
+
+        fn clock(&self) -> Clock {
+            let secs = Arc::clone(&self.0);
+            Arc::new(move || UNIX_EPOCH + Duration::from_secs(secs.load(Ordering::SeqCst)))
+        }
+    }
+
+    fn ex(n: usize) -> Exchange {
+        Exchange::new(format!("question {n}"), format!("answer {n}"))
+    }
+
+    fn questions(exchanges: &[Exchange]) -> Vec<&str> {
+        exchanges.iter().map(|e| e.question.as_str()).collect()
+    }
+
+    fn open(dir: &TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.db(), 30 * DAY).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trip_keeps_text_and_order() {
+        let dir = TempDir::new("round-trip");
+        let store = open(&dir);
+        let first = Exchange::new(
+            "ずんだ餅って何？",
+            "枝豆のお餅なのだ！\n'quotes' and \"more\"",
+        );
+        store.append(7, &[first.clone(), ex(2)], 10).await.unwrap();
+        store.append(7, &[ex(3)], 10).await.unwrap();
+        assert_eq!(store.load(7, 10).await.unwrap(), vec![first, ex(2), ex(3)]);
+        assert!(store.load(8, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn load_returns_the_newest_limit_oldest_first() {
+        let dir = TempDir::new("limit");
+        let store = open(&dir);
+        let all: Vec<_> = (1..=6).map(ex).collect();
+        store.append(1, &all, 100).await.unwrap();
+        let newest = store.load(1, 3).await.unwrap();
+        assert_eq!(
+            questions(&newest),
+            ["question 4", "question 5", "question 6"]
+        );
+        assert!(store.load(1, 0).await.unwrap().is_empty());
+        assert_eq!(store.load(1, usize::MAX).await.unwrap(), all);
+    }
+
+    #[tokio::test]
+    async fn append_trims_each_channel_to_keep() {
+        let dir = TempDir::new("keep");
+        let store = open(&dir);
+        for n in 1..=5 {
+            store.append(1, &[ex(n)], 3).await.unwrap();
+        }
+        store.append(2, &[ex(100)], 3).await.unwrap();
+        // A batch larger than `keep` keeps only its own newest.
+        store
+            .append(3, &[ex(1), ex(2), ex(3), ex(4)], 2)
+            .await
+            .unwrap();
+
+        let kept = store.load(1, 100).await.unwrap();
+        assert_eq!(questions(&kept), ["question 3", "question 4", "question 5"]);
+        assert_eq!(store.load(2, 100).await.unwrap(), vec![ex(100)]);
+        assert_eq!(store.load(3, 100).await.unwrap(), vec![ex(3), ex(4)]);
+
+        let rows: i64 = store
+            .with_conn("count", |c| {
+                c.query_row("SELECT count(*) FROM exchanges", [], |r| r.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 3 + 1 + 2, "trimmed rows are deleted, not just hidden");
+    }
+
+    #[tokio::test]
+    async fn channel_ids_use_the_full_u64_range() {
+        let dir = TempDir::new("snowflake");
+        let store = open(&dir);
+        let snowflake = 1_234_567_890_123_456_789_u64;
+        let wrapping = u64::MAX;
+        let wrapped_twin = u64::MAX >> 1; // i64::MAX, distinct from u64::MAX as i64 (-1)
+        store.append(snowflake, &[ex(1)], 5).await.unwrap();
+        store.append(wrapping, &[ex(2)], 5).await.unwrap();
+        store.append(wrapped_twin, &[ex(3)], 5).await.unwrap();
+        assert_eq!(store.load(snowflake, 5).await.unwrap(), vec![ex(1)]);
+        assert_eq!(store.load(wrapping, 5).await.unwrap(), vec![ex(2)]);
+        assert_eq!(store.load(wrapped_twin, 5).await.unwrap(), vec![ex(3)]);
+
+        let stored: i64 = store
+            .with_conn("raw", move |c| {
+                c.query_row(
+                    "SELECT channel_id FROM exchanges ORDER BY id LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            stored, 1_234_567_890_123_456_789_i64,
+            "snowflakes are stored as-is"
+        );
+    }
+
+    #[tokio::test]
+    async fn data_survives_a_restart() {
+        let dir = TempDir::new("restart");
+        {
+            let store = open(&dir);
+            store.append(42, &[ex(1), ex(2)], 5).await.unwrap();
+            store.close().await.unwrap();
+        }
+        {
+            // Not closed: the write only reached the WAL, which the next open replays.
+            let store = open(&dir);
+            assert_eq!(store.load(42, 5).await.unwrap(), vec![ex(1), ex(2)]);
+            store.append(42, &[ex(3)], 5).await.unwrap();
+        }
+        let store = open(&dir);
+        assert_eq!(store.load(42, 5).await.unwrap(), vec![ex(1), ex(2), ex(3)]);
+        let version: i64 = store
+            .with_conn("version", |c| {
+                c.pragma_query_value(None, "user_version", |r| r.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn flush_empties_the_wal_into_the_database_file() {
+        let dir = TempDir::new("flush");
+        let store = open(&dir);
+        store.append(1, &[ex(1)], 5).await.unwrap();
+        let wal = dir.0.join("zundamon.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        store.flush().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        // Still usable after a flush.
+        store.append(1, &[ex(2)], 5).await.unwrap();
+        assert_eq!(store.load(1, 5).await.unwrap(), vec![ex(1), ex(2)]);
+    }
+
+    #[tokio::test]
+    async fn expired_exchanges_are_hidden_then_pruned() {
+        let dir = TempDir::new("retention");
+        let time = FakeClock::at(1_700_000_000);
+        let store = SqliteStore::open_with_clock(&dir.db(), 30 * DAY, time.clock()).unwrap();
+        store.append(1, &[ex(1), ex(2)], 10).await.unwrap();
+        store.append(2, &[ex(10)], 10).await.unwrap();
+        time.advance(20 * DAY);
+        store.append(1, &[ex(3)], 10).await.unwrap();
+        assert_eq!(
+            store.prune().await.unwrap(),
+            0,
+            "nothing is older than 30 days yet"
+        );
+
+        time.advance(11 * DAY);
+        // The first batch is now 31 days old: gone from loads even before pruning runs.
+        assert_eq!(store.load(1, 10).await.unwrap(), vec![ex(3)]);
+        assert!(store.load(2, 10).await.unwrap().is_empty());
+        assert_eq!(store.prune().await.unwrap(), 3);
+        assert_eq!(store.prune().await.unwrap(), 0);
+        assert_eq!(store.load(1, 10).await.unwrap(), vec![ex(3)]);
+    }
+
+    #[tokio::test]
+    async fn the_pruner_runs_in_the_background() {
+        let dir = TempDir::new("pruner");
+        let time = FakeClock::at(1_700_000_000);
+        let store = Arc::new(SqliteStore::open_with_clock(&dir.db(), DAY, time.clock()).unwrap());
+        store.append(1, &[ex(1)], 10).await.unwrap();
+        time.advance(2 * DAY);
+
+        let pruner = Arc::clone(&store).spawn_pruner(Duration::from_secs(3600));
+        let count = || {
+            store.with_conn("count", |c| {
+                c.query_row("SELECT count(*) FROM exchanges", [], |r| r.get::<_, i64>(0))
+            })
+        };
+        // The first tick is immediate; wait for it without depending on wall-clock speed.
+        for _ in 0..500 {
+            if count().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(count().await.unwrap(), 0);
+        pruner.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_all_saved_and_atomic() {
+        let dir = TempDir::new("concurrent");
+        let store = Arc::new(open(&dir));
+        let tasks: Vec<_> = (0..64)
+            .map(|task| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let channel = task % 4;
+                    let pair = [
+                        Exchange::new(format!("{task}a"), "x"),
+                        Exchange::new(format!("{task}b"), "x"),
+                    ];
+                    store.append(channel as u64, &pair, 1000).await.unwrap();
+                    // A channel with a small window under contention.
+                    store.append(99, &pair, 10).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+
+        for channel in 0..4_u64 {
+            let saved = store.load(channel, 1000).await.unwrap();
+            assert_eq!(saved.len(), 32, "channel {channel}");
+            for pair in saved.chunks(2) {
+                let first = pair[0].question.strip_suffix('a').unwrap();
+                assert_eq!(
+                    pair[1].question,
+                    format!("{first}b"),
+                    "batches never interleave"
+                );
+            }
+        }
+        let window = store.load(99, 1000).await.unwrap();
+        assert_eq!(window.len(), 10);
+        assert!(
+            window[0].question.ends_with('a'),
+            "trimming never splits the newest batches"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_created() {
+        let dir = TempDir::new("mkdir");
+        let path = dir.0.join("nested/deeper/zundamon.db");
+        SqliteStore::open(&path, DAY).unwrap();
+        assert!(path.is_file());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_fails_with_a_clear_error() {
+        let dir = TempDir::new("corrupt");
+        let path = dir.db();
+        std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+        let err = SqliteStore::open(&path, DAY).unwrap_err();
+        assert!(
+            matches!(err, StoreOpenError::NotADatabase { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("file is not a database"), "{text}");
+        assert!(text.contains("ZUNDA_DB_PATH"), "{text}");
+        // The operator's file is left alone.
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("these are my notes"));
+    }
+
+    #[test]
+    fn a_damaged_database_fails_with_a_clear_error() {
+        let dir = TempDir::new("damaged");
+        let path = dir.db();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE filler (x TEXT);
+                 INSERT INTO filler SELECT hex(randomblob(500)) FROM generate_series(1, 50);",
+            )
+            .or_else(|_| {
+                // generate_series is an optional extension; fall back to a recursive CTE.
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS filler (x TEXT);
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)
+                     INSERT INTO filler SELECT hex(randomblob(500)) FROM n;",
+                )
+            })
+            .unwrap();
+        }
+        // Keep the header valid but scribble over the pages after it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 8192);
+        for byte in &mut bytes[4096..8192] {
+            *byte = 0xA5;
+        }
+        std::fs::write(&path, bytes).unwrap();
+
+        let err = SqliteStore::open(&path, DAY).unwrap_err();
+        assert!(matches!(err, StoreOpenError::Corrupt { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("ZUNDA_DB_PATH"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_directory_fails_with_a_clear_error() {
+        let dir = TempDir::new("is-dir");
+        let err = SqliteStore::open(&dir.0, DAY).unwrap_err();
+        assert!(matches!(err, StoreOpenError::IsDirectory { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&dir.0.display().to_string()), "{text}");
+        assert!(
+            text.contains("is a directory") && text.contains("ZUNDA_DB_PATH"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_parent_that_is_a_file_fails_with_a_clear_error() {
+        let dir = TempDir::new("parent-file");
+        let blocker = dir.0.join("data");
+        std::fs::write(&blocker, "").unwrap();
+        let path = blocker.join("zundamon.db");
+        let err = SqliteStore::open(&path, DAY).unwrap_err();
+        assert!(matches!(err, StoreOpenError::CreateDir { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("ZUNDA_DB_PATH"),
+            "{text}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_database_fails_with_a_clear_error() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = TempDir::new("read-only");
+        let path = dir.db();
+        SqliteStore::open(&path, DAY).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
+            // Running as root: permissions are not enforced, so there is nothing to test.
+            return;
+        }
+        let err = SqliteStore::open(&path, DAY).unwrap_err();
+        assert!(matches!(err, StoreOpenError::ReadOnly { .. }), "{err:?}");
+        assert!(err.to_string().contains("ZUNDA_DB_PATH"));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused() {
+        let dir = TempDir::new("too-new");
+        let path = dir.db();
+        SqliteStore::open(&path, DAY).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&path, DAY).unwrap_err();
+        assert!(
+            matches!(err, StoreOpenError::TooNew { found: 99, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn the_database_uses_wal_and_normal_sync() {
+        let dir = TempDir::new("pragmas");
+        let store = open(&dir);
+        let conn = store.conn.lock().unwrap();
+        let journal: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        let busy: i64 = conn
+            .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(sync, 1, "NORMAL");
+        assert_eq!(busy, BUSY_TIMEOUT.as_millis() as i64);
+    }
+}

@@ -1,0 +1,6 @@
+//! Loopback fakes of the bot's upstreams, all on 127.0.0.1 port 0.
+#![allow(dead_code)]
+
+pub mod fake_discord;
+pub mod fake_openai;
+pub mod fake_search;
