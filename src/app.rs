@@ -1,1 +1,173 @@
+//! The application: builds every part from the configuration, runs them, and shuts them down
+//! gracefully. `main` calls `Application::build(config).await?.run_until_stopped().await`.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+use zundamon_actors::{ChannelSettings, Channels, SupervisorArgs};
+
+use crate::agent::ZundaAgent;
+use crate::config::Config;
+use crate::discord::gateway::Gateway;
+use crate::discord::router::{Router, RouterArgs, RouterMsg};
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+use crate::shutdown::{self, InFlight};
+use crate::store::SqliteStore;
+use crate::telemetry;
+
+/// How often stored history past its retention is deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    health: Arc<Health>,
+    channels: Channels,
+    store: Arc<SqliteStore>,
+    router: ActorRef<RouterMsg>,
+    in_flight: InFlight,
+    gateway: Gateway,
+}
+
+impl Application {
+    /// Opens the store, binds the health port and starts the actors; fails with a message that
+    /// says what to fix.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        telemetry::install_crypto();
+        let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
+        let store = Arc::new(SqliteStore::open(&config.store.db_path, retention)?);
+
+        let metrics = Arc::new(Metrics::new());
+        let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
+        let settings = ChannelSettings {
+            window_exchanges: config.channels.window_exchanges,
+            idle: Duration::from_secs(config.channels.idle_secs),
+            max_channels: config.channels.max_channels,
+        };
+        let channels = Channels::start(SupervisorArgs::new(settings, Arc::new(agent), store.clone()))
+            .await
+            .context("cannot start the channel supervisor")?;
+
+        let address = format!("{}:{}", config.http.bind_addr, config.http.port);
+        let listener = TcpListener::bind(&address).await.with_context(|| {
+            format!("cannot listen on {address} for health checks: set PORT to a free port")
+        })?;
+
+        let health = Arc::new(Health::new(metrics.clone(), channels.clone()));
+        let in_flight = InFlight::default();
+        let (router, _) = Actor::spawn(
+            None,
+            Router,
+            RouterArgs {
+                channels: channels.clone(),
+                api_base: config.discord.api_base.clone(),
+                request_timeout: config.discord.request_timeout(),
+                bot_token: config.discord.bot_token.clone(),
+                limits: config.limits.clone(),
+                metrics,
+                in_flight: in_flight.clone(),
+            },
+        )
+        .await
+        .context("cannot start the Discord event actor")?;
+        let gateway = Gateway::build(
+            &config.discord,
+            config.limits.max_question_chars,
+            router.clone(),
+            health.clone(),
+        )
+        .await
+        .context("cannot build the Discord client")?;
+
+        Ok(Self {
+            config,
+            listener,
+            health,
+            channels,
+            store,
+            router,
+            in_flight,
+            gateway,
+        })
+    }
+
+    /// The address the health server listens on (useful with `PORT=0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until SIGTERM/SIGINT, then drains: `/readyz` turns 503, accepted questions are
+    /// answered, new ones get the restarting reply, the store is flushed. Returns an error if
+    /// the gateway fails for good (e.g. an invalid token).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            config,
+            listener,
+            health,
+            channels,
+            store,
+            router,
+            in_flight,
+            gateway,
+        } = self;
+        info!(
+            "health server listening on http://{}",
+            listener.local_addr().context("health listener")?
+        );
+        let (stop_http, http_stopped) = watch::channel(false);
+        let http = tokio::spawn(health::serve(listener, health.clone(), http_stopped));
+        let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
+
+        let shard_manager = gateway.shard_manager();
+        let mut gateway_task = tokio::spawn(gateway.run());
+
+        let outcome = tokio::select! {
+            signal = shutdown::signal() => {
+                info!("{signal} received: draining");
+                Ok(())
+            }
+            ended = &mut gateway_task => match ended {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the Discord gateway stopped")),
+                Ok(Err(err)) => Err(anyhow::anyhow!(
+                    "the Discord gateway failed: {err} — check DISCORD_BOT_TOKEN"
+                )),
+                Err(err) => Err(anyhow::anyhow!("the Discord gateway task failed: {err}")),
+            },
+        };
+
+        // Drain: stop advertising readiness, turn new questions away kindly, finish the rest.
+        let deadline = Instant::now() + Duration::from_secs(config.shutdown.grace_secs);
+        health.start_draining();
+        let _ = router.cast(RouterMsg::Drain);
+        let pending = in_flight
+            .wait_idle(deadline.checked_sub(Duration::from_secs(1)).unwrap_or(deadline))
+            .await;
+        if pending > 0 {
+            error!(pending, "grace period over: exiting with questions still unanswered");
+        } else {
+            info!("every accepted question was answered");
+        }
+        shard_manager.shutdown_all().await;
+        gateway_task.abort();
+        router.stop(None);
+        channels.stop().await;
+        if let Err(err) = store.close().await {
+            warn!("flushing the conversation store failed: {err}");
+        }
+        pruner.abort();
+        let _ = stop_http.send(true);
+        let _ = http.await;
+        info!("stopped");
+        outcome
+    }
+}

@@ -353,7 +353,7 @@ impl Config {
             let Some(raw) = env(name) else { continue };
             let raw = raw.trim().to_owned();
             let value = match kind {
-                Kind::Str => Some(toml::Value::String(raw)),
+                Kind::Str => Some(toml::Value::String(raw.clone())),
                 Kind::Int => raw.parse::<i64>().ok().map(toml::Value::Integer),
                 Kind::Float => raw.parse::<f64>().ok().map(toml::Value::Float),
             };

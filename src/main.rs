@@ -1,1 +1,87 @@
-fn main() {}
+//! The `zundamon` binary: parses the command line, loads the configuration and hands over to the
+//! library. With no subcommand it runs the bot (what the container runs).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zundamon::config::{Config, ConfigError, Purpose};
+use zundamon::{telemetry, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "zundamon",
+    version,
+    about = "Zundamon, a Discord bot that answers /zunda questions in Zundamon's voice"
+)]
+struct Cli {
+    /// A TOML file overriding the built-in defaults (see config/default.toml); environment
+    /// variables override it in turn.
+    #[arg(long, short, global = true, env = "ZUNDA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bot (the default): Discord gateway, health and metrics server.
+    Run,
+    /// Validate the configuration and print the effective one, secrets redacted.
+    CheckConfig,
+    /// Ask Zundamon a question from the console, without Discord. Without QUESTION, reads
+    /// questions line by line from stdin, remembering the conversation like one channel.
+    Ask {
+        /// The question; omit it to read questions from stdin.
+        question: Option<String>,
+        /// Channel id the conversation is kept under.
+        #[arg(long, default_value_t = 1)]
+        channel: u64,
+        /// The name Zundamon addresses you by.
+        #[arg(long, default_value = "console")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    telemetry::install_crypto();
+    let command = cli.command.unwrap_or(Command::Run);
+    let purpose = match command {
+        Command::Run => Purpose::Bot,
+        Command::CheckConfig => Purpose::Check,
+        Command::Ask { .. } => Purpose::Ask,
+    };
+    let config = match Config::load(cli.config.as_deref(), purpose) {
+        Ok(config) => config,
+        Err(err) => return config_failure(&err),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    let result = match command {
+        Command::CheckConfig => {
+            println!("# configuration is valid\n{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Ask {
+            question,
+            channel,
+            name,
+        } => runtime.block_on(zundamon::ask::run(config, question, channel, name)),
+        Command::Run => {
+            runtime.block_on(async { Application::build(config).await?.run_until_stopped().await })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("zundamon: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_failure(err: &ConfigError) -> ExitCode {
+    eprintln!("zundamon: {err}");
+    ExitCode::from(2)
+}

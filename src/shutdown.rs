@@ -1,1 +1,113 @@
+//! Graceful shutdown: the signal that starts it, and the count of accepted questions whose answer
+//! has not been delivered yet (the drain waits for it to reach zero).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Resolves on SIGTERM (what ECS, App Runner and Kubernetes send) or SIGINT (Ctrl-C).
+pub async fn signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
+        let mut int = signal(SignalKind::interrupt()).expect("cannot listen for SIGINT");
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Counts work that must finish before the process may exit.
+#[derive(Clone, Default)]
+pub struct InFlight {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held while one piece of work is pending; dropping it marks the work done.
+pub struct InFlightGuard {
+    inner: Arc<Inner>,
+}
+
+impl InFlight {
+    pub fn start(&self) -> InFlightGuard {
+        self.inner.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard {
+            inner: self.inner.clone(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until nothing is pending or the deadline passes; returns what is still pending.
+    pub async fn wait_idle(&self, deadline: Instant) -> usize {
+        loop {
+            let notified = self.inner.idle.notified();
+            let pending = self.count();
+            if pending == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count();
+            }
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.inner.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_pending_work() {
+        let in_flight = InFlight::default();
+        let guard = in_flight.start();
+        let waiter = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move {
+                in_flight
+                    .wait_idle(Instant::now() + Duration::from_secs(10))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(guard);
+        assert_eq!(waiter.await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_the_deadline() {
+        let in_flight = InFlight::default();
+        let _guard = in_flight.start();
+        let pending = in_flight
+            .wait_idle(Instant::now() + Duration::from_secs(2))
+            .await;
+        assert_eq!(pending, 1);
+    }
+}

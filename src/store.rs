@@ -723,16 +723,9 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE filler (x TEXT);
-                 INSERT INTO filler SELECT hex(randomblob(500)) FROM generate_series(1, 50);",
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)
+                 INSERT INTO filler SELECT hex(randomblob(500)) FROM n;",
             )
-            .or_else(|_| {
-                // generate_series is an optional extension; fall back to a recursive CTE.
-                conn.execute_batch(
-                    "CREATE TABLE IF NOT EXISTS filler (x TEXT);
-                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)
-                     INSERT INTO filler SELECT hex(randomblob(500)) FROM n;",
-                )
-            })
             .unwrap();
         }
         // Keep the header valid but scribble over the pages after it.

@@ -79,7 +79,12 @@ async fn start(
 #[tokio::test(start_paused = true)]
 async fn fifty_channels_are_answered_concurrently() {
     let answerer = Scripted::sleeping(Duration::from_secs(2));
-    let channels = start(settings(600, 100), answerer.clone(), Arc::new(MemoryStore::new())).await;
+    let channels = start(
+        settings(600, 100),
+        answerer.clone(),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
     let started = Instant::now();
     let answers = join_all((0..50).map(|c| channels.ask(question(c, &format!("q{c}"))))).await;
     let elapsed = started.elapsed();
@@ -94,18 +99,30 @@ async fn fifty_channels_are_answered_concurrently() {
 #[tokio::test(start_paused = true)]
 async fn one_channel_answers_in_order_each_seeing_the_previous() {
     let answerer = Scripted::sleeping(Duration::from_millis(300));
-    let channels = start(settings(600, 100), answerer.clone(), Arc::new(MemoryStore::new())).await;
+    let channels = start(
+        settings(600, 100),
+        answerer.clone(),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
     let started = Instant::now();
     let texts: Vec<String> = (1..=5).map(|n| format!("q{n}")).collect();
     let answers = join_all(texts.iter().map(|t| channels.ask(question(1, t)))).await;
     let answers: Vec<String> = answers.into_iter().map(Result::unwrap).collect();
-    assert_eq!(answers, texts.iter().map(|t| format!("A:{t}")).collect::<Vec<_>>());
+    assert_eq!(
+        answers,
+        texts.iter().map(|t| format!("A:{t}")).collect::<Vec<_>>()
+    );
     // Serial within a channel: five answer times.
     assert!(started.elapsed() >= Duration::from_millis(1500));
     let seen = answerer.seen();
     for (n, (text, history)) in seen.iter().enumerate() {
         assert_eq!(text, &texts[n]);
-        assert_eq!(history, &texts[..n].to_vec(), "question {n} saw {history:?}");
+        assert_eq!(
+            history,
+            &texts[..n].to_vec(),
+            "question {n} saw {history:?}"
+        );
     }
     let window = channels.window(1).await.unwrap();
     assert_eq!(window.len(), 5);
@@ -136,18 +153,30 @@ async fn the_window_keeps_the_last_k() {
 #[tokio::test(start_paused = true)]
 async fn idle_actors_are_evicted_and_their_window_survives() {
     let answerer = Scripted::sleeping(Duration::ZERO);
-    let channels = start(settings(10, 100), answerer.clone(), Arc::new(MemoryStore::new())).await;
+    let channels = start(
+        settings(10, 100),
+        answerer.clone(),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
     channels.ask(question(1, "first")).await.unwrap();
     channels.ask(question(2, "other")).await.unwrap();
     assert_eq!(channels.stats().live_channels, 2);
 
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(channels.stats().live_channels, 2, "evicted before the timeout");
+    assert_eq!(
+        channels.stats().live_channels,
+        2,
+        "evicted before the timeout"
+    );
     channels.ask(question(2, "keeps 2 alive")).await.unwrap();
 
     tokio::time::sleep(Duration::from_secs(8)).await;
     let stats = channels.stats();
-    assert_eq!(stats.live_channels, 1, "channel 1 idle 13 s, channel 2 idle 8 s");
+    assert_eq!(
+        stats.live_channels, 1,
+        "channel 1 idle 13 s, channel 2 idle 8 s"
+    );
     assert_eq!(stats.evictions, 1);
     assert!(channels.window(1).await.is_none());
 
@@ -156,7 +185,11 @@ async fn idle_actors_are_evicted_and_their_window_survives() {
 
     channels.ask(question(1, "second")).await.unwrap();
     let (_, history) = answerer.seen().pop().unwrap();
-    assert_eq!(history, vec!["first"], "the window came back from the store");
+    assert_eq!(
+        history,
+        vec!["first"],
+        "the window came back from the store"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,13 +220,22 @@ async fn busy_actors_are_not_evicted_for_the_cap() {
     let answers = join_all((0..3).map(|c| channels.ask(question(c, "slow")))).await;
     assert!(answers.iter().all(Result::is_ok));
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(channels.stats().live_channels, 2, "shrinks back to the cap once idle");
+    assert_eq!(
+        channels.stats().live_channels,
+        2,
+        "shrinks back to the cap once idle"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn questions_arriving_during_eviction_are_answered() {
     let answerer = Scripted::sleeping(Duration::ZERO);
-    let channels = start(settings(1, 100), answerer.clone(), Arc::new(MemoryStore::new())).await;
+    let channels = start(
+        settings(1, 100),
+        answerer.clone(),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
     let mut asked = Vec::new();
     // Ask right around the idle deadline, over and over, so questions race the sweeps.
     for n in 0..40u64 {
@@ -206,7 +248,11 @@ async fn questions_arriving_during_eviction_are_answered() {
     assert!(stats.evictions > 0, "the test must actually race evictions");
     assert_eq!(stats.answered, 40);
     let (_, history) = answerer.seen().pop().unwrap();
-    assert_eq!(history, asked[34..39].to_vec(), "no exchange lost across evictions");
+    assert_eq!(
+        history,
+        asked[34..39].to_vec(),
+        "no exchange lost across evictions"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -219,7 +265,10 @@ async fn a_panicking_answerer_gets_an_error_reply_and_the_channel_keeps_working(
         async move { channels.ask(question(2, "elsewhere")).await }
     });
     let err = channels.ask(question(1, "panic")).await.unwrap_err();
-    assert!(matches!(err, AskError::Panicked(ref m) if m.contains("scripted panic")), "{err:?}");
+    assert!(
+        matches!(err, AskError::Panicked(ref m) if m.contains("scripted panic")),
+        "{err:?}"
+    );
     assert_eq!(other.await.unwrap().unwrap(), "A:elsewhere");
     assert_eq!(channels.ask(question(1, "after")).await.unwrap(), "A:after");
     let window: Vec<String> = channels
@@ -229,7 +278,11 @@ async fn a_panicking_answerer_gets_an_error_reply_and_the_channel_keeps_working(
         .into_iter()
         .map(|e| e.question)
         .collect();
-    assert_eq!(window, vec!["before", "after"], "the failed question is not remembered");
+    assert_eq!(
+        window,
+        vec!["before", "after"],
+        "the failed question is not remembered"
+    );
     let stats = channels.stats();
     assert_eq!(stats.panics, 1);
     assert_eq!(stats.in_flight, 0);
@@ -315,7 +368,10 @@ async fn a_failing_store_never_blocks_answers_and_writes_are_retried() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(channels.stats().live_channels, 0);
     let saved = store.inner.load(1, 5).await.unwrap();
-    assert_eq!(saved, vec![Exchange::new("q1", "A:q1"), Exchange::new("q2", "A:q2")]);
+    assert_eq!(
+        saved,
+        vec![Exchange::new("q1", "A:q1"), Exchange::new("q2", "A:q2")]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,188 @@
+//! The serenity gateway client. Its event handler stays thin: it turns each event into a message
+//! for the event actor and returns; it never waits for an answer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use serenity::all::{
+    CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption, EventHandler,
+    GatewayIntents, GuildId, Interaction, Message, Ready, ResumedEvent, ShardStageUpdateEvent,
+};
+use serenity::gateway::ShardManager;
+use serenity::http::HttpBuilder;
+use serenity::Client;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::router::{CommandEvent, RouterMsg};
+use super::{COMMAND_DESCRIPTION, COMMAND_NAME, OPTION_DESCRIPTION, OPTION_NAME};
+use crate::config::DiscordConfig;
+use crate::health::Health;
+
+/// Slash commands need no privileged intent, and Discord delivers the content of messages that
+/// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not
+/// enabled would make the gateway refuse the connection.
+pub const INTENTS: GatewayIntents = GatewayIntents::GUILDS.union(GatewayIntents::GUILD_MESSAGES);
+
+struct Handler {
+    router: ActorRef<RouterMsg>,
+    health: Arc<Health>,
+    guild_id: u64,
+    max_question_chars: usize,
+    registered: AtomicBool,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        info!(
+            user = %ready.user.name,
+            session = ready.session_id.len(),
+            "gateway session ready"
+        );
+        self.health.set_gateway_ready(true);
+        let _ = self.router.cast(RouterMsg::Ready {
+            application_id: ready.application.id.get(),
+            bot_user_id: ready.user.id.get(),
+        });
+        if !self.registered.swap(true, Ordering::AcqRel) {
+            self.register_command(&ctx).await;
+        }
+    }
+
+    async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
+        info!("gateway session resumed");
+        self.health.set_gateway_ready(true);
+    }
+
+    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
+        let connected = event.new == ConnectionStage::Connected;
+        if !connected && event.old == ConnectionStage::Connected {
+            warn!(stage = ?event.new, "gateway connection lost, reconnecting");
+        }
+        self.health.set_gateway_ready(connected);
+    }
+
+    async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+        let received = Instant::now();
+        let Interaction::Command(command) = interaction else {
+            return;
+        };
+        if command.data.name != COMMAND_NAME {
+            warn!(name = %command.data.name, "ignoring an unknown command");
+            return;
+        }
+        let question = command
+            .data
+            .options
+            .iter()
+            .find(|option| option.name == OPTION_NAME)
+            .and_then(|option| option.value.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let user_name = command
+            .member
+            .as_ref()
+            .map(|member| member.display_name().to_owned())
+            .unwrap_or_else(|| command.user.display_name().to_owned());
+        let event = CommandEvent {
+            interaction_id: command.id.get(),
+            application_id: command.application_id.get(),
+            token: command.token,
+            channel_id: command.channel_id.get(),
+            user_id: command.user.id.get(),
+            user_name,
+            question,
+            received,
+        };
+        if self.router.cast(RouterMsg::Command(event)).is_err() {
+            error!("the event actor is gone: an interaction was dropped");
+        }
+    }
+
+    async fn message(&self, _ctx: Context, message: Message) {
+        // Never answer bots (including ourselves): two bots could otherwise talk forever.
+        if message.author.bot {
+            return;
+        }
+        let _ = self.router.cast(RouterMsg::Message {
+            channel_id: message.channel_id.get(),
+            message_id: message.id.get(),
+            author_id: message.author.id.get(),
+            mentioned: message.mentions.iter().map(|user| user.id.get()).collect(),
+        });
+    }
+}
+
+impl Handler {
+    async fn register_command(&self, ctx: &Context) {
+        let command = CreateCommand::new(COMMAND_NAME)
+            .description(COMMAND_DESCRIPTION)
+            .add_option(
+                CreateCommandOption::new(CommandOptionType::String, OPTION_NAME, OPTION_DESCRIPTION)
+                    .required(true)
+                    .max_length(self.max_question_chars.min(6000) as u16),
+            );
+        // Guild commands appear at once; global ones take up to an hour to propagate.
+        match GuildId::new(self.guild_id)
+            .set_commands(&ctx.http, vec![command])
+            .await
+        {
+            Ok(_) => info!(guild_id = self.guild_id, "registered /{COMMAND_NAME}"),
+            Err(err) => {
+                self.registered.store(false, Ordering::Release);
+                error!(
+                    guild_id = self.guild_id,
+                    "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID and that the bot was invited with the applications.commands scope"
+                );
+            }
+        }
+    }
+}
+
+/// A connected-on-start gateway client and the handle that stops it.
+pub struct Gateway {
+    client: Client,
+}
+
+impl Gateway {
+    pub async fn build(
+        config: &DiscordConfig,
+        max_question_chars: usize,
+        router: ActorRef<RouterMsg>,
+        health: Arc<Health>,
+    ) -> Result<Self, serenity::Error> {
+        let token = config.bot_token.expose();
+        let http = if config.uses_custom_api_base() {
+            // serenity honours a proxy base URL only with its rate limiter off; our own delivery
+            // client retries 429s for what matters.
+            HttpBuilder::new(token)
+                .proxy(config.api_base.trim_end_matches('/'))
+                .ratelimiter_disabled(true)
+                .build()
+        } else {
+            HttpBuilder::new(token).build()
+        };
+        let handler = Handler {
+            router,
+            health,
+            guild_id: config.guild_id,
+            max_question_chars,
+            registered: AtomicBool::new(false),
+        };
+        let client = serenity::client::ClientBuilder::new_with_http(http, INTENTS)
+            .event_handler(handler)
+            .await?;
+        Ok(Self { client })
+    }
+
+    pub fn shard_manager(&self) -> Arc<ShardManager> {
+        self.client.shard_manager.clone()
+    }
+
+    /// Runs the gateway until it fails for good (e.g. an invalid token) or is shut down.
+    pub async fn run(mut self) -> Result<(), serenity::Error> {
+        self.client.start().await
+    }
+}

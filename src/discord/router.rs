@@ -1,0 +1,270 @@
+//! The Discord event actor: every gateway event the bot acts on arrives here as a message. It
+//! decides (validation, rate limit, draining) and then acknowledges each `/zunda` at once on a
+//! task of its own, hands the question to the channel actors and delivers the answer. It never
+//! waits for an answer itself, so one slow channel cannot delay another's acknowledgement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+use tracing::{error, info, info_span, warn, Instrument};
+use zundamon_actors::{AskError, Channels, Question};
+
+use super::deliver::Delivery;
+use super::split::split_message;
+use super::{quote_answer, ERROR_REPLY, MENTION_REPLY, MESSAGE_LIMIT};
+use crate::config::{LimitsConfig, Secret};
+use crate::limits::{self, QuestionCheck, RateLimiter};
+use crate::metrics::Metrics;
+use crate::shutdown::InFlight;
+
+/// Interaction tokens live 15 minutes; stop retrying a delivery a little before.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
+/// How often idle rate-limit buckets are dropped.
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
+
+/// A `/zunda` use, as the gateway handler received it.
+#[derive(Debug)]
+pub struct CommandEvent {
+    pub interaction_id: u64,
+    pub application_id: u64,
+    /// The interaction token: a secret for 15 minutes, never logged.
+    pub token: String,
+    pub channel_id: u64,
+    pub user_id: u64,
+    pub user_name: String,
+    pub question: String,
+    /// When the gateway handler received the event (for the acknowledgement latency).
+    pub received: Instant,
+}
+
+pub enum RouterMsg {
+    /// The gateway session is ready; the bot's own user id is now known.
+    Ready { application_id: u64, bot_user_id: u64 },
+    /// A `/zunda` use: acknowledge at once, then route the question to its channel actor.
+    Command(CommandEvent),
+    /// A guild message from a human, with the ids of the users it mentions.
+    Message {
+        channel_id: u64,
+        message_id: u64,
+        author_id: u64,
+        mentioned: Vec<u64>,
+    },
+    /// Stop taking questions: from now on, answer them with the restarting message.
+    Drain,
+    /// Drop idle rate-limit buckets (sent by a timer).
+    SweepLimiter,
+}
+
+pub struct Router;
+
+pub struct RouterArgs {
+    pub channels: Channels,
+    pub api_base: String,
+    pub request_timeout: Duration,
+    pub bot_token: Secret,
+    pub limits: LimitsConfig,
+    pub metrics: Arc<Metrics>,
+    pub in_flight: InFlight,
+}
+
+pub struct RouterState {
+    args: RouterArgs,
+    delivery: Option<Arc<Delivery>>,
+    bot_user_id: Option<u64>,
+    limiter: RateLimiter,
+    draining: bool,
+}
+
+impl RouterState {
+    fn delivery(&mut self, application_id: u64) -> Arc<Delivery> {
+        self.delivery
+            .get_or_insert_with(|| {
+                Arc::new(Delivery::new(
+                    &self.args.api_base,
+                    application_id,
+                    self.args.request_timeout,
+                ))
+            })
+            .clone()
+    }
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RouterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(LIMITER_SWEEP, || RouterMsg::SweepLimiter);
+        Ok(RouterState {
+            limiter: RateLimiter::new(args.limits.rate_burst, args.limits.rate_per_minute),
+            args,
+            delivery: None,
+            bot_user_id: None,
+            draining: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: RouterMsg,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RouterMsg::Ready {
+                application_id,
+                bot_user_id,
+            } => {
+                state.delivery(application_id);
+                state.bot_user_id = Some(bot_user_id);
+            }
+            RouterMsg::Command(event) => on_command(state, event),
+            RouterMsg::Message {
+                channel_id,
+                message_id,
+                author_id,
+                mentioned,
+            } => {
+                let Some(bot) = state.bot_user_id else { return Ok(()) };
+                if !mentioned.contains(&bot) || author_id == bot {
+                    return Ok(());
+                }
+                if state.limiter.check(author_id, Instant::now()).is_err() {
+                    return Ok(()); // a flood of mentions gets no flood of replies
+                }
+                let Some(delivery) = state.delivery.clone() else {
+                    return Ok(());
+                };
+                let token = state.args.bot_token.clone();
+                let guard = state.args.in_flight.start();
+                let metrics = state.args.metrics.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let sent = delivery
+                        .send_channel_message(token.expose(), channel_id, MENTION_REPLY, Some(message_id))
+                        .await;
+                    match sent {
+                        Ok(()) => metrics.reply("mention"),
+                        Err(err) => warn!(channel_id, "cannot reply to a mention: {err}"),
+                    }
+                });
+            }
+            RouterMsg::Drain => state.draining = true,
+            RouterMsg::SweepLimiter => {
+                state.limiter.sweep(Instant::now());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn on_command(state: &mut RouterState, event: CommandEvent) {
+    let metrics = state.args.metrics.clone();
+    metrics.interaction_received();
+    let delivery = state.delivery(event.application_id);
+    let span = info_span!(
+        "interaction",
+        interaction_id = event.interaction_id,
+        channel_id = event.channel_id,
+        user_id = event.user_id
+    );
+    let guard = state.args.in_flight.start();
+
+    // Replies that need no model go out as the interaction's immediate response.
+    let immediate = if state.draining {
+        Some(("draining", limits::SHUTTING_DOWN_REPLY.to_owned()))
+    } else {
+        match limits::check_question(&event.question, state.args.limits.max_question_chars) {
+            QuestionCheck::Empty => Some(("empty", limits::EMPTY_QUESTION_REPLY.to_owned())),
+            QuestionCheck::TooLong { chars, limit } => {
+                Some(("too_long", limits::too_long_reply(chars, limit)))
+            }
+            QuestionCheck::Ok(_) => match state.limiter.check(event.user_id, Instant::now()) {
+                Err(wait) => Some(("rate_limited", limits::rate_limited_reply(wait))),
+                Ok(()) => None,
+            },
+        }
+    };
+    if let Some((kind, text)) = immediate {
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                match delivery.reply_now(event.interaction_id, &event.token, &text).await {
+                    Ok(()) => {
+                        metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
+                        metrics.reply(kind);
+                        info!(kind, "replied without asking the model");
+                    }
+                    Err(err) => error!("cannot reply to the interaction: {err}"),
+                }
+            }
+            .instrument(span),
+        );
+        return;
+    }
+
+    let channels = state.args.channels.clone();
+    tokio::spawn(
+        async move {
+            let _guard = guard;
+            answer(delivery, channels, metrics, event).await;
+        }
+        .instrument(span),
+    );
+}
+
+async fn answer(delivery: Arc<Delivery>, channels: Channels, metrics: Arc<Metrics>, event: CommandEvent) {
+    // Acknowledge before anything else: Discord forgets an interaction not acknowledged in 3 s.
+    if let Err(err) = delivery.defer(event.interaction_id, &event.token).await {
+        error!("cannot acknowledge the interaction, dropping it: {err}");
+        metrics.reply("unacknowledged");
+        return;
+    }
+    let ack = event.received.elapsed();
+    metrics.observe_ack_latency(ack.as_secs_f64());
+    info!(ack_ms = ack.as_millis() as u64, "deferred");
+
+    let question = event.question.trim().to_owned();
+    let result = channels
+        .ask(Question {
+            channel_id: event.channel_id,
+            user_id: event.user_id,
+            user_name: event.user_name,
+            text: question.clone(),
+        })
+        .await;
+    metrics.observe_answer(event.received.elapsed().as_secs_f64());
+    let (kind, content) = match result {
+        Ok(answer) => ("answer", quote_answer(&question, &answer)),
+        Err(err) => {
+            match &err {
+                AskError::Failed(_) => warn!("no answer: {err}"),
+                _ => error!("no answer: {err}"),
+            }
+            ("error", ERROR_REPLY.to_owned())
+        }
+    };
+    let parts = split_message(&content, MESSAGE_LIMIT);
+    let deadline = event.received + TOKEN_LIFETIME;
+    match delivery.deliver(&event.token, &parts, deadline).await {
+        Ok(()) => {
+            metrics.reply(kind);
+            info!(
+                parts = parts.len(),
+                total_ms = event.received.elapsed().as_millis() as u64,
+                "answer delivered"
+            );
+        }
+        Err(err) => {
+            metrics.reply("undelivered");
+            error!("cannot deliver the answer: {err}");
+        }
+    }
+}
