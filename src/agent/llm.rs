@@ -55,9 +55,8 @@ pub enum LlmError {
     Transport { upstream: String, reason: String },
     #[error("chat model at {upstream}: invalid response: {reason}")]
     InvalidResponse { upstream: String, reason: String },
-    #[error("chat model at {upstream}: retry after {wait_secs}s would pass the answer deadline ({cause})")]
+    #[error("{cause} (a retry after {wait_secs}s would pass the answer deadline)")]
     DeadlineTooClose {
-        upstream: String,
         wait_secs: u64,
         cause: Box<LlmError>,
     },
@@ -186,7 +185,6 @@ impl ChatClient {
             if Instant::now() + wait >= deadline {
                 warn!(error = %err, wait_ms = wait.as_millis() as u64, "chat model retry would pass the deadline");
                 return Err(LlmError::DeadlineTooClose {
-                    upstream: self.upstream.clone(),
                     wait_secs: wait.as_secs_f64().ceil() as u64,
                     cause: Box::new(err),
                 });
@@ -213,7 +211,12 @@ impl ChatClient {
         let bytes = read_capped(&mut response)
             .await
             .map_err(|err| self.transport_error(err))?;
-        debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, bytes = bytes.len(), "chat model response");
+        debug!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bytes = bytes.len(),
+            "chat model response"
+        );
         if !status.is_success() {
             return Err(LlmError::Status {
                 upstream: self.upstream.clone(),
@@ -413,8 +416,14 @@ mod tests {
         let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&soon).unwrap());
         let wait = retry_after(&headers).unwrap();
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Mon, 01 Jan 2001 00:00:00 GMT"));
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Mon, 01 Jan 2001 00:00:00 GMT"),
+        );
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
     }
 
@@ -434,7 +443,10 @@ mod tests {
             display_upstream("https://user:pw@example.com/v1?key=1"),
             "https://example.com/v1"
         );
-        assert_eq!(display_upstream("http://127.0.0.1:9/v1"), "http://127.0.0.1:9/v1");
+        assert_eq!(
+            display_upstream("http://127.0.0.1:9/v1"),
+            "http://127.0.0.1:9/v1"
+        );
     }
 
     #[test]

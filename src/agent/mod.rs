@@ -1,1 +1,153 @@
+//! The agent that answers a question as Zundamon: it assembles the prompt (persona, the channel's
+//! window, the framed question), lets the chat model call `web_search` for a bounded number of
+//! rounds, and returns the final answer. It implements the actor crate's [`Answerer`], so a
+//! channel actor can use it without knowing about OpenAI or DuckDuckGo.
+//!
+//! - [`llm`]: the chat completion client (timeouts, retries, a global request limit);
+//! - [`search`]: the DuckDuckGo tool (parsing, caching, untrusted-data framing);
+//! - [`prompt`]: the message order and the question framing;
+//! - `tool_loop`: the rounds of tool calls that end in an answer.
 
+pub mod llm;
+pub mod prompt;
+pub mod search;
+mod tool_loop;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use thiserror::Error;
+use tracing::{info, warn};
+use zundamon_actors::{AnswerError, Answerer, Exchange, Question};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use llm::{ChatClient, LlmError};
+use search::{SearchError, WebSearch};
+
+/// The current time, injectable so tests can pin the time the model is told.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Why the agent could not be built or could not answer. Texts are for operators' logs; they name
+/// the failing upstream and never contain the API key.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error("timed out after {0}s (ZUNDA_ANSWER_TIMEOUT_SECS)")]
+    Timeout(u64),
+    #[error("the chat model returned an empty answer")]
+    EmptyAnswer,
+}
+
+/// The settings of one answer, copied out of [`Config`] at construction.
+#[derive(Debug, Clone)]
+struct AgentSettings {
+    model: String,
+    temperature: f32,
+    max_tool_rounds: u32,
+    answer_timeout: Duration,
+    persona: String,
+    closing_reminder: String,
+    time_zone: Tz,
+}
+
+/// Answers questions in Zundamon's voice with the configured chat model and web search.
+pub struct ZundaAgent {
+    llm: ChatClient,
+    search: WebSearch,
+    settings: AgentSettings,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ZundaAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZundaAgent")
+            .field("llm", &self.llm)
+            .field("search", &self.search)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZundaAgent {
+    /// The agent of `config`, telling the model the wall-clock time.
+    ///
+    /// A rustls crypto provider must be installed first (`main` installs ring's).
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, AgentError> {
+        Self::with_clock(config, metrics, Arc::new(Utc::now))
+    }
+
+    /// Like [`ZundaAgent::new`], with the time taken from `clock`.
+    pub fn with_clock(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Self, AgentError> {
+        let openai = &config.openai;
+        Ok(Self {
+            llm: ChatClient::new(openai, metrics.clone())?,
+            search: WebSearch::new(&config.search, metrics)?,
+            settings: AgentSettings {
+                model: openai.model.clone(),
+                temperature: openai.temperature,
+                max_tool_rounds: openai.max_tool_rounds,
+                answer_timeout: Duration::from_secs(openai.answer_timeout_secs.max(1)),
+                persona: config.persona.system_prompt.clone(),
+                closing_reminder: config.persona.closing_reminder.clone(),
+                time_zone: config.persona.tz(),
+            },
+            clock,
+        })
+    }
+
+    /// Answers `question` given the channel's earlier exchanges (oldest first), within the
+    /// configured answer timeout.
+    pub async fn answer_question(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+    ) -> Result<String, AgentError> {
+        let started = std::time::Instant::now();
+        let budget = self.settings.answer_timeout;
+        let deadline = tokio::time::Instant::now() + budget;
+        let result = tokio::time::timeout(budget, self.run_turn(question, history, deadline))
+            .await
+            .unwrap_or(Err(AgentError::Timeout(budget.as_secs())));
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(_) => info!(
+                channel_id = question.channel_id,
+                user_id = question.user_id,
+                elapsed_ms,
+                "answered"
+            ),
+            Err(err) => warn!(
+                channel_id = question.channel_id,
+                user_id = question.user_id,
+                elapsed_ms,
+                error = %err,
+                "no answer"
+            ),
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Answerer for ZundaAgent {
+    async fn answer(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+    ) -> Result<String, AnswerError> {
+        self.answer_question(question, history)
+            .await
+            .map_err(|err| AnswerError::new(err.to_string()))
+    }
+}

@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn now_is_formatted_in_the_configured_zone() {
         let now = Utc.with_ymd_and_hms(2024, 12, 31, 15, 4, 5).unwrap();
-        assert_eq!(format_now(now, chrono_tz::Asia::Tokyo), "2025/01/01 00:04:05");
+        assert_eq!(
+            format_now(now, chrono_tz::Asia::Tokyo),
+            "2025/01/01 00:04:05"
+        );
         assert_eq!(format_now(now, chrono_tz::UTC), "2024/12/31 15:04:05");
     }
 
@@ -208,7 +211,10 @@ mod tests {
         conversation.push_tool_round(
             None,
             vec![call("call_1", "a"), call("call_2", "b")],
-            vec![("call_1".into(), "R1".into()), ("call_2".into(), "R2".into())],
+            vec![
+                ("call_1".into(), "R1".into()),
+                ("call_2".into(), "R2".into()),
+            ],
         );
         conversation.push_tool_round(
             Some("調べるのだ".into()),
@@ -224,12 +230,24 @@ mod tests {
             .collect();
         assert_eq!(
             roles,
-            ["system", "user", "assistant", "tool", "tool", "assistant", "tool", "system"]
+            [
+                "system",
+                "user",
+                "assistant",
+                "tool",
+                "tool",
+                "assistant",
+                "tool",
+                "system"
+            ]
         );
         assert_eq!(messages[2]["tool_calls"][1]["id"], "call_2");
         assert_eq!(messages[2]["tool_calls"][1]["type"], "function");
         assert!(messages[2].get("content").is_none());
-        assert_eq!(messages[3], json!({"role": "tool", "content": "R1", "tool_call_id": "call_1"}));
+        assert_eq!(
+            messages[3],
+            json!({"role": "tool", "content": "R1", "tool_call_id": "call_1"})
+        );
         assert_eq!(messages[4]["tool_call_id"], "call_2");
         assert_eq!(messages[5]["content"], "調べるのだ");
         assert_eq!(messages[6]["content"], "R3");

@@ -93,8 +93,6 @@ enum Break {
 #[derive(Debug)]
 struct Line<'a> {
     start: usize,
-    /// Where the line's newline begins (or the text ends).
-    content_end: usize,
     /// The fence open when this line starts.
     fence_before: Option<Fence<'a>>,
     /// Whether this line opens (`Some(true)`) or closes (`Some(false)`) a fence.
@@ -123,7 +121,6 @@ impl<'a> Fences<'a> {
             };
             lines.push(Line {
                 start,
-                content_end: start + content.len(),
                 fence_before: open,
                 marker,
             });
@@ -181,20 +178,18 @@ impl<'a> Fences<'a> {
         } else {
             rest[..blank].rfind('\n').map_or(0, |i| i + 1)
         };
-        let mut next = pos + skip;
+        let next = pos + skip;
         // A grapheme may begin with whitespace (a space carrying a combining mark): never resume
-        // inside it.
-        if let Some(cluster_start) = text[pos..next]
-            .grapheme_indices(true)
-            .last()
-            .map(|(i, g)| (pos + i, g))
-            .filter(|&(i, g)| i + g.len() > next)
-            .map(|(i, _)| i)
-        {
-            next = cluster_start;
+        // inside one.
+        let mut resume = pos;
+        for (offset, grapheme) in text[pos..].grapheme_indices(true) {
+            let end = pos + offset + grapheme.len();
+            if end > next {
+                break;
+            }
+            resume = end;
         }
-        let _ = &self.lines;
-        next
+        resume
     }
 }
 
@@ -278,7 +273,7 @@ fn plan(text: &str, limit: usize) -> Vec<Piece<'_>> {
             if !rest.trim().is_empty() {
                 pieces.push(Piece {
                     start: pos,
-                    end: text.len(),
+                    end: pos + rest.trim_end().len(),
                     reopen,
                     close: None,
                 });
@@ -343,7 +338,8 @@ fn choose_cut<'a>(
     if let Some((cut, _, close)) = best[Break::Grapheme as usize] {
         return (cut, close);
     }
-    if let Some((cut, _, close)) = best.iter().rev().flatten().next() {
+    // Only early breaks are allowed: take the latest.
+    if let Some((cut, _, close)) = best.iter().flatten().max_by_key(|(cut, ..)| *cut) {
         return (*cut, *close);
     }
     if let Some(found) = latest_any {
@@ -370,6 +366,16 @@ mod tests {
 
     fn units(s: &str) -> usize {
         s.encode_utf16().count()
+    }
+
+    fn open_at_end(s: &str) -> bool {
+        Fences::scan(s)
+            .lines
+            .last()
+            .is_some_and(|line| match line.marker {
+                Some(opens) => opens,
+                None => line.fence_before.is_some(),
+            })
     }
 
     fn strip_ws(s: &str) -> String {
@@ -423,21 +429,11 @@ mod tests {
             );
         }
 
-        // Code fences stay balanced in every part.
-        for part in &parts {
-            let markers = Fences::scan(part)
-                .lines
-                .iter()
-                .filter(|l| l.marker.is_some())
-                .count();
-            let ends_open = Fences::scan(part)
-                .lines
-                .last()
-                .is_some_and(|l| l.fence_before.is_some() && l.marker.is_none());
-            let text_has_fence = text.contains("```");
-            if text_has_fence && parts.len() > 1 {
-                assert!(!ends_open || markers % 2 == 1, "unbalanced: {part:?}");
-            }
+        // Code fences stay balanced: only the last part may end inside a block, and only if the
+        // text itself does.
+        for (i, part) in parts.iter().enumerate() {
+            let expected = i + 1 == parts.len() && open_at_end(text);
+            assert_eq!(open_at_end(part), expected, "fence left open: {part:?}");
         }
         parts
     }
@@ -500,7 +496,10 @@ mod tests {
 
         let words = "word ".repeat(40);
         let parts = check(&words, limit);
-        assert!(parts.iter().all(|p| p.split(' ').all(|w| w == "word")));
+        assert!(
+            parts.iter().all(|p| p.split(' ').all(|w| w == "word")),
+            "{parts:?}"
+        );
 
         // A decimal point is not a sentence end.
         let numbers = "pi is 3.14159 and e is 2.71828 ".repeat(6);
@@ -593,6 +592,20 @@ mod tests {
     }
 
     #[test]
+    fn no_empty_code_block_is_left_at_a_cut() {
+        // The last newline that fits follows the opening fence: cut before the fence instead.
+        let text = format!("{}\n```rust\nlet a = 1;\n```\n", "x".repeat(80));
+        let parts = check(&text, 100);
+        assert_eq!(parts[0], "x".repeat(80));
+        assert!(parts[1].starts_with("```rust\nlet a = 1;"));
+
+        // Nor does a part reopen a block only to close it at once.
+        let text = format!("```\n{}\n```\nafter the block", "y".repeat(88));
+        let parts = check(&text, 100);
+        assert!(parts.iter().all(|p| !p.contains("```\n```")), "{parts:?}");
+    }
+
+    #[test]
     fn oversized_grapheme_is_cut_between_characters() {
         let zalgo = format!("a{}", "\u{301}".repeat(50));
         let parts = split_message(&zalgo, 20);
@@ -624,6 +637,7 @@ mod tests {
             "x",
         ];
         let mut seed: u64 = 0x5eed;
+        let mut reopened = 0;
         for round in 0..300 {
             let mut text = String::new();
             let len = 20 + round % 200;
@@ -634,8 +648,13 @@ mod tests {
                 text.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
             }
             for limit in [40, 64, 100, 333] {
-                check(&text, limit);
+                reopened += check(&text, limit)
+                    .iter()
+                    .skip(1)
+                    .filter(|part| part.starts_with("```py\n"))
+                    .count();
             }
         }
+        assert!(reopened > 100, "fences were rarely cut: {reopened}");
     }
 }

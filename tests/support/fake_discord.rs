@@ -1,0 +1,929 @@
+//! A fake Discord for end-to-end tests: the REST API under `/api/v10` (hyper) and a gateway
+//! websocket (tokio-tungstenite), both on 127.0.0.1 port 0.
+//!
+//! Point serenity at it with `HttpBuilder::new(token).proxy(fake.base_url())
+//! .ratelimiter_disabled(true)`; the bot's own REST client takes `base_url()` as its API base.
+//! The gateway speaks just enough of the protocol for serenity 0.12.5: HELLO, IDENTIFY → READY,
+//! heartbeat ACKs, RESUME → RESUMED (replaying nothing), sequence numbers. Tests drive it with
+//! `send_interaction` / `send_message`, inspect every REST call with `requests()` /
+//! `wait_for_requests`, and inject trouble with `fail_next`, `delay_next` and `drop_gateway`.
+//!
+//! Like Discord, it refuses an interaction callback that comes later than 3 s after the
+//! interaction was sent (10062 Unknown interaction) or twice (40060), webhook edits for unknown or
+//! unacknowledged interactions (10015), empty or over-2000-unit messages (50006 / 50035), and
+//! channel messages without a `Bot` authorization (401). serenity turns an event missing a
+//! required field into `Event::Unknown` and drops it silently, so every payload here carries the
+//! fields serenity 0.12.5 requires; `tests/discord_fake.rs` checks them against serenity's types.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The application (and, as on real Discord, the bot user) id.
+pub const APP_ID: u64 = 1_180_000_000_000_000_001;
+/// The bot user's id.
+pub const BOT_USER_ID: u64 = APP_ID;
+/// The bot user's name.
+pub const BOT_USER_NAME: &str = "zundamon";
+/// The one guild the bot is in.
+pub const GUILD_ID: u64 = 1_180_000_000_000_000_100;
+/// The id `/zunda` gets when registered (and that interactions refer to).
+pub const COMMAND_ID: u64 = 1_180_000_000_000_000_200;
+/// Discord's default heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(41_250);
+/// How long Discord waits for an interaction to be acknowledged.
+pub const ACK_WINDOW: Duration = Duration::from_secs(3);
+
+/// One REST request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// When it arrived (before any injected delay).
+    pub at: Instant,
+    /// `GET`, `POST`…
+    pub method: String,
+    /// The URL path, e.g. `/api/v10/channels/1/messages` (no query string).
+    pub path: String,
+    /// The JSON body, `Value::Null` if empty or not JSON.
+    pub body: Value,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The status the fake answered with.
+    pub status: u16,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether this is `method` on a path containing `fragment`.
+    pub fn is(&self, method: &str, fragment: &str) -> bool {
+        self.method.eq_ignore_ascii_case(method) && self.path.contains(fragment)
+    }
+}
+
+/// An interaction dispatched to the bot.
+#[derive(Clone, Debug)]
+pub struct SentInteraction {
+    /// The interaction id.
+    pub id: u64,
+    /// The interaction token (unique per interaction).
+    pub token: String,
+    /// When it was queued on the gateway.
+    pub sent_at: Instant,
+}
+
+enum Action {
+    Fail {
+        status: u16,
+        retry_after: Option<f64>,
+    },
+    Delay(Duration),
+}
+
+struct Rule {
+    method: String,
+    fragment: String,
+    remaining: usize,
+    action: Action,
+}
+
+struct InteractionState {
+    id: u64,
+    channel_id: u64,
+    sent_at: Instant,
+    acknowledged: bool,
+    original: Option<Value>,
+}
+
+enum Outgoing {
+    Dispatch { t: &'static str, d: Value },
+    Drop(oneshot::Sender<()>),
+}
+
+struct Connection {
+    id: u64,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    ready: bool,
+}
+
+#[derive(Default)]
+struct Gateway {
+    connection: Option<Connection>,
+    next_connection: u64,
+    session_id: Option<String>,
+    seq: u64,
+    identifies: usize,
+    resumes: usize,
+    heartbeats: usize,
+    last_identify: Option<Value>,
+}
+
+struct Shared {
+    ws_url: String,
+    heartbeat: Duration,
+    next_id: AtomicU64,
+    requests: Mutex<Vec<RecordedRequest>>,
+    rules: Mutex<Vec<Rule>>,
+    interactions: Mutex<HashMap<String, InteractionState>>,
+    commands: Mutex<Vec<Value>>,
+    gateway: Mutex<Gateway>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding a lock has failed already; keep serving the others.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn snowflake(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The fake Discord; it stops listening and hangs up the gateway when dropped.
+pub struct FakeDiscord {
+    shared: Arc<Shared>,
+    base_url: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for FakeDiscord {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Hang up on the bot too, so a client outliving the fake sees Discord go away.
+        if let Some(connection) = lock(&self.shared.gateway).connection.take() {
+            let (done, _) = oneshot::channel();
+            let _ = connection.tx.send(Outgoing::Drop(done));
+        }
+    }
+}
+
+impl FakeDiscord {
+    /// Starts REST and gateway servers with Discord's default heartbeat interval.
+    pub async fn start() -> FakeDiscord {
+        Self::start_with_heartbeat(DEFAULT_HEARTBEAT).await
+    }
+
+    /// Starts the servers, asking gateway clients to heartbeat every `heartbeat`.
+    pub async fn start_with_heartbeat(heartbeat: Duration) -> FakeDiscord {
+        let rest = TcpListener::bind("127.0.0.1:0").await.expect("bind REST");
+        let ws = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
+        let base_url = format!("http://{}", rest.local_addr().expect("REST address"));
+        let shared = Arc::new(Shared {
+            ws_url: format!("ws://{}", ws.local_addr().expect("gateway address")),
+            heartbeat,
+            next_id: AtomicU64::new(1_200_000_000_000_000_000),
+            requests: Mutex::default(),
+            rules: Mutex::default(),
+            interactions: Mutex::default(),
+            commands: Mutex::default(),
+            gateway: Mutex::default(),
+        });
+        let tasks = vec![
+            tokio::spawn(serve_rest(rest, Arc::clone(&shared))),
+            tokio::spawn(serve_gateway(ws, Arc::clone(&shared))),
+        ];
+        FakeDiscord {
+            shared,
+            base_url,
+            tasks,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, to which clients append `/api/v10/...`.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// `ws://127.0.0.1:PORT`, the gateway URL handed out by `GET /gateway`.
+    pub fn gateway_url(&self) -> String {
+        self.shared.ws_url.clone()
+    }
+
+    /// Waits until a gateway session has identified or resumed and is still connected.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.live_connection().is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn live_connection(&self) -> Option<mpsc::UnboundedSender<Outgoing>> {
+        let gateway = lock(&self.shared.gateway);
+        let connection = gateway.connection.as_ref()?;
+        connection.ready.then(|| connection.tx.clone())
+    }
+
+    /// The live session's sender, waiting up to 10 s for one.
+    async fn session(&self, what: &str) -> mpsc::UnboundedSender<Outgoing> {
+        assert!(
+            self.wait_ready(Duration::from_secs(10)).await,
+            "fake Discord: no gateway session to send {what} on (is the bot connected?)"
+        );
+        self.live_connection().expect("gateway session vanished")
+    }
+
+    /// Dispatches INTERACTION_CREATE for `/zunda question:<question>` from a guild member.
+    pub async fn send_interaction(
+        &self,
+        channel_id: u64,
+        user_id: u64,
+        user_name: &str,
+        question: &str,
+    ) -> SentInteraction {
+        let session = self.session("INTERACTION_CREATE").await;
+        // Known to the REST side before the bot can possibly answer it.
+        let sent = self.register_interaction(channel_id);
+        let d = interaction_payload(
+            sent.id,
+            &sent.token,
+            channel_id,
+            user_id,
+            user_name,
+            question,
+        );
+        let t = "INTERACTION_CREATE";
+        session
+            .send(Outgoing::Dispatch { t, d })
+            .expect("gateway connection closed");
+        sent
+    }
+
+    /// Makes the REST side know a new interaction without dispatching it, for tests of a REST
+    /// client alone. Its 3 s acknowledgement window starts now.
+    pub fn register_interaction(&self, channel_id: u64) -> SentInteraction {
+        let id = self.shared.snowflake();
+        let token = format!("aW50ZXJhY3Rpb246{id}OmZha2U");
+        let sent_at = Instant::now();
+        let state = InteractionState {
+            id,
+            channel_id,
+            sent_at,
+            acknowledged: false,
+            original: None,
+        };
+        lock(&self.shared.interactions).insert(token.clone(), state);
+        SentInteraction { id, token, sent_at }
+    }
+
+    /// Dispatches MESSAGE_CREATE in the guild (see [`message_create_payload`]); returns the
+    /// message id.
+    pub async fn send_message(
+        &self,
+        channel_id: u64,
+        author_id: u64,
+        author_bot: bool,
+        content: &str,
+        mentions_bot: bool,
+    ) -> u64 {
+        let session = self.session("MESSAGE_CREATE").await;
+        let id = self.shared.snowflake();
+        let d =
+            message_create_payload(id, channel_id, author_id, author_bot, content, mentions_bot);
+        let t = "MESSAGE_CREATE";
+        session
+            .send(Outgoing::Dispatch { t, d })
+            .expect("gateway connection closed");
+        id
+    }
+
+    /// Every REST request so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Waits until `count` recorded requests match `pred` and returns them; at the timeout,
+    /// returns whatever matched.
+    pub async fn wait_for_requests(
+        &self,
+        pred: impl Fn(&RecordedRequest) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<RecordedRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let matched: Vec<_> = self.requests().into_iter().filter(|r| pred(r)).collect();
+            if matched.len() >= count || Instant::now() >= deadline {
+                return matched;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The next `times` requests for `method` on a path containing `path_contains` get `status`.
+    /// A 429 carries Discord's body and `Retry-After` / `X-RateLimit-Reset-After` headers
+    /// (`retry_after_secs`, default 1 s).
+    pub fn fail_next(
+        &self,
+        method: &str,
+        path_contains: &str,
+        times: usize,
+        status: u16,
+        retry_after_secs: Option<f64>,
+    ) {
+        self.add_rule(
+            method,
+            path_contains,
+            times,
+            Action::Fail {
+                status,
+                retry_after: retry_after_secs,
+            },
+        );
+    }
+
+    /// The next request for `method` on a path containing `path_contains` takes effect at once
+    /// but is answered only after `delay`, like a reply lost in a slow network.
+    pub fn delay_next(&self, method: &str, path_contains: &str, delay: Duration) {
+        self.add_rule(method, path_contains, 1, Action::Delay(delay));
+    }
+
+    fn add_rule(&self, method: &str, fragment: &str, times: usize, action: Action) {
+        lock(&self.shared.rules).push(Rule {
+            method: method.to_ascii_uppercase(),
+            fragment: fragment.to_string(),
+            remaining: times,
+            action,
+        });
+    }
+
+    /// Closes the current gateway connection abruptly (TCP close, no close frame), as a network
+    /// failure would; the client must reconnect and resume or identify again.
+    pub async fn drop_gateway(&self) {
+        let connection = lock(&self.shared.gateway).connection.take();
+        if let Some(connection) = connection {
+            let (done, dropped) = oneshot::channel();
+            if connection.tx.send(Outgoing::Drop(done)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), dropped).await;
+            }
+        }
+    }
+
+    /// How many IDENTIFYs the gateway has received.
+    pub fn identify_count(&self) -> usize {
+        lock(&self.shared.gateway).identifies
+    }
+
+    /// How many RESUMEs the gateway has received.
+    pub fn resume_count(&self) -> usize {
+        lock(&self.shared.gateway).resumes
+    }
+
+    /// How many heartbeats the gateway has acknowledged.
+    pub fn heartbeat_count(&self) -> usize {
+        lock(&self.shared.gateway).heartbeats
+    }
+
+    /// The `d` of the last IDENTIFY (intents, shard, properties…).
+    pub fn last_identify(&self) -> Option<Value> {
+        lock(&self.shared.gateway).last_identify.clone()
+    }
+
+    /// The commands registered so far (bulk overwrite replaces them).
+    pub fn commands(&self) -> Vec<Value> {
+        lock(&self.shared.commands).clone()
+    }
+}
+
+/// The bot user, as in READY and `GET /users/@me`.
+pub fn bot_user_json() -> Value {
+    let mut user = user_json(BOT_USER_ID, BOT_USER_NAME, true);
+    user["discriminator"] = json!("1234");
+    user["verified"] = json!(true);
+    user["mfa_enabled"] = json!(false);
+    user
+}
+
+/// A user object with every field Discord sends.
+pub fn user_json(id: u64, name: &str, bot: bool) -> Value {
+    json!({"id": id.to_string(), "username": name, "discriminator": "0", "global_name": name,
+        "avatar": null, "bot": bot, "system": false, "public_flags": 0, "flags": 0})
+}
+
+/// The READY payload for a new session.
+pub fn ready_payload(session_id: &str, resume_url: &str) -> Value {
+    json!({"v": 10, "user": bot_user_json(), "private_channels": [],
+        "guilds": [{"id": GUILD_ID.to_string(), "unavailable": true}],
+        "session_id": session_id, "session_type": "normal", "resume_gateway_url": resume_url,
+        "shard": [0, 1], "application": {"id": APP_ID.to_string(), "flags": 0}})
+}
+
+/// An INTERACTION_CREATE payload for `/zunda question:<question>` used in a guild text channel.
+pub fn interaction_payload(
+    id: u64,
+    token: &str,
+    channel_id: u64,
+    user_id: u64,
+    user_name: &str,
+    question: &str,
+) -> Value {
+    let (app, guild, channel) = (
+        APP_ID.to_string(),
+        GUILD_ID.to_string(),
+        channel_id.to_string(),
+    );
+    json!({
+        "id": id.to_string(), "application_id": app, "type": 2, "token": token, "version": 1,
+        "data": {"id": COMMAND_ID.to_string(), "name": "zunda", "type": 1, "guild_id": guild,
+            "options": [{"name": "question", "type": 3, "value": question}]},
+        "guild_id": guild, "channel_id": channel,
+        "channel": {"id": channel, "type": 0, "name": "general", "guild_id": guild,
+            "permissions": "2248473465835073"},
+        "member": {"user": user_json(user_id, user_name, false), "roles": [],
+            "joined_at": "2024-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false,
+            "flags": 0, "pending": false, "nick": null, "avatar": null,
+            "permissions": "2248473465835073", "communication_disabled_until": null},
+        "app_permissions": "2248473465835073", "locale": "ja", "guild_locale": "ja",
+        "entitlements": [], "authorizing_integration_owners": {"0": guild}, "context": 0,
+        "attachment_size_limit": 26_214_400u64,
+    })
+}
+
+/// A MESSAGE_CREATE payload for a guild message. With `mentions_bot`, `mentions` lists the bot
+/// and the content is prefixed with `<@BOT_USER_ID> ` unless it already mentions it.
+pub fn message_create_payload(
+    id: u64,
+    channel_id: u64,
+    author_id: u64,
+    author_bot: bool,
+    content: &str,
+    mentions_bot: bool,
+) -> Value {
+    let mention = format!("<@{BOT_USER_ID}>");
+    let content = if mentions_bot && !content.contains(&mention) {
+        format!("{mention} {content}")
+    } else {
+        content.to_string()
+    };
+    let author = user_json(author_id, &format!("user{author_id}"), author_bot);
+    let mut message = message_json(id, channel_id, author, &content);
+    message["guild_id"] = json!(GUILD_ID.to_string());
+    message["member"] = json!({"roles": [], "joined_at": "2024-01-01T00:00:00.000000+00:00",
+        "deaf": false, "mute": false, "flags": 0, "pending": false});
+    if mentions_bot {
+        message["mentions"] = json!([bot_user_json()]);
+    }
+    message
+}
+
+/// A message object with every field serenity requires.
+pub fn message_json(id: u64, channel_id: u64, author: Value, content: &str) -> Value {
+    json!({"id": id.to_string(), "channel_id": channel_id.to_string(), "author": author,
+        "content": content, "timestamp": now_rfc3339(), "edited_timestamp": null, "tts": false,
+        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
+        "embeds": [], "components": [], "pinned": false, "type": 0, "flags": 0})
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+// ---------------------------------------------------------------- REST
+
+type Reply = (u16, Vec<(&'static str, String)>, Value);
+
+fn error(status: u16, code: u64, message: &str) -> Reply {
+    (status, vec![], json!({"message": message, "code": code}))
+}
+
+async fn serve_rest(listener: TcpListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle_rest(Arc::clone(&shared), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle_rest(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let at = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            )
+        })
+        .collect();
+    let bytes = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+
+    let (mut delay, mut failure) = (None, None);
+    {
+        let mut rules = lock(&shared.rules);
+        for rule in rules.iter_mut() {
+            let matches = rule.method == method && path.contains(&rule.fragment);
+            if !matches || rule.remaining == 0 {
+                continue;
+            }
+            match rule.action {
+                Action::Delay(d) if delay.is_none() => delay = Some(d),
+                Action::Fail {
+                    status,
+                    retry_after,
+                } if failure.is_none() => failure = Some((status, retry_after)),
+                _ => continue,
+            }
+            rule.remaining -= 1;
+        }
+        rules.retain(|rule| rule.remaining > 0);
+    }
+    let (status, extra_headers, reply) = match failure {
+        Some((429, retry_after)) => {
+            let secs = retry_after.unwrap_or(1.0);
+            let headers = vec![
+                ("retry-after", format!("{}", secs.ceil() as u64)),
+                ("x-ratelimit-reset-after", format!("{secs:.3}")),
+                ("x-ratelimit-scope", "user".to_string()),
+            ];
+            let body = json!({"message": "You are being rate limited.", "retry_after": secs,
+                "global": false});
+            (429, headers, body)
+        }
+        Some((status, _)) => error(status, 0, &format!("{status}: injected failure")),
+        None => route(&shared, &method, &path, &headers, &body, at),
+    };
+
+    lock(&shared.requests).push(RecordedRequest {
+        at,
+        method,
+        path,
+        body,
+        headers,
+        status,
+    });
+    // A delayed answer has already taken effect, like a Discord reply lost in a slow network.
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    for (name, value) in extra_headers {
+        response = response.header(name, value);
+    }
+    let payload = if status == 204 {
+        Bytes::new()
+    } else {
+        Bytes::from(reply.to_string())
+    };
+    Ok(response
+        .body(Full::new(payload))
+        .expect("valid response parts"))
+}
+
+fn route(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &Value,
+    at: Instant,
+) -> Reply {
+    let Some(rest) = path.strip_prefix("/api/v10/") else {
+        return error(404, 0, "404: Not Found");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let app = APP_ID.to_string();
+    let ok = |value: Value| (200, vec![], value);
+    match (method, segments.as_slice()) {
+        ("GET", ["gateway"]) => ok(json!({"url": shared.ws_url})),
+        ("GET", ["gateway", "bot"]) => ok(json!({"url": shared.ws_url, "shards": 1,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14_400_000,
+                "max_concurrency": 1}})),
+        ("GET", ["users", "@me"]) => ok(bot_user_json()),
+        ("GET", ["oauth2", "applications", "@me"]) => ok(json!({"id": app, "name": BOT_USER_NAME,
+            "icon": null, "description": "", "bot_public": false, "bot_require_code_grant": false,
+            "owner": user_json(1, "owner", false), "verify_key": "00".repeat(32), "team": null,
+            "flags": 0})),
+        (_, ["applications", a, rest @ ..]) if *a == app => commands(shared, method, rest, body),
+        ("POST", ["interactions", id, token, "callback"]) => callback(shared, id, token, body, at),
+        (_, ["webhooks", a, token, rest @ ..]) if *a == app => {
+            webhook(shared, method, token, rest, body)
+        }
+        ("POST", ["channels", channel, "messages"]) => {
+            let authorized = headers
+                .iter()
+                .any(|(n, v)| n == "authorization" && v.starts_with("Bot "));
+            if !authorized {
+                return error(401, 0, "401: Unauthorized");
+            }
+            let channel = channel.parse().unwrap_or(0);
+            let content = body["content"].as_str().unwrap_or_default();
+            if let Some(invalid) = invalid_content(content) {
+                return invalid;
+            }
+            let mut message = message_json(shared.snowflake(), channel, bot_user_json(), content);
+            if let Some(reference) = body.get("message_reference") {
+                message["type"] = json!(19);
+                message["message_reference"] = reference.clone();
+            }
+            ok(message)
+        }
+        _ => error(404, 0, "404: Not Found"),
+    }
+}
+
+/// `/applications/{app}/commands` and `/applications/{app}/guilds/{guild}/commands`.
+fn commands(shared: &Shared, method: &str, rest: &[&str], body: &Value) -> Reply {
+    let guild = match rest {
+        ["commands"] => None,
+        ["guilds", guild, "commands"] => Some(guild.to_string()),
+        _ => return error(404, 0, "404: Not Found"),
+    };
+    let complete = |command: &Value| {
+        let mut command = command.clone();
+        let name = command["name"].as_str().unwrap_or_default();
+        let id = if name == "zunda" {
+            COMMAND_ID
+        } else {
+            shared.snowflake()
+        };
+        command["id"] = json!(id.to_string());
+        command["application_id"] = json!(APP_ID.to_string());
+        command["guild_id"] = json!(guild);
+        command["version"] = json!(shared.snowflake().to_string());
+        for (field, default) in [
+            ("type", json!(1)),
+            ("description", json!("")),
+            ("nsfw", json!(false)),
+        ] {
+            if command.get(field).map_or(true, Value::is_null) {
+                command[field] = default;
+            }
+        }
+        command
+    };
+    let mut stored = lock(&shared.commands);
+    match method {
+        "GET" => (200, vec![], json!(*stored)),
+        "PUT" => {
+            let Some(list) = body.as_array() else {
+                return error(400, 50035, "Invalid Form Body");
+            };
+            *stored = list.iter().map(complete).collect();
+            (200, vec![], json!(*stored))
+        }
+        "POST" if body["name"].is_string() => {
+            let command = complete(body);
+            stored.retain(|c| c["name"] != command["name"]);
+            stored.push(command.clone());
+            (201, vec![], command)
+        }
+        _ => error(400, 50035, "Invalid Form Body"),
+    }
+}
+
+fn callback(shared: &Shared, id: &str, token: &str, body: &Value, at: Instant) -> Reply {
+    let mut interactions = lock(&shared.interactions);
+    let Some(state) = interactions
+        .get_mut(token)
+        .filter(|s| s.id.to_string() == id && at.duration_since(s.sent_at) <= ACK_WINDOW)
+    else {
+        return error(404, 10062, "Unknown interaction");
+    };
+    if state.acknowledged {
+        return error(400, 40060, "Interaction has already been acknowledged.");
+    }
+    match body["type"].as_u64() {
+        Some(4) => {
+            let content = body["data"]["content"].as_str().unwrap_or_default();
+            if let Some(invalid) = invalid_content(content) {
+                return invalid;
+            }
+            let id = shared.snowflake();
+            state.original = Some(message_json(id, state.channel_id, bot_user_json(), content));
+        }
+        Some(5) => {}
+        _ => return error(400, 50035, "Invalid Form Body"),
+    }
+    state.acknowledged = true;
+    (204, vec![], Value::Null)
+}
+
+/// Webhook routes of an interaction token: edit/get the original response, post follow-ups.
+fn webhook(shared: &Shared, method: &str, token: &str, rest: &[&str], body: &Value) -> Reply {
+    let mut interactions = lock(&shared.interactions);
+    let Some(state) = interactions.get_mut(token).filter(|s| s.acknowledged) else {
+        return error(404, 10015, "Unknown Webhook");
+    };
+    let content = body["content"].as_str().unwrap_or_default();
+    let message = || {
+        let mut message = message_json(
+            shared.snowflake(),
+            state.channel_id,
+            bot_user_json(),
+            content,
+        );
+        message["webhook_id"] = json!(APP_ID.to_string());
+        message["application_id"] = json!(APP_ID.to_string());
+        message
+    };
+    match (method, rest) {
+        ("GET", ["messages", "@original"]) => match &state.original {
+            Some(original) => (200, vec![], original.clone()),
+            None => error(404, 10008, "Unknown Message"),
+        },
+        ("PATCH", ["messages", "@original"]) | ("POST", []) => {
+            if let Some(invalid) = invalid_content(content) {
+                return invalid;
+            }
+            let message = message();
+            if method == "PATCH" {
+                state.original = Some(message.clone());
+            }
+            (200, vec![], message)
+        }
+        _ => error(404, 0, "404: Not Found"),
+    }
+}
+
+fn invalid_content(content: &str) -> Option<Reply> {
+    if content.trim().is_empty() {
+        Some(error(400, 50006, "Cannot send an empty message"))
+    } else if content.encode_utf16().count() > 2000 {
+        Some(error(
+            400,
+            50035,
+            "Invalid Form Body (content: Must be 2000 or fewer in length.)",
+        ))
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------- gateway
+
+async fn serve_gateway(listener: TcpListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(serve_connection(stream, Arc::clone(&shared)));
+    }
+}
+
+async fn send_json(ws: &mut WebSocketStream<TcpStream>, value: Value) -> bool {
+    ws.send(Message::Text(value.to_string())).await.is_ok()
+}
+
+async fn send_dispatch(
+    ws: &mut WebSocketStream<TcpStream>,
+    shared: &Shared,
+    t: &str,
+    d: Value,
+) -> bool {
+    let seq = {
+        let mut gateway = lock(&shared.gateway);
+        gateway.seq += 1;
+        gateway.seq
+    };
+    send_json(ws, json!({"op": 0, "t": t, "s": seq, "d": d})).await
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = {
+        let mut gateway = lock(&shared.gateway);
+        gateway.next_connection += 1;
+        let id = gateway.next_connection;
+        gateway.connection = Some(Connection {
+            id,
+            tx,
+            ready: false,
+        });
+        id
+    };
+    let interval = u64::try_from(shared.heartbeat.as_millis()).unwrap_or(u64::MAX);
+    let hello = json!({"op": 10, "s": null, "t": null, "d": {"heartbeat_interval": interval}});
+    let mut alive = send_json(&mut ws, hello).await;
+
+    while alive {
+        tokio::select! {
+            frame = ws.next() => {
+                alive = match frame {
+                    Some(Ok(Message::Text(text))) => on_client_frame(&mut ws, &shared, id, &text).await,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => false,
+                    Some(Ok(_)) => true,
+                };
+            }
+            outgoing = rx.recv() => match outgoing {
+                Some(Outgoing::Dispatch { t, d }) => alive = send_dispatch(&mut ws, &shared, t, d).await,
+                Some(Outgoing::Drop(done)) => {
+                    drop(ws);
+                    let _ = done.send(());
+                    return;
+                }
+                None => alive = false,
+            },
+        }
+    }
+    let mut gateway = lock(&shared.gateway);
+    if gateway.connection.as_ref().is_some_and(|c| c.id == id) {
+        gateway.connection = None;
+    }
+}
+
+/// Handles one client payload; returns whether the connection stays open.
+async fn on_client_frame(
+    ws: &mut WebSocketStream<TcpStream>,
+    shared: &Shared,
+    connection: u64,
+    text: &str,
+) -> bool {
+    let Ok(payload) = serde_json::from_str::<Value>(text) else {
+        return false; // Discord closes with 4002 (decode error)
+    };
+    let d = payload["d"].clone();
+    match payload["op"].as_u64() {
+        Some(1) => {
+            lock(&shared.gateway).heartbeats += 1;
+            send_json(ws, json!({"op": 11, "s": null, "t": null, "d": null})).await
+        }
+        Some(2) => {
+            let session_id = format!("session{}", shared.snowflake());
+            {
+                let mut gateway = lock(&shared.gateway);
+                gateway.identifies += 1;
+                gateway.last_identify = Some(d);
+                gateway.session_id = Some(session_id.clone());
+                gateway.seq = 0;
+                mark_ready(&mut gateway, connection);
+            }
+            let ready = ready_payload(&session_id, &shared.ws_url);
+            send_dispatch(ws, shared, "READY", ready).await
+        }
+        Some(6) => {
+            let resumable = {
+                let mut gateway = lock(&shared.gateway);
+                gateway.resumes += 1;
+                let known = gateway.session_id.is_some()
+                    && gateway.session_id.as_deref() == d["session_id"].as_str();
+                if known {
+                    mark_ready(&mut gateway, connection);
+                }
+                known
+            };
+            if resumable {
+                send_dispatch(ws, shared, "RESUMED", json!({})).await
+            } else {
+                send_json(ws, json!({"op": 9, "s": null, "t": null, "d": false})).await
+            }
+        }
+        _ => true, // presence updates, member requests…: accepted, ignored
+    }
+}
+
+fn mark_ready(gateway: &mut Gateway, connection: u64) {
+    if let Some(current) = gateway.connection.as_mut().filter(|c| c.id == connection) {
+        current.ready = true;
+    }
+}

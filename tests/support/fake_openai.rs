@@ -1,0 +1,402 @@
+//! A fake OpenAI-compatible chat completions server on 127.0.0.1 (port 0), for tests.
+//!
+//! It serves `POST /v1/chat/completions` (non-streaming), records every request body with the time
+//! it arrived, and answers from scripts keyed by the *last user message* of the conversation:
+//!
+//! ```ignore
+//! let openai = FakeOpenAi::start().await;
+//! openai.script("ずんだ餅", vec![Step::ToolCalls(vec!["ずんだ餅".into()]), Step::Answer("…のだ".into())]);
+//! // config: OPENAI_BASE_URL = openai.base_url()
+//! ```
+//!
+//! Each matching request consumes the next step of the first script (in registration order) whose
+//! `contains` text occurs in the last user message and which has steps left. Without a matching
+//! step the answer is deterministic:
+//! - if the last non-system message is a tool result: `検索結果を見たのだ: ` + its first 100 characters;
+//! - otherwise `「{question}」の答えなのだ。`, where `{question}` is the last user message after its
+//!   first blank line (the bot frames questions as `私の名前は…\n\n{question}`), or all of it.
+//!
+//! Responses are `chat.completion` objects that async-openai 0.43 deserializes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The prefix of the default answer to a conversation that ends in a tool result.
+pub const TOOL_ANSWER_PREFIX: &str = "検索結果を見たのだ: ";
+
+/// What the fake does with one request.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// A final answer with this content (`finish_reason: stop`). An empty string is allowed.
+    Answer(String),
+    /// `web_search` tool calls, one per query (ids `call_<n>`, unique per server).
+    ToolCalls(Vec<String>),
+    /// Tool calls with raw `(name, arguments)`, e.g. malformed JSON or an unknown tool.
+    RawToolCalls(Vec<(String, String)>),
+    /// An HTTP error with an OpenAI-style error body. A 401 echoes the received key in its message,
+    /// as OpenAI does (masked), so tests can check that the bot never repeats it.
+    Status(u16),
+    /// HTTP 429 with `Retry-After: retry_after_secs` and a `rate_limit_exceeded` error body.
+    RateLimited { retry_after_secs: u64 },
+    /// Waits, then does the inner step.
+    Delay(Duration, Box<Step>),
+    /// Never answers (the connection stays open): for timeouts.
+    Hang,
+    /// Drops the connection without writing a response.
+    CloseConnection,
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// The JSON body (`Value::Null` if it was not JSON).
+    pub body: Value,
+    /// When the request (its whole body) arrived.
+    pub received_at: Instant,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+struct Script {
+    contains: String,
+    steps: VecDeque<Step>,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Mutex<Vec<RecordedRequest>>,
+    scripts: Mutex<Vec<Script>>,
+    delay: Mutex<Duration>,
+    next_id: AtomicU64,
+}
+
+impl State {
+    fn next_step(&self, body: &Value) -> Option<Step> {
+        let last_user = last_user_text(body)?;
+        let mut scripts = self.scripts.lock().unwrap();
+        scripts
+            .iter_mut()
+            .find(|script| !script.steps.is_empty() && last_user.contains(&script.contains))
+            .and_then(|script| script.steps.pop_front())
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// The running fake; stops (with all its connections) when dropped.
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    state: Arc<State>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeOpenAi {
+    /// Starts the server on 127.0.0.1 with an OS-assigned port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake openai");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let server = tokio::spawn(serve(listener, state.clone()));
+        Self {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: the value for `OPENAI_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Adds a script: requests whose last user message contains `contains` get `steps`, one each.
+    pub fn script(&self, contains: &str, steps: Vec<Step>) {
+        self.state.scripts.lock().unwrap().push(Script {
+            contains: contains.to_owned(),
+            steps: steps.into(),
+        });
+    }
+
+    /// Delays every response (after the request is recorded, before any step runs).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// The JSON bodies of all requests so far, in arrival order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.recorded().into_iter().map(|r| r.body).collect()
+    }
+
+    /// All requests so far with their arrival times and `Authorization` headers.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+
+    /// Waits until at least `count` requests arrived; panics after `timeout`.
+    pub async fn wait_for_requests(&self, count: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.request_count() >= count {
+                return self.requests();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake openai: {count} requests expected, {} arrived",
+                self.request_count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The text of the last `user` message of a request body.
+pub fn last_user_text(body: &Value) -> Option<String> {
+    body["messages"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+}
+
+/// A message's content as text: a string, or the concatenated `text` parts of an array.
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part["text"].as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    // Owning the connections in a JoinSet means aborting this task closes them too.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| handle(state.clone(), request));
+            // A scripted CloseConnection surfaces here as an error: the socket is just dropped.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+type Reply = Result<Response<Full<Bytes>>, std::io::Error>;
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
+    if request.method() != Method::POST || request.uri().path() != "/v1/chat/completions" {
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "unknown route",
+        ));
+    }
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    state.requests.lock().unwrap().push(RecordedRequest {
+        body: body.clone(),
+        received_at: Instant::now(),
+        authorization: authorization.clone(),
+    });
+    if body.is_null() {
+        return Ok(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "body is not JSON",
+        ));
+    }
+
+    let mut step = state.next_step(&body);
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    while let Some(Step::Delay(wait, inner)) = step {
+        tokio::time::sleep(wait).await;
+        step = Some(*inner);
+    }
+
+    let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
+    Ok(match step {
+        None => completion(&state, &model, Some(default_answer(&body)), Vec::new()),
+        Some(Step::Answer(text)) => completion(&state, &model, Some(text), Vec::new()),
+        Some(Step::ToolCalls(queries)) => {
+            let calls = queries
+                .into_iter()
+                .map(|q| ("web_search".to_owned(), json!({ "query": q }).to_string()))
+                .collect();
+            completion(&state, &model, None, calls)
+        }
+        Some(Step::RawToolCalls(calls)) => completion(&state, &model, None, calls),
+        Some(Step::Status(status)) => {
+            let status = StatusCode::from_u16(status).expect("valid status code");
+            let message = if status == StatusCode::UNAUTHORIZED {
+                let key = authorization.unwrap_or_default();
+                format!(
+                    "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                    key.trim_start_matches("Bearer ")
+                )
+            } else {
+                format!("The fake server answered {status} as scripted.")
+            };
+            let kind = if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            };
+            error_response(status, kind, &message)
+        }
+        Some(Step::RateLimited { retry_after_secs }) => {
+            let mut response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests. Please try again later.",
+            );
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from_str(&retry_after_secs.to_string()).unwrap(),
+            );
+            response
+        }
+        Some(Step::Hang) => {
+            std::future::pending::<()>().await;
+            unreachable!("pending never completes")
+        }
+        Some(Step::CloseConnection) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "scripted connection close",
+            ))
+        }
+        Some(Step::Delay(..)) => unreachable!("delays are unwrapped above"),
+    })
+}
+
+fn default_answer(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages.iter().rev().find(|m| m["role"] != "system");
+    if let Some(tool) = last.filter(|m| m["role"] == "tool") {
+        let text: String = content_text(&tool["content"]).chars().take(100).collect();
+        return format!("{TOOL_ANSWER_PREFIX}{text}");
+    }
+    let user = last_user_text(body).unwrap_or_default();
+    let question = user.split_once("\n\n").map_or(user.as_str(), |(_, q)| q);
+    format!("「{question}」の答えなのだ。")
+}
+
+fn completion(
+    state: &State,
+    model: &str,
+    content: Option<String>,
+    calls: Vec<(String, String)>,
+) -> Response<Full<Bytes>> {
+    let id = state.id();
+    let mut message = json!({ "role": "assistant", "content": content, "refusal": null });
+    let finish_reason = if calls.is_empty() {
+        "stop"
+    } else {
+        let calls: Vec<Value> = calls
+            .into_iter()
+            .map(|(name, arguments)| {
+                json!({
+                    "id": format!("call_{}", state.id()),
+                    "type": "function",
+                    "function": { "name": name, "arguments": arguments }
+                })
+            })
+            .collect();
+        message["tool_calls"] = Value::Array(calls);
+        "tool_calls"
+    };
+    let completion_tokens = content_len(&message);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": format!("chatcmpl-fake-{id}"),
+            "object": "chat.completion",
+            "created": 1_700_000_000u32,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": finish_reason
+            }],
+            "usage": {
+                "prompt_tokens": 100,
+                "completion_tokens": completion_tokens,
+                "total_tokens": 100 + completion_tokens
+            }
+        }),
+    )
+}
+
+fn content_len(message: &Value) -> u64 {
+    message["content"]
+        .as_str()
+        .map_or(1, |c| c.chars().count() as u64)
+}
+
+fn error_response(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        &json!({ "error": { "message": message, "type": kind, "param": null, "code": kind } }),
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,539 @@
+//! End-to-end: the built `zundamon` binary against a fake Discord (gateway + REST), a fake
+//! OpenAI-compatible server and a fake DuckDuckGo page, all on 127.0.0.1. Assertions are on what
+//! users and operators see: Discord REST calls, the health server, exit codes and logs.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::bot::{bot_env, run_once, temp_dir, Bot};
+use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction, GUILD_ID};
+use support::fake_openai::{content_text, FakeOpenAi, Step};
+use support::fake_search::FakeSearch;
+
+const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
+const MENTION_REPLY: &str =
+    "ずんだもんだよ。何でも聞いてくださいなのだ。質問するときは`/zunda`を使ってね。";
+const USER: u64 = 5_000_000_000_000_000_001;
+
+struct World {
+    discord: FakeDiscord,
+    openai: FakeOpenAi,
+    search: FakeSearch,
+    db: PathBuf,
+    bot: Bot,
+}
+
+impl World {
+    async fn start(name: &str, extra: &[(&str, &str)]) -> World {
+        let discord = FakeDiscord::start().await;
+        let openai = FakeOpenAi::start().await;
+        let search = FakeSearch::start().await;
+        let db = temp_dir(name).join("zundamon.db");
+        let bot = Bot::start(bot_env(&discord, &openai, &search, &db, extra)).await;
+        assert!(
+            discord.wait_ready(Duration::from_secs(20)).await,
+            "the bot never identified; log:\n{}",
+            bot.logs()
+        );
+        World {
+            discord,
+            openai,
+            search,
+            db,
+            bot,
+        }
+    }
+
+    /// Starts a new bot process on the same fakes and database (after the old one exited).
+    async fn restart(&mut self, extra: &[(&str, &str)]) {
+        let env = bot_env(&self.discord, &self.openai, &self.search, &self.db, extra);
+        self.bot = Bot::start(env).await;
+        assert!(self.discord.wait_ready(Duration::from_secs(20)).await);
+    }
+
+    /// The messages of one interaction: the callback, then edits and follow-ups (successful ones).
+    async fn replies(&self, sent: &SentInteraction, parts: usize) -> Vec<RecordedRequest> {
+        let token = sent.token.clone();
+        let got = self
+            .discord
+            .wait_for_requests(
+                |r| r.path.contains(&token) && r.method != "POST" || is_follow_up(r, &token),
+                parts,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert!(
+            got.len() >= parts,
+            "expected {parts} messages for the interaction, got {got:#?}\nbot log:\n{}",
+            self.bot.logs()
+        );
+        got
+    }
+
+    /// Asks and returns the content of the (first) answer message.
+    async fn ask(&self, channel: u64, question: &str) -> String {
+        let sent = self
+            .discord
+            .send_interaction(channel, USER, "ずんだユーザー", question)
+            .await;
+        let edits = self.replies(&sent, 1).await;
+        content(&edits[0])
+    }
+
+    fn callback(&self, sent: &SentInteraction) -> Option<RecordedRequest> {
+        self.discord
+            .requests()
+            .into_iter()
+            .find(|r| r.is("POST", &format!("/interactions/{}/", sent.id)))
+    }
+
+    /// The model requests whose framed question contains `text`.
+    fn model_requests_for(&self, text: &str) -> Vec<Value> {
+        self.openai
+            .requests()
+            .into_iter()
+            .filter(|body| framed_question(body).contains(text))
+            .collect()
+    }
+}
+
+fn is_follow_up(r: &RecordedRequest, token: &str) -> bool {
+    r.method == "POST" && r.path.ends_with(token) && r.path.contains("/webhooks/")
+}
+
+fn content(request: &RecordedRequest) -> String {
+    request.body["content"]
+        .as_str()
+        .or_else(|| request.body["data"]["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The last user message of a model request (the framed question).
+fn framed_question(body: &Value) -> String {
+    support::fake_openai::last_user_text(body).unwrap_or_default()
+}
+
+/// The user turns of a model request before the current question (the window's questions).
+fn window_questions(body: &Value) -> Vec<String> {
+    let users: Vec<String> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+        .collect();
+    users[..users.len() - 1].to_vec()
+}
+
+fn utf16_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+#[tokio::test]
+async fn registers_the_guild_command_and_answers_with_the_quoted_question() {
+    let world = World::start("basic", &[]).await;
+    let registered = world
+        .discord
+        .wait_for_requests(
+            |r| r.path.contains(&format!("/guilds/{GUILD_ID}/commands")) && r.status < 300,
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(registered.len(), 1, "the command must be registered for the guild");
+    let commands = world.discord.commands();
+    let zunda = commands.iter().find(|c| c["name"] == "zunda").expect("/zunda");
+    assert_eq!(
+        zunda["description"],
+        "ずんだもんに質問することができます。何でも聞いてください。"
+    );
+    assert_eq!(zunda["options"][0]["name"], "question");
+    assert_eq!(zunda["options"][0]["type"], 3);
+    assert_eq!(zunda["options"][0]["required"], true);
+
+    let sent = world
+        .discord
+        .send_interaction(10, USER, "ずんだユーザー", "ずんだ餅って何？\n二行目なのだ")
+        .await;
+    let edits = world.replies(&sent, 1).await;
+    let callback = world.callback(&sent).expect("the interaction was acknowledged");
+    assert_eq!(callback.body["type"], 5, "a deferred (thinking) response");
+    assert!(callback.body["data"]["flags"].as_u64().unwrap_or(0) & 64 == 0, "not ephemeral");
+    assert!(callback.at.duration_since(sent.sent_at) < Duration::from_secs(3));
+    assert_eq!(
+        content(&edits[0]),
+        "> ずんだ餅って何？\n> 二行目なのだ\n「ずんだ餅って何？\n二行目なのだ」の答えなのだ。"
+    );
+    assert!(edits[0].path.ends_with("/messages/@original"));
+    assert_eq!(edits[0].body["allowed_mentions"]["parse"], serde_json::json!([]));
+
+    // The model saw the original framing with the user's name.
+    let framed = framed_question(&world.openai.requests()[0]);
+    assert!(framed.starts_with("私の名前は`ずんだユーザー`です。今の時間は"), "{framed}");
+    assert!(framed.ends_with("以上を踏まえて以下の質問に答えてください。\n\nずんだ餅って何？\n二行目なのだ"));
+
+    // Health endpoints.
+    assert_eq!(world.bot.get("/").await, (200, "ack".to_owned()));
+    assert_eq!(world.bot.get("/healthz").await.0, 200);
+    assert_eq!(world.bot.get("/readyz").await.0, 200);
+    let (status, metrics) = world.bot.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "zundamon_channel_actors 1",
+        "zundamon_interactions_total 1",
+        "zundamon_ack_latency_seconds_count 1",
+        "zundamon_answer_seconds_count 1",
+        "zundamon_llm_requests_total{outcome=\"ok\"} 1",
+        "zundamon_search_requests_total",
+        "zundamon_evictions_total 0",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    world.bot.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn twenty_channels_at_once_are_all_acknowledged_in_time_and_answered_concurrently() {
+    let world = World::start("burst", &[]).await;
+    world.openai.set_delay(Duration::from_secs(2));
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    for channel in 0..20u64 {
+        sent.push(
+            world
+                .discord
+                .send_interaction(100 + channel, USER + channel, "user", &format!("質問{channel}"))
+                .await,
+        );
+    }
+    for (channel, interaction) in sent.iter().enumerate() {
+        let edits = world.replies(interaction, 1).await;
+        assert!(content(&edits[0]).ends_with(&format!("「質問{channel}」の答えなのだ。")));
+        let callback = world.callback(interaction).unwrap();
+        let ack = callback.at.duration_since(interaction.sent_at);
+        assert!(ack < Duration::from_secs(3), "channel {channel} acknowledged after {ack:?}");
+    }
+    let elapsed = started.elapsed();
+    // Serially this would take 20 × 2 s = 40 s.
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn each_channel_remembers_its_last_five_exchanges() {
+    let world = World::start("window", &[]).await;
+    for n in 1..=7 {
+        world.ask(200, &format!("窓の質問{n}")).await;
+    }
+    let seventh = world.model_requests_for("窓の質問7");
+    let window = window_questions(&seventh[0]);
+    assert_eq!(window, (2..=6).map(|n| format!("窓の質問{n}")).collect::<Vec<_>>());
+    // Assistant turns carry the earlier answers.
+    let assistants: Vec<String> = seventh[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| content_text(&m["content"]))
+        .collect();
+    assert_eq!(assistants[0], "「窓の質問2」の答えなのだ。");
+
+    world.ask(201, "別のチャンネル").await;
+    let other = world.model_requests_for("別のチャンネル");
+    assert!(window_questions(&other[0]).is_empty(), "another channel's window is its own");
+}
+
+#[tokio::test]
+async fn a_long_answer_arrives_complete_in_parts_within_the_limit() {
+    let world = World::start("long", &[]).await;
+    let answer: String = (0..100)
+        .map(|n| format!("これは{n:03}番目のとても長い説明の文なのだ。ずんだ餅はおいしいのだ！😀\n"))
+        .collect::<String>()
+        .repeat(2);
+    assert!(answer.chars().count() > 5000);
+    world.openai.script("長い答え", vec![Step::Answer(answer.clone())]);
+    let sent = world
+        .discord
+        .send_interaction(300, USER, "user", "長い答えをちょうだい")
+        .await;
+    let needed = utf16_len(&answer).div_ceil(2000);
+    let parts = world.replies(&sent, needed + 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let parts = world.replies(&sent, parts.len()).await;
+    let mut joined = String::new();
+    for part in &parts {
+        let text = content(part);
+        assert!(utf16_len(&text) <= 2000, "a part has {} UTF-16 units", utf16_len(&text));
+        assert_eq!(part.body["allowed_mentions"]["parse"], serde_json::json!([]));
+        joined.push_str(&text);
+    }
+    assert!(parts[0].path.ends_with("@original"));
+    assert!(parts[1..].iter().all(|p| p.method == "POST"), "the rest are follow-ups");
+    let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    assert_eq!(strip(&joined), strip(&format!("> 長い答えをちょうだい\n{answer}")));
+}
+
+#[tokio::test]
+async fn mentions_in_an_answer_or_question_ping_nobody() {
+    let world = World::start("mentions", &[]).await;
+    world.openai.script(
+        "みんなを呼んで",
+        vec![Step::Answer("@everyone @here <@&123456789012345678> 集合なのだ！".into())],
+    );
+    let text = world.ask(400, "@everyone みんなを呼んで <@&123456789012345678>").await;
+    assert!(text.contains("@everyone"));
+    let edit = world
+        .discord
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .unwrap();
+    assert_eq!(edit.body["allowed_mentions"], serde_json::json!({"parse": []}));
+}
+
+#[tokio::test]
+async fn a_mention_gets_the_guide_reply_and_other_messages_are_ignored() {
+    let world = World::start("mention", &[]).await;
+    let bot_id = support::fake_discord::BOT_USER_ID;
+    world
+        .discord
+        .send_message(500, USER, false, "ただの会話なのだ", false)
+        .await;
+    world
+        .discord
+        .send_message(500, USER + 1, true, &format!("<@{bot_id}> bot talking"), true)
+        .await;
+    let message_id = world
+        .discord
+        .send_message(500, USER, false, &format!("<@{bot_id}> こんにちは"), true)
+        .await;
+    let replies = world
+        .discord
+        .wait_for_requests(|r| r.is("POST", "/channels/500/messages"), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replies: Vec<_> = world
+        .discord
+        .requests()
+        .into_iter()
+        .filter(|r| r.is("POST", "/channels/"))
+        .collect();
+    assert_eq!(replies.len(), 1, "only the human's mention is answered: {replies:#?}");
+    assert_eq!(content(&replies[0]), MENTION_REPLY);
+    assert_eq!(replies[0].body["message_reference"]["message_id"].to_string().trim_matches('"'), message_id.to_string());
+    assert_eq!(replies[0].body["allowed_mentions"]["parse"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn the_window_survives_a_restart() {
+    let mut world = World::start("restart", &[]).await;
+    world.ask(600, "再起動前の質問").await;
+    world.bot.signal("TERM");
+    let status = world.bot.wait_exit(Duration::from_secs(20)).await.expect("exits");
+    assert!(status.success(), "exit status {status:?}");
+
+    world.restart(&[]).await;
+    world.ask(600, "再起動後の質問").await;
+    let after = world.model_requests_for("再起動後の質問");
+    assert_eq!(window_questions(&after[0]), vec!["再起動前の質問"]);
+}
+
+#[tokio::test]
+async fn the_window_survives_eviction() {
+    let world = World::start("evict", &[("ZUNDA_CHANNEL_IDLE_SECS", "1")]).await;
+    world.ask(700, "追い出される前").await;
+    assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(1.0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while world.bot.metric("zundamon_evictions_total").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "the idle channel was never evicted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(0.0));
+    world.ask(700, "追い出された後").await;
+    let after = world.model_requests_for("追い出された後");
+    assert_eq!(window_questions(&after[0]), vec!["追い出される前"]);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_answer_delivers_it_and_exits_zero() {
+    let mut world = World::start("sigterm", &[("ZUNDA_SHUTDOWN_GRACE_SECS", "15")]).await;
+    world.openai.set_delay(Duration::from_secs(3));
+    let slow = world.discord.send_interaction(800, USER, "user", "ゆっくり答えて").await;
+    world
+        .discord
+        .wait_for_requests(|r| r.is("POST", &format!("/interactions/{}/", slow.id)), 1, Duration::from_secs(5))
+        .await;
+    world.bot.signal("TERM");
+    assert!(world.bot.wait_status("/readyz", 503, Duration::from_secs(2)).await);
+
+    // A question during the drain gets the restarting reply at once, not silence.
+    let late = world.discord.send_interaction(801, USER + 1, "user", "今いい？").await;
+    let late_reply = world
+        .discord
+        .wait_for_requests(|r| r.is("POST", &format!("/interactions/{}/", late.id)), 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(late_reply[0].body["type"], 4);
+    assert!(late_reply[0].body["data"]["content"].as_str().unwrap().contains("再起動"));
+
+    let status = world.bot.wait_exit(Duration::from_secs(20)).await.expect("exits in time");
+    assert!(status.success(), "exit status {status:?}");
+    let edits = world.replies(&slow, 1).await;
+    assert!(content(&edits[0]).ends_with("「ゆっくり答えて」の答えなのだ。"));
+}
+
+#[tokio::test]
+async fn model_errors_and_timeouts_give_the_error_message_and_the_bot_keeps_serving() {
+    let world = World::start(
+        "model-errors",
+        &[("ZUNDA_ANSWER_TIMEOUT_SECS", "3"), ("ZUNDA_LLM_REQUEST_TIMEOUT_SECS", "2")],
+    )
+    .await;
+    world.openai.script("壊れて", vec![Step::Status(500); 5]);
+    world.openai.script("固まって", vec![Step::Hang; 5]);
+    world.openai.script("切れて", vec![Step::CloseConnection; 5]);
+    assert_eq!(world.ask(900, "壊れて").await, ERROR_REPLY);
+    assert_eq!(world.ask(901, "固まって").await, ERROR_REPLY);
+    assert_eq!(world.ask(902, "切れて").await, ERROR_REPLY);
+    assert!(world.ask(900, "次は大丈夫？").await.ends_with("「次は大丈夫？」の答えなのだ。"));
+    let logs = world.bot.logs();
+    assert!(logs.contains("500"), "the operator log names the status:\n{logs}");
+    world.bot.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn a_rate_limited_edit_is_delivered_after_retry_after() {
+    let world = World::start("discord-429", &[]).await;
+    world.discord.fail_next("PATCH", "@original", 1, 429, Some(1.0));
+    world.discord.fail_next("PATCH", "@original", 0, 500, None);
+    let sent = world.discord.send_interaction(1000, USER, "user", "混んでる？").await;
+    let attempts = world
+        .discord
+        .wait_for_requests(|r| r.is("PATCH", &sent.token), 2, Duration::from_secs(15))
+        .await;
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].status, 429);
+    assert_eq!(attempts[1].status, 200);
+    assert!(attempts[1].at.duration_since(attempts[0].at) >= Duration::from_millis(950));
+    assert!(content(&attempts[1]).ends_with("「混んでる？」の答えなのだ。"));
+}
+
+#[tokio::test]
+async fn a_failing_follow_up_is_retried_until_delivered() {
+    let world = World::start("discord-500", &[]).await;
+    world.openai.script("長めで", vec![Step::Answer("あ".repeat(3000))]);
+    world.discord.fail_next("POST", "/webhooks/", 2, 502, None);
+    let sent = world.discord.send_interaction(1001, USER, "user", "長めで").await;
+    let follow_ups = world
+        .discord
+        .wait_for_requests(|r| is_follow_up(r, &sent.token), 3, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        follow_ups.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![502, 502, 200]
+    );
+}
+
+#[tokio::test]
+async fn the_bot_resumes_after_the_gateway_drops_and_readyz_follows() {
+    let world = World::start("gateway-drop", &[]).await;
+    assert!(world.bot.wait_status("/readyz", 200, Duration::from_secs(5)).await);
+    let sessions = world.discord.identify_count() + world.discord.resume_count();
+    world.discord.drop_gateway().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while world.discord.identify_count() + world.discord.resume_count() == sessions {
+        assert!(Instant::now() < deadline, "the bot never reconnected:\n{}", world.bot.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(world.discord.wait_ready(Duration::from_secs(10)).await);
+    assert!(world.bot.wait_status("/readyz", 200, Duration::from_secs(10)).await);
+    assert!(world.ask(1100, "戻ってきた？").await.ends_with("「戻ってきた？」の答えなのだ。"));
+}
+
+#[tokio::test]
+async fn bad_questions_and_floods_get_zundamon_voiced_replies() {
+    let world = World::start(
+        "limits",
+        &[("ZUNDA_RATE_BURST", "2"), ("ZUNDA_RATE_PER_MINUTE", "1"), ("ZUNDA_MAX_QUESTION_CHARS", "50")],
+    )
+    .await;
+    let immediate = |sent: SentInteraction| {
+        let discord = &world.discord;
+        async move {
+            let got = discord
+                .wait_for_requests(|r| r.is("POST", &format!("/interactions/{}/", sent.id)), 1, Duration::from_secs(5))
+                .await;
+            assert_eq!(got[0].body["type"], 4, "answered at once: {:?}", got[0].body);
+            got[0].body["data"]["content"].as_str().unwrap().to_owned()
+        }
+    };
+    let empty = world.discord.send_interaction(1200, USER, "u", "   \n ").await;
+    let text = immediate(empty).await;
+    assert!(text.contains("/zunda") && text.ends_with("のだ。"), "{text}");
+
+    let long = world.discord.send_interaction(1200, USER, "u", &"長".repeat(51)).await;
+    let text = immediate(long).await;
+    assert!(text.contains("50"), "{text}");
+
+    world.ask(1200, "一つ目").await;
+    world.ask(1200, "二つ目").await;
+    let third = world.discord.send_interaction(1200, USER, "u", "三つ目").await;
+    let text = immediate(third).await;
+    assert!(text.contains("待って"), "{text}");
+    // Another user is not limited.
+    let other = world.discord.send_interaction(1200, USER + 9, "v", "私は？").await;
+    assert!(content(&world.replies(&other, 1).await[0]).ends_with("「私は？」の答えなのだ。"));
+    assert_eq!(world.model_requests_for("三つ目").len(), 0, "a limited question costs no model call");
+}
+
+#[test]
+fn a_corrupt_or_unusable_database_is_a_clear_startup_error() {
+    let dir = temp_dir("bad-db");
+    let corrupt = dir.join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x42u8; 8192]).unwrap();
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, "file").unwrap();
+    let under_a_file = blocker.join("zundamon.db");
+    for (path, expect) in [
+        (corrupt.display().to_string(), "not a database"),
+        (under_a_file.display().to_string(), "not-a-dir"),
+        (dir.display().to_string(), "directory"),
+    ] {
+        let (code, _, stderr) = run_once(
+            &[],
+            &[
+                ("DISCORD_BOT_TOKEN", "t"),
+                ("DISCORD_GUILD_ID", "1"),
+                ("OPENAI_API_KEY", "k"),
+                ("DISCORD_API_BASE", "http://127.0.0.1:9"),
+                ("PORT", "0"),
+                ("ZUNDA_DB_PATH", &path),
+            ],
+        );
+        assert_ne!(code, 0, "{path}: {stderr}");
+        assert!(stderr.contains(&path), "the error names the path: {stderr}");
+        assert!(stderr.contains(expect), "{path}: {stderr}");
+        assert!(stderr.contains("ZUNDA_DB_PATH"), "the error says what to do: {stderr}");
+    }
+}
+
+#[test]
+fn missing_configuration_is_listed_and_exits_2() {
+    let (code, _, stderr) = run_once(&[], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    for name in ["DISCORD_BOT_TOKEN", "DISCORD_GUILD_ID", "OPENAI_API_KEY"] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+    let (code, stdout, stderr) = run_once(
+        &["check-config"],
+        &[("DISCORD_BOT_TOKEN", "tok-sekrit"), ("DISCORD_GUILD_ID", "5"), ("OPENAI_API_KEY", "sk-sekrit")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("guild_id = 5") && stdout.contains("[redacted]"), "{stdout}");
+    assert!(!stdout.contains("sekrit") && !stderr.contains("sekrit"));
+    let (_, stdout, _) = run_once(&["--help"], &[]);
+    assert!(stdout.contains("check-config") && stdout.contains("ask"), "{stdout}");
+}

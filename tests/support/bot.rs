@@ -1,0 +1,216 @@
+//! Runs the built `zundamon` binary as a child process against the loopback fakes, the way an
+//! operator runs it: configuration from the environment, health server on an OS-assigned port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::fake_discord::{FakeDiscord, GUILD_ID};
+use super::fake_openai::FakeOpenAi;
+use super::fake_search::FakeSearch;
+
+/// Secrets given to the bot; tests assert they never reach its logs.
+pub const BOT_TOKEN: &str = "test-bot-token-MUST-NOT-LEAK";
+pub const API_KEY: &str = "sk-test-key-MUST-NOT-LEAK";
+
+pub struct Bot {
+    child: Child,
+    pub port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+}
+
+/// A fresh directory for one test's database.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "zundamon-e2e-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The environment of a bot wired to the fakes; `extra` overrides or adds variables.
+pub fn bot_env(
+    discord: &FakeDiscord,
+    openai: &FakeOpenAi,
+    search: &FakeSearch,
+    db: &Path,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("DISCORD_BOT_TOKEN".into(), BOT_TOKEN.into()),
+        ("DISCORD_GUILD_ID".into(), GUILD_ID.to_string()),
+        ("DISCORD_API_BASE".into(), discord.base_url()),
+        ("OPENAI_API_KEY".into(), API_KEY.into()),
+        ("OPENAI_BASE_URL".into(), openai.base_url()),
+        ("SEARCH_BASE_URL".into(), search.base_url()),
+        ("ZUNDA_DB_PATH".into(), db.display().to_string()),
+        ("ZUNDA_BIND_ADDR".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("ZUNDA_RATE_BURST".into(), "1000".into()),
+        ("ZUNDA_LLM_MAX_RETRIES".into(), "1".into()),
+        ("RUST_LOG".into(), "info,zundamon=debug".into()),
+    ];
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+    env
+}
+
+impl Bot {
+    /// Starts the bot and waits until its health server answers.
+    pub async fn start(env: Vec<(String, String)>) -> Bot {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zundamon"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the zundamon binary");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let logs = logs.clone();
+            move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.split("health server listening on http://").nth(1) {
+                        let port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+                        let _ = port_tx.send(port.unwrap_or(0u16));
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            }
+        });
+        // Poll rather than block: the fakes run on this test's (single-threaded) runtime.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            match port_rx.try_recv() {
+                Ok(port) => break Ok(port),
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => break Err(()),
+            }
+        };
+        let port = match port {
+            Ok(port) => port,
+            Err(()) => {
+                let _ = child.kill();
+                panic!(
+                    "the bot did not start; its log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Bot {
+            child,
+            port,
+            logs,
+            http: {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::new()
+            },
+        }
+    }
+
+    /// GET a path of the health server: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("health server answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Polls `path` until it answers `status`; returns whether it did within `timeout`.
+    pub async fn wait_status(&self, path: &str, status: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.get(path).await.0 == status {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// The value of a metric line starting with `name` in `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find(|line| line.split(' ').next() == Some(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Asserts that no secret ever appeared in the bot's log.
+    pub fn assert_no_secrets_logged(&self) {
+        let logs = self.logs();
+        assert!(!logs.contains(BOT_TOKEN), "bot token leaked into logs");
+        assert!(!logs.contains(API_KEY), "API key leaked into logs");
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args` and `env`: (exit code, stdout, stderr).
+pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_zundamon"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the zundamon binary");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
