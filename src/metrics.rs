@@ -104,6 +104,18 @@ impl Metrics {
             "1 while the Discord gateway session is ready",
             metrics.gateway_ready.clone(),
         );
+        // Every outcome is exported from the start, so dashboards and alerts see zeros rather
+        // than missing series.
+        for outcome in ["ok", "retry", "error", "timeout"] {
+            metrics
+                .llm_requests
+                .get_or_create(&vec![("outcome".into(), outcome.into())]);
+        }
+        for outcome in ["ok", "cached", "rate_limited", "error", "backoff"] {
+            metrics
+                .search_requests
+                .get_or_create(&vec![("outcome".into(), outcome.into())]);
+        }
         Self {
             registry,
             ..metrics

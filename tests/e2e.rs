@@ -259,10 +259,18 @@ async fn a_long_answer_arrives_complete_in_parts_within_the_limit() {
         .discord
         .send_interaction(300, USER, "user", "長い答えをちょうだい")
         .await;
-    let needed = utf16_len(&answer).div_ceil(2000);
-    let parts = world.replies(&sent, needed + 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let parts = world.replies(&sent, parts.len()).await;
+    let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let expected = strip(&format!("> 長い答えをちょうだい\n{answer}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let parts = loop {
+        let parts = world.replies(&sent, 1).await;
+        let so_far: String = parts.iter().map(content).collect();
+        if strip(&so_far).len() >= expected.len() || Instant::now() > deadline {
+            break parts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(parts.len() >= utf16_len(&answer).div_ceil(2000), "{} parts", parts.len());
     let mut joined = String::new();
     for part in &parts {
         let text = content(part);
@@ -272,8 +280,7 @@ async fn a_long_answer_arrives_complete_in_parts_within_the_limit() {
     }
     assert!(parts[0].path.ends_with("@original"));
     assert!(parts[1..].iter().all(|p| p.method == "POST"), "the rest are follow-ups");
-    let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
-    assert_eq!(strip(&joined), strip(&format!("> 長い答えをちょうだい\n{answer}")));
+    assert_eq!(strip(&joined), expected);
 }
 
 #[tokio::test]
@@ -472,7 +479,7 @@ async fn bad_questions_and_floods_get_zundamon_voiced_replies() {
     };
     let empty = world.discord.send_interaction(1200, USER, "u", "   \n ").await;
     let text = immediate(empty).await;
-    assert!(text.contains("/zunda") && text.ends_with("のだ。"), "{text}");
+    assert!(text.contains("/zunda") && text.contains("のだ"), "{text}");
 
     let long = world.discord.send_interaction(1200, USER, "u", &"長".repeat(51)).await;
     let text = immediate(long).await;
