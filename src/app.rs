@@ -52,9 +52,13 @@ impl Application {
             idle: Duration::from_secs(config.channels.idle_secs),
             max_channels: config.channels.max_channels,
         };
-        let channels = Channels::start(SupervisorArgs::new(settings, Arc::new(agent), store.clone()))
-            .await
-            .context("cannot start the channel supervisor")?;
+        let channels = Channels::start(SupervisorArgs::new(
+            settings,
+            Arc::new(agent),
+            store.clone(),
+        ))
+        .await
+        .context("cannot start the channel supervisor")?;
 
         let address = format!("{}:{}", config.http.bind_addr, config.http.port);
         let listener = TcpListener::bind(&address).await.with_context(|| {
@@ -150,10 +154,17 @@ impl Application {
         health.start_draining();
         let _ = router.cast(RouterMsg::Drain);
         let pending = in_flight
-            .wait_idle(deadline.checked_sub(Duration::from_secs(1)).unwrap_or(deadline))
+            .wait_idle(
+                deadline
+                    .checked_sub(Duration::from_secs(1))
+                    .unwrap_or(deadline),
+            )
             .await;
         if pending > 0 {
-            error!(pending, "grace period over: exiting with questions still unanswered");
+            error!(
+                pending,
+                "grace period over: exiting with questions still unanswered"
+            );
         } else {
             info!("every accepted question was answered");
         }

@@ -64,15 +64,11 @@ impl Health {
             "/" => text(StatusCode::OK, "ack"),
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.is_ready() => text(StatusCode::OK, "ready\n"),
-            "/readyz" if self.is_draining() => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            }
+            "/readyz" if self.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n"),
             "/metrics" => {
-                let mut response = text(
-                    StatusCode::OK,
-                    self.metrics.render(&self.channels.stats()),
-                );
+                let mut response =
+                    text(StatusCode::OK, self.metrics.render(&self.channels.stats()));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(

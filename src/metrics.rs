@@ -107,12 +107,12 @@ impl Metrics {
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
-            metrics
+            let _ = metrics
                 .llm_requests
                 .get_or_create(&vec![("outcome".into(), outcome.into())]);
         }
         for outcome in ["ok", "cached", "rate_limited", "error", "backoff"] {
-            metrics
+            let _ = metrics
                 .search_requests
                 .get_or_create(&vec![("outcome".into(), outcome.into())]);
         }

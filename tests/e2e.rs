@@ -144,9 +144,16 @@ async fn registers_the_guild_command_and_answers_with_the_quoted_question() {
             Duration::from_secs(10),
         )
         .await;
-    assert_eq!(registered.len(), 1, "the command must be registered for the guild");
+    assert_eq!(
+        registered.len(),
+        1,
+        "the command must be registered for the guild"
+    );
     let commands = world.discord.commands();
-    let zunda = commands.iter().find(|c| c["name"] == "zunda").expect("/zunda");
+    let zunda = commands
+        .iter()
+        .find(|c| c["name"] == "zunda")
+        .expect("/zunda");
     assert_eq!(
         zunda["description"],
         "ずんだもんに質問することができます。何でも聞いてください。"
@@ -160,21 +167,33 @@ async fn registers_the_guild_command_and_answers_with_the_quoted_question() {
         .send_interaction(10, USER, "ずんだユーザー", "ずんだ餅って何？\n二行目なのだ")
         .await;
     let edits = world.replies(&sent, 1).await;
-    let callback = world.callback(&sent).expect("the interaction was acknowledged");
+    let callback = world
+        .callback(&sent)
+        .expect("the interaction was acknowledged");
     assert_eq!(callback.body["type"], 5, "a deferred (thinking) response");
-    assert!(callback.body["data"]["flags"].as_u64().unwrap_or(0) & 64 == 0, "not ephemeral");
+    assert!(
+        callback.body["data"]["flags"].as_u64().unwrap_or(0) & 64 == 0,
+        "not ephemeral"
+    );
     assert!(callback.at.duration_since(sent.sent_at) < Duration::from_secs(3));
     assert_eq!(
         content(&edits[0]),
         "> ずんだ餅って何？\n> 二行目なのだ\n「ずんだ餅って何？\n二行目なのだ」の答えなのだ。"
     );
     assert!(edits[0].path.ends_with("/messages/@original"));
-    assert_eq!(edits[0].body["allowed_mentions"]["parse"], serde_json::json!([]));
+    assert_eq!(
+        edits[0].body["allowed_mentions"]["parse"],
+        serde_json::json!([])
+    );
 
     // The model saw the original framing with the user's name.
     let framed = framed_question(&world.openai.requests()[0]);
-    assert!(framed.starts_with("私の名前は`ずんだユーザー`です。今の時間は"), "{framed}");
-    assert!(framed.ends_with("以上を踏まえて以下の質問に答えてください。\n\nずんだ餅って何？\n二行目なのだ"));
+    assert!(
+        framed.starts_with("私の名前は`ずんだユーザー`です。今の時間は"),
+        "{framed}"
+    );
+    assert!(framed
+        .ends_with("以上を踏まえて以下の質問に答えてください。\n\nずんだ餅って何？\n二行目なのだ"));
 
     // Health endpoints.
     assert_eq!(world.bot.get("/").await, (200, "ack".to_owned()));
@@ -191,7 +210,10 @@ async fn registers_the_guild_command_and_answers_with_the_quoted_question() {
         "zundamon_search_requests_total",
         "zundamon_evictions_total 0",
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
     world.bot.assert_no_secrets_logged();
 }
@@ -206,7 +228,12 @@ async fn twenty_channels_at_once_are_all_acknowledged_in_time_and_answered_concu
         sent.push(
             world
                 .discord
-                .send_interaction(100 + channel, USER + channel, "user", &format!("質問{channel}"))
+                .send_interaction(
+                    100 + channel,
+                    USER + channel,
+                    "user",
+                    &format!("質問{channel}"),
+                )
                 .await,
         );
     }
@@ -215,7 +242,10 @@ async fn twenty_channels_at_once_are_all_acknowledged_in_time_and_answered_concu
         assert!(content(&edits[0]).ends_with(&format!("「質問{channel}」の答えなのだ。")));
         let callback = world.callback(interaction).unwrap();
         let ack = callback.at.duration_since(interaction.sent_at);
-        assert!(ack < Duration::from_secs(3), "channel {channel} acknowledged after {ack:?}");
+        assert!(
+            ack < Duration::from_secs(3),
+            "channel {channel} acknowledged after {ack:?}"
+        );
     }
     let elapsed = started.elapsed();
     // Serially this would take 20 × 2 s = 40 s.
@@ -230,7 +260,10 @@ async fn each_channel_remembers_its_last_five_exchanges() {
     }
     let seventh = world.model_requests_for("窓の質問7");
     let window = window_questions(&seventh[0]);
-    assert_eq!(window, (2..=6).map(|n| format!("窓の質問{n}")).collect::<Vec<_>>());
+    assert_eq!(
+        window,
+        (2..=6).map(|n| format!("窓の質問{n}")).collect::<Vec<_>>()
+    );
     // Assistant turns carry the earlier answers.
     let assistants: Vec<String> = seventh[0]["messages"]
         .as_array()
@@ -243,18 +276,25 @@ async fn each_channel_remembers_its_last_five_exchanges() {
 
     world.ask(201, "別のチャンネル").await;
     let other = world.model_requests_for("別のチャンネル");
-    assert!(window_questions(&other[0]).is_empty(), "another channel's window is its own");
+    assert!(
+        window_questions(&other[0]).is_empty(),
+        "another channel's window is its own"
+    );
 }
 
 #[tokio::test]
 async fn a_long_answer_arrives_complete_in_parts_within_the_limit() {
     let world = World::start("long", &[]).await;
     let answer: String = (0..100)
-        .map(|n| format!("これは{n:03}番目のとても長い説明の文なのだ。ずんだ餅はおいしいのだ！😀\n"))
+        .map(|n| {
+            format!("これは{n:03}番目のとても長い説明の文なのだ。ずんだ餅はおいしいのだ！😀\n")
+        })
         .collect::<String>()
         .repeat(2);
     assert!(answer.chars().count() > 5000);
-    world.openai.script("長い答え", vec![Step::Answer(answer.clone())]);
+    world
+        .openai
+        .script("長い答え", vec![Step::Answer(answer.clone())]);
     let sent = world
         .discord
         .send_interaction(300, USER, "user", "長い答えをちょうだい")
@@ -270,16 +310,30 @@ async fn a_long_answer_arrives_complete_in_parts_within_the_limit() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(parts.len() >= utf16_len(&answer).div_ceil(2000), "{} parts", parts.len());
+    assert!(
+        parts.len() >= utf16_len(&answer).div_ceil(2000),
+        "{} parts",
+        parts.len()
+    );
     let mut joined = String::new();
     for part in &parts {
         let text = content(part);
-        assert!(utf16_len(&text) <= 2000, "a part has {} UTF-16 units", utf16_len(&text));
-        assert_eq!(part.body["allowed_mentions"]["parse"], serde_json::json!([]));
+        assert!(
+            utf16_len(&text) <= 2000,
+            "a part has {} UTF-16 units",
+            utf16_len(&text)
+        );
+        assert_eq!(
+            part.body["allowed_mentions"]["parse"],
+            serde_json::json!([])
+        );
         joined.push_str(&text);
     }
     assert!(parts[0].path.ends_with("@original"));
-    assert!(parts[1..].iter().all(|p| p.method == "POST"), "the rest are follow-ups");
+    assert!(
+        parts[1..].iter().all(|p| p.method == "POST"),
+        "the rest are follow-ups"
+    );
     assert_eq!(strip(&joined), expected);
 }
 
@@ -288,9 +342,13 @@ async fn mentions_in_an_answer_or_question_ping_nobody() {
     let world = World::start("mentions", &[]).await;
     world.openai.script(
         "みんなを呼んで",
-        vec![Step::Answer("@everyone @here <@&123456789012345678> 集合なのだ！".into())],
+        vec![Step::Answer(
+            "@everyone @here <@&123456789012345678> 集合なのだ！".into(),
+        )],
     );
-    let text = world.ask(400, "@everyone みんなを呼んで <@&123456789012345678>").await;
+    let text = world
+        .ask(400, "@everyone みんなを呼んで <@&123456789012345678>")
+        .await;
     assert!(text.contains("@everyone"));
     let edit = world
         .discord
@@ -298,7 +356,10 @@ async fn mentions_in_an_answer_or_question_ping_nobody() {
         .into_iter()
         .find(|r| r.method == "PATCH")
         .unwrap();
-    assert_eq!(edit.body["allowed_mentions"], serde_json::json!({"parse": []}));
+    assert_eq!(
+        edit.body["allowed_mentions"],
+        serde_json::json!({"parse": []})
+    );
 }
 
 #[tokio::test]
@@ -311,7 +372,13 @@ async fn a_mention_gets_the_guide_reply_and_other_messages_are_ignored() {
         .await;
     world
         .discord
-        .send_message(500, USER + 1, true, &format!("<@{bot_id}> bot talking"), true)
+        .send_message(
+            500,
+            USER + 1,
+            true,
+            &format!("<@{bot_id}> bot talking"),
+            true,
+        )
         .await;
     let message_id = world
         .discord
@@ -319,7 +386,11 @@ async fn a_mention_gets_the_guide_reply_and_other_messages_are_ignored() {
         .await;
     let replies = world
         .discord
-        .wait_for_requests(|r| r.is("POST", "/channels/500/messages"), 1, Duration::from_secs(10))
+        .wait_for_requests(
+            |r| r.is("POST", "/channels/500/messages"),
+            1,
+            Duration::from_secs(10),
+        )
         .await;
     assert_eq!(replies.len(), 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -329,10 +400,22 @@ async fn a_mention_gets_the_guide_reply_and_other_messages_are_ignored() {
         .into_iter()
         .filter(|r| r.is("POST", "/channels/"))
         .collect();
-    assert_eq!(replies.len(), 1, "only the human's mention is answered: {replies:#?}");
+    assert_eq!(
+        replies.len(),
+        1,
+        "only the human's mention is answered: {replies:#?}"
+    );
     assert_eq!(content(&replies[0]), MENTION_REPLY);
-    assert_eq!(replies[0].body["message_reference"]["message_id"].to_string().trim_matches('"'), message_id.to_string());
-    assert_eq!(replies[0].body["allowed_mentions"]["parse"], serde_json::json!([]));
+    assert_eq!(
+        replies[0].body["message_reference"]["message_id"]
+            .to_string()
+            .trim_matches('"'),
+        message_id.to_string()
+    );
+    assert_eq!(
+        replies[0].body["allowed_mentions"]["parse"],
+        serde_json::json!([])
+    );
 }
 
 #[tokio::test]
@@ -340,7 +423,11 @@ async fn the_window_survives_a_restart() {
     let mut world = World::start("restart", &[]).await;
     world.ask(600, "再起動前の質問").await;
     world.bot.signal("TERM");
-    let status = world.bot.wait_exit(Duration::from_secs(20)).await.expect("exits");
+    let status = world
+        .bot
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits");
     assert!(status.success(), "exit status {status:?}");
 
     world.restart(&[]).await;
@@ -356,7 +443,10 @@ async fn the_window_survives_eviction() {
     assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(1.0));
     let deadline = Instant::now() + Duration::from_secs(10);
     while world.bot.metric("zundamon_evictions_total").await != Some(1.0) {
-        assert!(Instant::now() < deadline, "the idle channel was never evicted");
+        assert!(
+            Instant::now() < deadline,
+            "the idle channel was never evicted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(0.0));
@@ -369,24 +459,50 @@ async fn the_window_survives_eviction() {
 async fn sigterm_during_a_slow_answer_delivers_it_and_exits_zero() {
     let mut world = World::start("sigterm", &[("ZUNDA_SHUTDOWN_GRACE_SECS", "15")]).await;
     world.openai.set_delay(Duration::from_secs(3));
-    let slow = world.discord.send_interaction(800, USER, "user", "ゆっくり答えて").await;
+    let slow = world
+        .discord
+        .send_interaction(800, USER, "user", "ゆっくり答えて")
+        .await;
     world
         .discord
-        .wait_for_requests(|r| r.is("POST", &format!("/interactions/{}/", slow.id)), 1, Duration::from_secs(5))
+        .wait_for_requests(
+            |r| r.is("POST", &format!("/interactions/{}/", slow.id)),
+            1,
+            Duration::from_secs(5),
+        )
         .await;
     world.bot.signal("TERM");
-    assert!(world.bot.wait_status("/readyz", 503, Duration::from_secs(2)).await);
+    assert!(
+        world
+            .bot
+            .wait_status("/readyz", 503, Duration::from_secs(2))
+            .await
+    );
 
     // A question during the drain gets the restarting reply at once, not silence.
-    let late = world.discord.send_interaction(801, USER + 1, "user", "今いい？").await;
+    let late = world
+        .discord
+        .send_interaction(801, USER + 1, "user", "今いい？")
+        .await;
     let late_reply = world
         .discord
-        .wait_for_requests(|r| r.is("POST", &format!("/interactions/{}/", late.id)), 1, Duration::from_secs(5))
+        .wait_for_requests(
+            |r| r.is("POST", &format!("/interactions/{}/", late.id)),
+            1,
+            Duration::from_secs(5),
+        )
         .await;
     assert_eq!(late_reply[0].body["type"], 4);
-    assert!(late_reply[0].body["data"]["content"].as_str().unwrap().contains("再起動"));
+    assert!(late_reply[0].body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("再起動"));
 
-    let status = world.bot.wait_exit(Duration::from_secs(20)).await.expect("exits in time");
+    let status = world
+        .bot
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits in time");
     assert!(status.success(), "exit status {status:?}");
     let edits = world.replies(&slow, 1).await;
     assert!(content(&edits[0]).ends_with("「ゆっくり答えて」の答えなのだ。"));
@@ -396,27 +512,43 @@ async fn sigterm_during_a_slow_answer_delivers_it_and_exits_zero() {
 async fn model_errors_and_timeouts_give_the_error_message_and_the_bot_keeps_serving() {
     let world = World::start(
         "model-errors",
-        &[("ZUNDA_ANSWER_TIMEOUT_SECS", "3"), ("ZUNDA_LLM_REQUEST_TIMEOUT_SECS", "2")],
+        &[
+            ("ZUNDA_ANSWER_TIMEOUT_SECS", "3"),
+            ("ZUNDA_LLM_REQUEST_TIMEOUT_SECS", "2"),
+        ],
     )
     .await;
     world.openai.script("壊れて", vec![Step::Status(500); 5]);
     world.openai.script("固まって", vec![Step::Hang; 5]);
-    world.openai.script("切れて", vec![Step::CloseConnection; 5]);
+    world
+        .openai
+        .script("切れて", vec![Step::CloseConnection; 5]);
     assert_eq!(world.ask(900, "壊れて").await, ERROR_REPLY);
     assert_eq!(world.ask(901, "固まって").await, ERROR_REPLY);
     assert_eq!(world.ask(902, "切れて").await, ERROR_REPLY);
-    assert!(world.ask(900, "次は大丈夫？").await.ends_with("「次は大丈夫？」の答えなのだ。"));
+    assert!(world
+        .ask(900, "次は大丈夫？")
+        .await
+        .ends_with("「次は大丈夫？」の答えなのだ。"));
     let logs = world.bot.logs();
-    assert!(logs.contains("500"), "the operator log names the status:\n{logs}");
+    assert!(
+        logs.contains("500"),
+        "the operator log names the status:\n{logs}"
+    );
     world.bot.assert_no_secrets_logged();
 }
 
 #[tokio::test]
 async fn a_rate_limited_edit_is_delivered_after_retry_after() {
     let world = World::start("discord-429", &[]).await;
-    world.discord.fail_next("PATCH", "@original", 1, 429, Some(1.0));
+    world
+        .discord
+        .fail_next("PATCH", "@original", 1, 429, Some(1.0));
     world.discord.fail_next("PATCH", "@original", 0, 500, None);
-    let sent = world.discord.send_interaction(1000, USER, "user", "混んでる？").await;
+    let sent = world
+        .discord
+        .send_interaction(1000, USER, "user", "混んでる？")
+        .await;
     let attempts = world
         .discord
         .wait_for_requests(|r| r.is("PATCH", &sent.token), 2, Duration::from_secs(15))
@@ -431,9 +563,14 @@ async fn a_rate_limited_edit_is_delivered_after_retry_after() {
 #[tokio::test]
 async fn a_failing_follow_up_is_retried_until_delivered() {
     let world = World::start("discord-500", &[]).await;
-    world.openai.script("長めで", vec![Step::Answer("あ".repeat(3000))]);
+    world
+        .openai
+        .script("長めで", vec![Step::Answer("あ".repeat(3000))]);
     world.discord.fail_next("POST", "/webhooks/", 2, 502, None);
-    let sent = world.discord.send_interaction(1001, USER, "user", "長めで").await;
+    let sent = world
+        .discord
+        .send_interaction(1001, USER, "user", "長めで")
+        .await;
     let follow_ups = world
         .discord
         .wait_for_requests(|r| is_follow_up(r, &sent.token), 3, Duration::from_secs(20))
@@ -447,53 +584,98 @@ async fn a_failing_follow_up_is_retried_until_delivered() {
 #[tokio::test]
 async fn the_bot_resumes_after_the_gateway_drops_and_readyz_follows() {
     let world = World::start("gateway-drop", &[]).await;
-    assert!(world.bot.wait_status("/readyz", 200, Duration::from_secs(5)).await);
+    assert!(
+        world
+            .bot
+            .wait_status("/readyz", 200, Duration::from_secs(5))
+            .await
+    );
     let sessions = world.discord.identify_count() + world.discord.resume_count();
     world.discord.drop_gateway().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while world.discord.identify_count() + world.discord.resume_count() == sessions {
-        assert!(Instant::now() < deadline, "the bot never reconnected:\n{}", world.bot.logs());
+        assert!(
+            Instant::now() < deadline,
+            "the bot never reconnected:\n{}",
+            world.bot.logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(world.discord.wait_ready(Duration::from_secs(10)).await);
-    assert!(world.bot.wait_status("/readyz", 200, Duration::from_secs(10)).await);
-    assert!(world.ask(1100, "戻ってきた？").await.ends_with("「戻ってきた？」の答えなのだ。"));
+    assert!(
+        world
+            .bot
+            .wait_status("/readyz", 200, Duration::from_secs(10))
+            .await
+    );
+    assert!(world
+        .ask(1100, "戻ってきた？")
+        .await
+        .ends_with("「戻ってきた？」の答えなのだ。"));
 }
 
 #[tokio::test]
 async fn bad_questions_and_floods_get_zundamon_voiced_replies() {
     let world = World::start(
         "limits",
-        &[("ZUNDA_RATE_BURST", "2"), ("ZUNDA_RATE_PER_MINUTE", "1"), ("ZUNDA_MAX_QUESTION_CHARS", "50")],
+        &[
+            ("ZUNDA_RATE_BURST", "2"),
+            ("ZUNDA_RATE_PER_MINUTE", "1"),
+            ("ZUNDA_MAX_QUESTION_CHARS", "50"),
+        ],
     )
     .await;
     let immediate = |sent: SentInteraction| {
         let discord = &world.discord;
         async move {
             let got = discord
-                .wait_for_requests(|r| r.is("POST", &format!("/interactions/{}/", sent.id)), 1, Duration::from_secs(5))
+                .wait_for_requests(
+                    |r| r.is("POST", &format!("/interactions/{}/", sent.id)),
+                    1,
+                    Duration::from_secs(5),
+                )
                 .await;
-            assert_eq!(got[0].body["type"], 4, "answered at once: {:?}", got[0].body);
+            assert_eq!(
+                got[0].body["type"], 4,
+                "answered at once: {:?}",
+                got[0].body
+            );
             got[0].body["data"]["content"].as_str().unwrap().to_owned()
         }
     };
-    let empty = world.discord.send_interaction(1200, USER, "u", "   \n ").await;
+    let empty = world
+        .discord
+        .send_interaction(1200, USER, "u", "   \n ")
+        .await;
     let text = immediate(empty).await;
     assert!(text.contains("/zunda") && text.contains("のだ"), "{text}");
 
-    let long = world.discord.send_interaction(1200, USER, "u", &"長".repeat(51)).await;
+    let long = world
+        .discord
+        .send_interaction(1200, USER, "u", &"長".repeat(51))
+        .await;
     let text = immediate(long).await;
     assert!(text.contains("50"), "{text}");
 
     world.ask(1200, "一つ目").await;
     world.ask(1200, "二つ目").await;
-    let third = world.discord.send_interaction(1200, USER, "u", "三つ目").await;
+    let third = world
+        .discord
+        .send_interaction(1200, USER, "u", "三つ目")
+        .await;
     let text = immediate(third).await;
     assert!(text.contains("待って"), "{text}");
     // Another user is not limited.
-    let other = world.discord.send_interaction(1200, USER + 9, "v", "私は？").await;
+    let other = world
+        .discord
+        .send_interaction(1200, USER + 9, "v", "私は？")
+        .await;
     assert!(content(&world.replies(&other, 1).await[0]).ends_with("「私は？」の答えなのだ。"));
-    assert_eq!(world.model_requests_for("三つ目").len(), 0, "a limited question costs no model call");
+    assert_eq!(
+        world.model_requests_for("三つ目").len(),
+        0,
+        "a limited question costs no model call"
+    );
 }
 
 #[test]
@@ -523,7 +705,10 @@ fn a_corrupt_or_unusable_database_is_a_clear_startup_error() {
         assert_ne!(code, 0, "{path}: {stderr}");
         assert!(stderr.contains(&path), "the error names the path: {stderr}");
         assert!(stderr.contains(expect), "{path}: {stderr}");
-        assert!(stderr.contains("ZUNDA_DB_PATH"), "the error says what to do: {stderr}");
+        assert!(
+            stderr.contains("ZUNDA_DB_PATH"),
+            "the error says what to do: {stderr}"
+        );
     }
 }
 
@@ -536,11 +721,21 @@ fn missing_configuration_is_listed_and_exits_2() {
     }
     let (code, stdout, stderr) = run_once(
         &["check-config"],
-        &[("DISCORD_BOT_TOKEN", "tok-sekrit"), ("DISCORD_GUILD_ID", "5"), ("OPENAI_API_KEY", "sk-sekrit")],
+        &[
+            ("DISCORD_BOT_TOKEN", "tok-sekrit"),
+            ("DISCORD_GUILD_ID", "5"),
+            ("OPENAI_API_KEY", "sk-sekrit"),
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("guild_id = 5") && stdout.contains("[redacted]"), "{stdout}");
+    assert!(
+        stdout.contains("guild_id = 5") && stdout.contains("[redacted]"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("sekrit") && !stderr.contains("sekrit"));
     let (_, stdout, _) = run_once(&["--help"], &[]);
-    assert!(stdout.contains("check-config") && stdout.contains("ask"), "{stdout}");
+    assert!(
+        stdout.contains("check-config") && stdout.contains("ask"),
+        "{stdout}"
+    );
 }

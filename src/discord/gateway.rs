@@ -120,9 +120,13 @@ impl Handler {
         let command = CreateCommand::new(COMMAND_NAME)
             .description(COMMAND_DESCRIPTION)
             .add_option(
-                CreateCommandOption::new(CommandOptionType::String, OPTION_NAME, OPTION_DESCRIPTION)
-                    .required(true)
-                    .max_length(self.max_question_chars.min(6000) as u16),
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    OPTION_NAME,
+                    OPTION_DESCRIPTION,
+                )
+                .required(true)
+                .max_length(self.max_question_chars.min(6000) as u16),
             );
         // Guild commands appear at once; global ones take up to an hour to propagate.
         match GuildId::new(self.guild_id)

@@ -41,7 +41,10 @@ pub struct CommandEvent {
 
 pub enum RouterMsg {
     /// The gateway session is ready; the bot's own user id is now known.
-    Ready { application_id: u64, bot_user_id: u64 },
+    Ready {
+        application_id: u64,
+        bot_user_id: u64,
+    },
     /// A `/zunda` use: acknowledge at once, then route the question to its channel actor.
     Command(CommandEvent),
     /// A guild message from a human, with the ids of the users it mentions.
@@ -132,7 +135,9 @@ impl Actor for Router {
                 author_id,
                 mentioned,
             } => {
-                let Some(bot) = state.bot_user_id else { return Ok(()) };
+                let Some(bot) = state.bot_user_id else {
+                    return Ok(());
+                };
                 if !mentioned.contains(&bot) || author_id == bot {
                     return Ok(());
                 }
@@ -148,7 +153,12 @@ impl Actor for Router {
                 tokio::spawn(async move {
                     let _guard = guard;
                     let sent = delivery
-                        .send_channel_message(token.expose(), channel_id, MENTION_REPLY, Some(message_id))
+                        .send_channel_message(
+                            token.expose(),
+                            channel_id,
+                            MENTION_REPLY,
+                            Some(message_id),
+                        )
                         .await;
                     match sent {
                         Ok(()) => metrics.reply("mention"),
@@ -196,7 +206,10 @@ fn on_command(state: &mut RouterState, event: CommandEvent) {
         tokio::spawn(
             async move {
                 let _guard = guard;
-                match delivery.reply_now(event.interaction_id, &event.token, &text).await {
+                match delivery
+                    .reply_now(event.interaction_id, &event.token, &text)
+                    .await
+                {
                     Ok(()) => {
                         metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
                         metrics.reply(kind);
@@ -220,7 +233,12 @@ fn on_command(state: &mut RouterState, event: CommandEvent) {
     );
 }
 
-async fn answer(delivery: Arc<Delivery>, channels: Channels, metrics: Arc<Metrics>, event: CommandEvent) {
+async fn answer(
+    delivery: Arc<Delivery>,
+    channels: Channels,
+    metrics: Arc<Metrics>,
+    event: CommandEvent,
+) {
     // Acknowledge before anything else: Discord forgets an interaction not acknowledged in 3 s.
     if let Err(err) = delivery.defer(event.interaction_id, &event.token).await {
         error!("cannot acknowledge the interaction, dropping it: {err}");
