@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-use zundamon_actors::{ChannelSettings, Channels, SupervisorArgs};
+use zundamon_actors::{Channels, SupervisorArgs};
 
 use crate::agent::ZundaAgent;
 use crate::config::Config;
@@ -47,11 +47,7 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
-        let settings = ChannelSettings {
-            window_exchanges: config.channels.window_exchanges,
-            idle: Duration::from_secs(config.channels.idle_secs),
-            max_channels: config.channels.max_channels,
-        };
+        let settings = config.channels.settings();
         let channels = Channels::start(SupervisorArgs::new(
             settings,
             Arc::new(agent),

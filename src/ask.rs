@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use zundamon_actors::{ChannelSettings, Channels, MemoryStore, Question, SupervisorArgs};
+use zundamon_actors::{Channels, MemoryStore, Question, SupervisorArgs};
 
 use crate::agent::ZundaAgent;
 use crate::config::Config;
@@ -33,11 +33,7 @@ pub async fn run(
     }
     let metrics = Arc::new(Metrics::new());
     let agent = ZundaAgent::new(&config, metrics).context("cannot set up the agent")?;
-    let settings = ChannelSettings {
-        window_exchanges: config.channels.window_exchanges,
-        idle: Duration::from_secs(config.channels.idle_secs),
-        max_channels: config.channels.max_channels,
-    };
+    let settings = config.channels.settings();
     let channels = Channels::start(SupervisorArgs::new(
         settings,
         Arc::new(agent),

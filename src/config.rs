@@ -147,6 +147,17 @@ pub struct ChannelsConfig {
     pub window_exchanges: usize,
 }
 
+impl ChannelsConfig {
+    /// The actor system's settings.
+    pub fn settings(&self) -> zundamon_actors::ChannelSettings {
+        zundamon_actors::ChannelSettings {
+            window_exchanges: self.window_exchanges,
+            idle: Duration::from_secs(self.idle_secs),
+            max_channels: self.max_channels,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {

@@ -739,3 +739,64 @@ fn missing_configuration_is_listed_and_exits_2() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_answers_from_the_console_and_remembers_the_conversation() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let openai = FakeOpenAi::start().await;
+    let search = FakeSearch::start().await;
+    let env = [
+        ("OPENAI_API_KEY", "sk-console-secret".to_owned()),
+        ("OPENAI_BASE_URL", openai.base_url()),
+        ("SEARCH_BASE_URL", search.base_url()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ];
+    let once_env = env.clone();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = once_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_once(&["ask", "ずんだ餅ってなに？", "--name", "テスター"], &env)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "「ずんだ餅ってなに？」の答えなのだ。");
+    let framed = framed_question(&openai.requests()[0]);
+    assert!(framed.starts_with("私の名前は`テスター`です。"), "{framed}");
+
+    // Without a question it reads lines from stdin, one conversation.
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zundamon"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .arg("ask")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all("一つ目の質問\n二つ目の質問\n".as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("「二つ目の質問」の答えなのだ。"),
+        "{stdout}"
+    );
+    let second = openai
+        .requests()
+        .into_iter()
+        .find(|body| framed_question(body).contains("二つ目の質問"))
+        .unwrap();
+    assert_eq!(window_questions(&second), vec!["一つ目の質問"]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("sk-console-secret"));
+}
