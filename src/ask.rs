@@ -5,7 +5,6 @@
 //! from stdin form one conversation, exactly like questions in one Discord channel.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
