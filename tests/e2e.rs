@@ -800,3 +800,20 @@ async fn ask_answers_from_the_console_and_remembers_the_conversation() {
     assert_eq!(window_questions(&second), vec!["一つ目の質問"]);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("sk-console-secret"));
 }
+
+#[tokio::test]
+async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
+    let world = World::start("runaway", &[]).await;
+    world
+        .openai
+        .script("止まらない", vec![Step::Answer("ずんだ".repeat(10_000))]);
+    let sent = world
+        .discord
+        .send_interaction(1300, USER, "user", "止まらない話")
+        .await;
+    let parts = world.replies(&sent, 5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let parts = world.replies(&sent, parts.len()).await;
+    assert_eq!(parts.len(), 5, "a flood of messages");
+    assert!(content(&parts[4]).ends_with("（長すぎるので、ここまでにしておくのだ）"));
+}

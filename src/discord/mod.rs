@@ -22,6 +22,31 @@ pub const MENTION_REPLY: &str =
 /// The reply when a question could not be answered (the original's text).
 pub const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
 
+/// The most of one reply sent to Discord, in UTF-16 units: five messages' worth, so a model that
+/// runs on cannot flood a channel.
+pub const MAX_REPLY_UNITS: usize = 5 * MESSAGE_LIMIT - 100;
+/// Appended where an over-long reply was cut.
+pub const TRUNCATED_NOTICE: &str = "\n…（長すぎるので、ここまでにしておくのだ）";
+
+/// `text` cut at a grapheme boundary (with a notice) if it is longer than [`MAX_REPLY_UNITS`].
+pub fn bound_reply(text: &str) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    if text.encode_utf16().count() <= MAX_REPLY_UNITS {
+        return text.to_owned();
+    }
+    let budget = MAX_REPLY_UNITS - TRUNCATED_NOTICE.encode_utf16().count();
+    let mut used = 0;
+    let mut cut = 0;
+    for (at, grapheme) in text.grapheme_indices(true) {
+        used += grapheme.encode_utf16().count();
+        if used > budget {
+            break;
+        }
+        cut = at + grapheme.len();
+    }
+    format!("{}{TRUNCATED_NOTICE}", &text[..cut])
+}
+
 /// The final message: the question quoted line by line, a newline, then the answer.
 pub fn quote_answer(question: &str, answer: &str) -> String {
     let mut message = String::with_capacity(question.len() + answer.len() + 16);
@@ -45,5 +70,19 @@ mod tests {
             "> 一行目\n> 二行目\n答えなのだ。"
         );
         assert_eq!(quote_answer("q", "a"), "> q\na");
+    }
+
+    #[test]
+    fn replies_are_bounded_without_breaking_graphemes() {
+        let short = "短い答えなのだ。";
+        assert_eq!(bound_reply(short), short);
+        let family = "👨‍👩‍👧‍👦"; // one grapheme, 11 UTF-16 units
+        let long = family.repeat(2000);
+        let bounded = bound_reply(&long);
+        assert!(bounded.encode_utf16().count() <= MAX_REPLY_UNITS);
+        assert!(bounded.ends_with(TRUNCATED_NOTICE));
+        let kept = bounded.strip_suffix(TRUNCATED_NOTICE).unwrap();
+        assert_eq!(kept.len() % family.len(), 0, "cut inside a grapheme");
+        assert!(kept.encode_utf16().count() > MAX_REPLY_UNITS - 200);
     }
 }

@@ -13,7 +13,7 @@ use zundamon_actors::{AskError, Channels, Question};
 
 use super::deliver::Delivery;
 use super::split::split_message;
-use super::{quote_answer, ERROR_REPLY, MENTION_REPLY, MESSAGE_LIMIT};
+use super::{bound_reply, quote_answer, ERROR_REPLY, MENTION_REPLY, MESSAGE_LIMIT};
 use crate::config::{LimitsConfig, Secret};
 use crate::limits::{self, QuestionCheck, RateLimiter};
 use crate::metrics::Metrics;
@@ -260,7 +260,7 @@ async fn answer(
         .await;
     metrics.observe_answer(event.received.elapsed().as_secs_f64());
     let (kind, content) = match result {
-        Ok(answer) => ("answer", quote_answer(&question, &answer)),
+        Ok(answer) => ("answer", bound_reply(&quote_answer(&question, &answer))),
         Err(err) => {
             match &err {
                 AskError::Failed(_) => warn!("no answer: {err}"),
