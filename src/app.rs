@@ -16,6 +16,7 @@ use zundamon_actors::{Channels, SupervisorArgs};
 use crate::agent::ZundaAgent;
 use crate::config::Config;
 use crate::discord::gateway::Gateway;
+use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -78,6 +79,15 @@ impl Application {
         )
         .await
         .context("cannot start the Discord event actor")?;
+        if !config.discord.public_key.trim().is_empty() {
+            let verifier = interactions::verifier(&config.discord.public_key)
+                .map_err(|problem| anyhow::anyhow!(problem))?;
+            health.enable_interactions(InteractionsEndpoint::new(verifier, router.clone()));
+            info!(
+                "Discord interactions endpoint enabled on POST {}",
+                interactions::PATH
+            );
+        }
         let gateway = Gateway::build(
             &config.discord,
             config.limits.max_question_chars,

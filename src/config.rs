@@ -79,6 +79,7 @@ pub struct DiscordConfig {
     pub bot_token: Secret,
     pub guild_id: u64,
     pub api_base: String,
+    pub public_key: String,
     pub request_timeout_secs: u64,
 }
 
@@ -220,6 +221,7 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
     ("DISCORD_BOT_TOKEN", "discord", "bot_token", Kind::Str),
     ("DISCORD_GUILD_ID", "discord", "guild_id", Kind::Int),
     ("DISCORD_API_BASE", "discord", "api_base", Kind::Str),
+    ("DISCORD_PUBLIC_KEY", "discord", "public_key", Kind::Str),
     (
         "ZUNDA_DISCORD_REQUEST_TIMEOUT_SECS",
         "discord",
@@ -442,6 +444,11 @@ impl Config {
             match url::Url::parse(url) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
                 _ => problems.push(format!("{name}={url:?} is not an http(s) URL")),
+            }
+        }
+        if !self.discord.public_key.trim().is_empty() {
+            if let Err(problem) = crate::discord::interactions::verifier(&self.discord.public_key) {
+                problems.push(problem);
             }
         }
         if self.openai.model.trim().is_empty() {

@@ -1,13 +1,14 @@
 //! The HTTP server operators and platforms probe (hyper): `/` (App Runner's default health
 //! check), `/healthz` (liveness), `/readyz` (readiness: the gateway session is up and the bot is
-//! not draining) and `/metrics` (Prometheus).
+//! not draining), `/metrics` (Prometheus), and Discord's HTTP interactions endpoint
+//! (`POST /interactions`) when a public key is configured.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 use zundamon_actors::Channels;
 
+use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::metrics::Metrics;
 
 /// What the probes report on; shared with the gateway and the shutdown sequence.
@@ -27,6 +29,7 @@ pub struct Health {
     draining: AtomicBool,
     metrics: Arc<Metrics>,
     channels: Channels,
+    interactions: OnceLock<InteractionsEndpoint>,
 }
 
 impl Health {
@@ -36,7 +39,13 @@ impl Health {
             draining: AtomicBool::new(false),
             metrics,
             channels,
+            interactions: OnceLock::new(),
         }
+    }
+
+    /// Serves Discord's HTTP interactions endpoint on `POST /interactions` from now on.
+    pub fn enable_interactions(&self, endpoint: InteractionsEndpoint) {
+        let _ = self.interactions.set(endpoint);
     }
 
     pub fn set_gateway_ready(&self, ready: bool) {
@@ -56,7 +65,10 @@ impl Health {
         self.gateway_ready.load(Ordering::Acquire) && !self.is_draining()
     }
 
-    fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() == interactions::PATH {
+            return self.interaction(request).await;
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
@@ -79,6 +91,32 @@ impl Health {
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    async fn interaction(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(endpoint) = self.interactions.get() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "the interactions endpoint needs DISCORD_PUBLIC_KEY\n",
+            );
+        };
+        if request.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, interactions::MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request too large\n"),
+        };
+        let (status, json) = endpoint.handle(&parts.headers, &body).await;
+        let mut response = text(status, json.to_string());
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
     }
 }
 
@@ -109,8 +147,8 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::
         let health = health.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = health.respond(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let health = health.clone();
+                async move { Ok::<_, Infallible>(health.respond(request).await) }
             });
             if let Err(err) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -817,3 +817,117 @@ async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
     assert_eq!(parts.len(), 5, "a flood of messages");
     assert!(content(&parts[4]).ends_with("（長すぎるので、ここまでにしておくのだ）"));
 }
+
+#[tokio::test]
+async fn the_http_interactions_endpoint_verifies_signatures_and_answers() {
+    use ed25519_dalek::{Signer, SigningKey};
+
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let public: String = key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let world = World::start(
+        "http-interactions",
+        &[("DISCORD_PUBLIC_KEY", public.as_str())],
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = |signer: &SigningKey, timestamp: u64, body: &str| {
+        let timestamp = timestamp.to_string();
+        let signature = signer.sign(format!("{timestamp}{body}").as_bytes());
+        let hex: String = signature
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        vec![
+            ("X-Signature-Ed25519", hex),
+            ("X-Signature-Timestamp", timestamp),
+            ("Content-Type", "application/json".to_owned()),
+        ]
+    };
+    let ping = r#"{"type":1,"id":"1","application_id":"2","token":"t","version":1}"#.to_owned();
+
+    let (status, body) = world
+        .bot
+        .post("/interactions", &signed(&key, now, &ping), ping.clone())
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"type":1}"#));
+
+    // Discord probes with bad signatures and expects 401.
+    let stranger = SigningKey::from_bytes(&[8u8; 32]);
+    for headers in [
+        signed(&stranger, now, &ping),
+        signed(&key, now - 3600, &ping),
+        vec![("Content-Type", "application/json".to_owned())],
+    ] {
+        assert_eq!(
+            world
+                .bot
+                .post("/interactions", &headers, ping.clone())
+                .await
+                .0,
+            401
+        );
+    }
+    let mut tampered = signed(&key, now, &ping);
+    tampered[1].1 = (now + 1).to_string();
+    assert_eq!(
+        world
+            .bot
+            .post("/interactions", &tampered, ping.clone())
+            .await
+            .0,
+        401
+    );
+
+    // A command: the HTTP response is the first message, the answer then replaces it.
+    let sent = world.discord.register_acknowledged_interaction(1400);
+    let payload = support::fake_discord::interaction_payload(
+        sent.id,
+        &sent.token,
+        1400,
+        USER,
+        "ずんだユーザー",
+        "HTTPで聞くのだ",
+    )
+    .to_string();
+    let (status, body) = world
+        .bot
+        .post(
+            "/interactions",
+            &signed(&key, now, &payload),
+            payload.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let response: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["type"], 4);
+    assert_eq!(response["data"]["content"], "ちょっと待ってね。");
+    assert_eq!(
+        response["data"]["allowed_mentions"]["parse"],
+        serde_json::json!([])
+    );
+    let edits = world.replies(&sent, 1).await;
+    assert_eq!(
+        content(&edits[0]),
+        "> HTTPで聞くのだ\n「HTTPで聞くのだ」の答えなのだ。"
+    );
+
+    // Without DISCORD_PUBLIC_KEY there is no endpoint at all.
+    let plain = World::start("no-interactions", &[]).await;
+    assert_eq!(
+        plain
+            .bot
+            .post("/interactions", &signed(&key, now, &ping), ping)
+            .await
+            .0,
+        404
+    );
+}

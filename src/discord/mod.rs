@@ -4,6 +4,7 @@
 
 pub mod deliver;
 pub mod gateway;
+pub mod interactions;
 pub mod router;
 pub mod split;
 
@@ -19,6 +20,9 @@ pub const OPTION_DESCRIPTION: &str = "ずんだもんに聞きたいこと";
 /// The reply to a message that mentions the bot (the original's text).
 pub const MENTION_REPLY: &str =
     "ずんだもんだよ。何でも聞いてくださいなのだ。質問するときは`/zunda`を使ってね。";
+/// The first response to a command received over the HTTP interactions endpoint (the original
+/// serverless variant's text); the answer replaces it.
+pub const WAIT_REPLY: &str = "ちょっと待ってね。";
 /// The reply when a question could not be answered (the original's text).
 pub const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
 

@@ -1,4 +1,5 @@
-//! The Discord event actor: every gateway event the bot acts on arrives here as a message. It
+//! The Discord event actor: every gateway event the bot acts on (and every command that comes in
+//! over the HTTP interactions endpoint) arrives here as a message. It
 //! decides (validation, rate limit, draining) and then acknowledges each `/zunda` at once on a
 //! task of its own, hands the question to the channel actors and delivers the answer. It never
 //! waits for an answer itself, so one slow channel cannot delay another's acknowledgement.
@@ -6,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
 use zundamon_actors::{AskError, Channels, Question};
 
 use super::deliver::Delivery;
 use super::split::split_message;
-use super::{bound_reply, quote_answer, ERROR_REPLY, MENTION_REPLY, MESSAGE_LIMIT};
+use super::{bound_reply, quote_answer, ERROR_REPLY, MENTION_REPLY, MESSAGE_LIMIT, WAIT_REPLY};
 use crate::config::{LimitsConfig, Secret};
 use crate::limits::{self, QuestionCheck, RateLimiter};
 use crate::metrics::Metrics;
@@ -45,8 +46,12 @@ pub enum RouterMsg {
         application_id: u64,
         bot_user_id: u64,
     },
-    /// A `/zunda` use: acknowledge at once, then route the question to its channel actor.
+    /// A `/zunda` use from the gateway: acknowledge at once, then route the question to its
+    /// channel actor.
     Command(CommandEvent),
+    /// A `/zunda` use from the HTTP interactions endpoint: reply at once with the text of the
+    /// immediate response message, then route the question.
+    HttpCommand(CommandEvent, RpcReplyPort<String>),
     /// A guild message from a human, with the ids of the users it mentions.
     Message {
         channel_id: u64,
@@ -129,6 +134,7 @@ impl Actor for Router {
                 state.bot_user_id = Some(bot_user_id);
             }
             RouterMsg::Command(event) => on_command(state, event),
+            RouterMsg::HttpCommand(event, reply) => on_http_command(state, event, reply),
             RouterMsg::Message {
                 channel_id,
                 message_id,
@@ -175,62 +181,124 @@ impl Actor for Router {
     }
 }
 
-fn on_command(state: &mut RouterState, event: CommandEvent) {
-    let metrics = state.args.metrics.clone();
-    metrics.interaction_received();
-    let delivery = state.delivery(event.application_id);
-    let span = info_span!(
+/// What to do with a `/zunda` use before any model is involved.
+enum Screening {
+    /// Reply at once with this text (`kind` labels the metric); no model call.
+    Immediate { kind: &'static str, text: String },
+    /// Ask the model.
+    Ask,
+}
+
+fn screen(state: &RouterState, event: &CommandEvent) -> Screening {
+    let immediate = |kind, text| Screening::Immediate { kind, text };
+    if state.draining {
+        return immediate("draining", limits::SHUTTING_DOWN_REPLY.to_owned());
+    }
+    match limits::check_question(&event.question, state.args.limits.max_question_chars) {
+        QuestionCheck::Empty => immediate("empty", limits::EMPTY_QUESTION_REPLY.to_owned()),
+        QuestionCheck::TooLong { chars, limit } => {
+            immediate("too_long", limits::too_long_reply(chars, limit))
+        }
+        QuestionCheck::Ok(_) => match state.limiter.check(event.user_id, Instant::now()) {
+            Err(wait) => immediate("rate_limited", limits::rate_limited_reply(wait)),
+            Ok(()) => Screening::Ask,
+        },
+    }
+}
+
+fn span_of(event: &CommandEvent) -> tracing::Span {
+    info_span!(
         "interaction",
         interaction_id = event.interaction_id,
         channel_id = event.channel_id,
         user_id = event.user_id
-    );
+    )
+}
+
+/// A `/zunda` use from the gateway: the acknowledgement is a REST call of its own.
+fn on_command(state: &mut RouterState, event: CommandEvent) {
+    let metrics = state.args.metrics.clone();
+    metrics.interaction_received();
+    let delivery = state.delivery(event.application_id);
+    let span = span_of(&event);
     let guard = state.args.in_flight.start();
-
-    // Replies that need no model go out as the interaction's immediate response.
-    let immediate = if state.draining {
-        Some(("draining", limits::SHUTTING_DOWN_REPLY.to_owned()))
-    } else {
-        match limits::check_question(&event.question, state.args.limits.max_question_chars) {
-            QuestionCheck::Empty => Some(("empty", limits::EMPTY_QUESTION_REPLY.to_owned())),
-            QuestionCheck::TooLong { chars, limit } => {
-                Some(("too_long", limits::too_long_reply(chars, limit)))
-            }
-            QuestionCheck::Ok(_) => match state.limiter.check(event.user_id, Instant::now()) {
-                Err(wait) => Some(("rate_limited", limits::rate_limited_reply(wait))),
-                Ok(()) => None,
-            },
-        }
-    };
-    if let Some((kind, text)) = immediate {
-        tokio::spawn(
-            async move {
-                let _guard = guard;
-                match delivery
-                    .reply_now(event.interaction_id, &event.token, &text)
-                    .await
-                {
-                    Ok(()) => {
-                        metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
-                        metrics.reply(kind);
-                        info!(kind, "replied without asking the model");
+    match screen(state, &event) {
+        Screening::Immediate { kind, text } => {
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    match delivery
+                        .reply_now(event.interaction_id, &event.token, &text)
+                        .await
+                    {
+                        Ok(()) => {
+                            metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
+                            metrics.reply(kind);
+                            info!(kind, "replied without asking the model");
+                        }
+                        Err(err) => error!("cannot reply to the interaction: {err}"),
                     }
-                    Err(err) => error!("cannot reply to the interaction: {err}"),
                 }
-            }
-            .instrument(span),
-        );
-        return;
-    }
-
-    let channels = state.args.channels.clone();
-    tokio::spawn(
-        async move {
-            let _guard = guard;
-            answer(delivery, channels, metrics, event).await;
+                .instrument(span),
+            );
         }
-        .instrument(span),
-    );
+        Screening::Ask => {
+            let channels = state.args.channels.clone();
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    if acknowledge(&delivery, &metrics, &event).await {
+                        answer(delivery, channels, metrics, event).await;
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// A `/zunda` use from the HTTP interactions endpoint: the acknowledgement is the HTTP response,
+/// whose message text is sent back on `reply`; the answer then replaces that message.
+fn on_http_command(state: &mut RouterState, event: CommandEvent, reply: RpcReplyPort<String>) {
+    let metrics = state.args.metrics.clone();
+    metrics.interaction_received();
+    let delivery = state.delivery(event.application_id);
+    let span = span_of(&event);
+    match screen(state, &event) {
+        Screening::Immediate { kind, text } => {
+            metrics.reply(kind);
+            let _ = reply.send(text);
+        }
+        Screening::Ask => {
+            if reply.send(WAIT_REPLY.to_owned()).is_err() {
+                return; // the HTTP request is gone: Discord never saw an acknowledgement
+            }
+            metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
+            let channels = state.args.channels.clone();
+            let guard = state.args.in_flight.start();
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    answer(delivery, channels, metrics, event).await;
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// Defers the interaction; false (and logged) when Discord did not take it.
+async fn acknowledge(delivery: &Delivery, metrics: &Metrics, event: &CommandEvent) -> bool {
+    // Acknowledge before anything else: Discord forgets an interaction not acknowledged in 3 s.
+    if let Err(err) = delivery.defer(event.interaction_id, &event.token).await {
+        error!("cannot acknowledge the interaction, dropping it: {err}");
+        metrics.reply("unacknowledged");
+        return false;
+    }
+    let ack = event.received.elapsed();
+    metrics.observe_ack_latency(ack.as_secs_f64());
+    info!(ack_ms = ack.as_millis() as u64, "deferred");
+    true
 }
 
 async fn answer(
@@ -239,16 +307,6 @@ async fn answer(
     metrics: Arc<Metrics>,
     event: CommandEvent,
 ) {
-    // Acknowledge before anything else: Discord forgets an interaction not acknowledged in 3 s.
-    if let Err(err) = delivery.defer(event.interaction_id, &event.token).await {
-        error!("cannot acknowledge the interaction, dropping it: {err}");
-        metrics.reply("unacknowledged");
-        return;
-    }
-    let ack = event.received.elapsed();
-    metrics.observe_ack_latency(ack.as_secs_f64());
-    info!(ack_ms = ack.as_millis() as u64, "deferred");
-
     let question = event.question.trim().to_owned();
     let result = channels
         .ask(Question {

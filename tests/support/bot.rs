@@ -138,6 +138,26 @@ impl Bot {
         (status, response.text().await.unwrap())
     }
 
+    /// POST `body` to a path of the HTTP server with `headers`: (status, body).
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: String,
+    ) -> (u16, String) {
+        let mut request = self
+            .http
+            .post(format!("http://127.0.0.1:{}{path}", self.port))
+            .timeout(Duration::from_secs(5))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("HTTP server answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
     /// Polls `path` until it answers `status`; returns whether it did within `timeout`.
     pub async fn wait_status(&self, path: &str, status: u16, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

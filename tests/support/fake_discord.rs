@@ -300,6 +300,16 @@ impl FakeDiscord {
         SentInteraction { id, token, sent_at }
     }
 
+    /// Makes the REST side know an interaction that was acknowledged elsewhere: by the HTTP
+    /// response of an interactions endpoint, which Discord itself receives (not this fake's REST).
+    pub fn register_acknowledged_interaction(&self, channel_id: u64) -> SentInteraction {
+        let sent = self.register_interaction(channel_id);
+        if let Some(state) = lock(&self.shared.interactions).get_mut(&sent.token) {
+            state.acknowledged = true;
+        }
+        sent
+    }
+
     /// Dispatches MESSAGE_CREATE in the guild (see [`message_create_payload`]); returns the
     /// message id.
     pub async fn send_message(
