@@ -1,0 +1,358 @@
+//! End-to-end latency of the built `zundamon` binary against the loopback fakes of `tests/support`
+//! (fake Discord gateway + REST, fake OpenAI-compatible server, fake search page), in real time:
+//!
+//! - **burst**: N channels (50, then 200) send `/zunda` at once while the fake model takes 2 s per
+//!   answer. Prints the acknowledgement latency (the fake Discord's arrival time of the interaction
+//!   callback minus when the interaction was put on the gateway) at p50/p95/p99/max against
+//!   Discord's 3 s deadline, the time until every answer was delivered (the `@original` edit), and
+//!   that time divided by one answer time (2 s) and by the serial time (N × 2 s). Each N runs with
+//!   the default cap on model requests in flight (`max_concurrent_requests`, 32) and with the cap
+//!   raised to 256, because that cap, not the actors, decides how many answers are computed at once.
+//! - **one channel**: 20 questions sent at once to ONE channel with a 100 ms model: total time
+//!   against 20 × 100 ms, and whether the model saw them and the answers were delivered in the
+//!   order they were asked.
+//!
+//! Run with `cargo bench --bench e2e_latency` (release build of the bot and the bench). Pass `burst`
+//! or `order` after `--` to run only that part. Every scenario starts a fresh bot process. It
+//! prints tables, never asserts speed (STYLE.md rule 10); it fails only if an answer never arrives.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::bot::{bot_env, temp_dir, Bot};
+use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction, ACK_WINDOW};
+use support::fake_openai::{last_user_text, FakeOpenAi};
+use support::fake_search::FakeSearch;
+
+const BURST_MODEL_DELAY: Duration = Duration::from_secs(2);
+const BURST_SIZES: [usize; 2] = [50, 200];
+/// `None`: the configured default (32 model requests in flight).
+const LLM_CAPS: [Option<&str>; 2] = [None, Some("256")];
+const ORDER_QUESTIONS: usize = 20;
+const ORDER_MODEL_DELAY: Duration = Duration::from_millis(100);
+const FIRST_USER: u64 = 5_000_000_000_000_000_001;
+/// How long to wait for every answer before giving up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
+
+struct World {
+    discord: FakeDiscord,
+    openai: FakeOpenAi,
+    // Kept alive for the bot's web searches (the fake model never asks for one here).
+    _search: FakeSearch,
+    bot: Bot,
+    dir: PathBuf,
+}
+
+impl World {
+    async fn start(name: &str, extra: &[(&str, &str)]) -> World {
+        let discord = FakeDiscord::start().await;
+        let openai = FakeOpenAi::start().await;
+        let search = FakeSearch::start().await;
+        let dir = temp_dir(name);
+        let mut env = vec![
+            // Every question is admitted: the benchmark is about latency, not the rate limit.
+            ("ZUNDA_RATE_BURST", "100000"),
+            ("RUST_LOG", "info"),
+        ];
+        env.extend_from_slice(extra);
+        let db = dir.join("zundamon.db");
+        let bot = Bot::start(bot_env(&discord, &openai, &search, &db, &env)).await;
+        assert!(
+            discord.wait_ready(Duration::from_secs(20)).await,
+            "the bot never identified; log:\n{}",
+            bot.logs()
+        );
+        World {
+            discord,
+            openai,
+            _search: search,
+            bot,
+            dir,
+        }
+    }
+
+    /// Waits for the first successful `@original` edit of each interaction; returns them in the
+    /// order of `sent`.
+    async fn answers(&self, sent: &[SentInteraction]) -> Vec<RecordedRequest> {
+        let edits = self
+            .discord
+            .wait_for_requests(is_answer, sent.len(), ANSWER_TIMEOUT)
+            .await;
+        sent.iter()
+            .map(|interaction| {
+                edits
+                    .iter()
+                    .find(|r| r.path.contains(&interaction.token))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "no answer for interaction {} within {ANSWER_TIMEOUT:?}; bot log tail:\n{}",
+                            interaction.id,
+                            tail(&self.bot.logs(), 40)
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The acknowledgement latency of each interaction, and how many callbacks Discord refused
+    /// (too late or otherwise invalid). A missing callback counts as refused, with no latency.
+    fn acks(&self, sent: &[SentInteraction]) -> (Vec<Duration>, usize) {
+        let requests = self.discord.requests();
+        let mut latencies = Vec::new();
+        let mut refused = 0;
+        for interaction in sent {
+            let path = format!("/interactions/{}/", interaction.id);
+            match requests.iter().find(|r| r.is("POST", &path)) {
+                Some(callback) => {
+                    latencies.push(callback.at.duration_since(interaction.sent_at));
+                    if callback.status >= 300 {
+                        refused += 1;
+                    }
+                }
+                None => refused += 1,
+            }
+        }
+        (latencies, refused)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_answer(r: &RecordedRequest) -> bool {
+    r.method == "PATCH" && r.path.ends_with("/messages/@original") && r.status < 300
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; any other word selects parts.
+    let selected: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let wanted = |part: &str| selected.is_empty() || selected.contains(&part);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime");
+    println!(
+        "zundamon end-to-end benchmarks: built binary against loopback fakes, {} CPUs",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if wanted("burst") {
+        runtime.block_on(bursts());
+    }
+    if wanted("order") {
+        runtime.block_on(one_channel());
+    }
+}
+
+async fn bursts() {
+    println!();
+    println!(
+        "burst: N channels send /zunda at once, fake model answers in {}; ack = callback arrival − dispatch",
+        fmt(BURST_MODEL_DELAY)
+    );
+    println!(
+        "  {:>4} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>5} | {:>8} {:>8} {:>8} {:>11}",
+        "N",
+        "llm cap",
+        "ack p50",
+        "ack p95",
+        "ack p99",
+        "ack max",
+        ">3s",
+        "answer99",
+        "all done",
+        "÷ 1 ans",
+        "÷ serial"
+    );
+    for n in BURST_SIZES {
+        for cap in LLM_CAPS {
+            burst(n, cap).await;
+        }
+    }
+}
+
+async fn burst(n: usize, llm_cap: Option<&str>) {
+    let mut extra = Vec::new();
+    if let Some(cap) = llm_cap {
+        extra.push(("ZUNDA_MAX_CONCURRENT_LLM", cap));
+    }
+    let world = World::start(&format!("bench-burst-{n}"), &extra).await;
+    world.openai.set_delay(BURST_MODEL_DELAY);
+
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(n);
+    for c in 0..n as u64 {
+        let question = format!("質問{c}");
+        sent.push(
+            world
+                .discord
+                .send_interaction(1_000 + c, FIRST_USER + c, "user", &question)
+                .await,
+        );
+    }
+    let answers = world.answers(&sent).await;
+    let (acks, refused) = world.acks(&sent);
+    let late = acks.iter().filter(|ack| **ack > ACK_WINDOW).count() + refused;
+    let all_done = answers
+        .iter()
+        .map(|r| r.at.duration_since(started))
+        .max()
+        .unwrap_or_default();
+    let answer_latencies: Vec<Duration> = answers
+        .iter()
+        .zip(&sent)
+        .map(|(r, s)| r.at.duration_since(s.sent_at))
+        .collect();
+    let ack = Percentiles::of(acks);
+    let answer = Percentiles::of(answer_latencies);
+    let serial = BURST_MODEL_DELAY * n as u32;
+    println!(
+        "  {:>4} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>5} | {:>8} {:>8} {:>7.2}× {:>10.3}×",
+        n,
+        llm_cap.unwrap_or("32 (def)"),
+        fmt(ack.p50),
+        fmt(ack.p95),
+        fmt(ack.p99),
+        fmt(ack.max),
+        late,
+        fmt(answer.p99),
+        fmt(all_done),
+        all_done.as_secs_f64() / BURST_MODEL_DELAY.as_secs_f64(),
+        all_done.as_secs_f64() / serial.as_secs_f64(),
+    );
+}
+
+async fn one_channel() {
+    let world = World::start("bench-order", &[]).await;
+    world.openai.set_delay(ORDER_MODEL_DELAY);
+    let channel = 2_000;
+
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(ORDER_QUESTIONS);
+    for q in 0..ORDER_QUESTIONS {
+        let question = format!("順番{q}");
+        sent.push(
+            world
+                .discord
+                .send_interaction(channel, FIRST_USER, "user", &question)
+                .await,
+        );
+    }
+    let answers = world.answers(&sent).await;
+    let total = answers
+        .iter()
+        .map(|r| r.at.duration_since(started))
+        .max()
+        .unwrap_or_default();
+    let (acks, refused) = world.acks(&sent);
+    let ack = Percentiles::of(acks);
+
+    // The order in which the model was asked, and the order in which answers reached Discord.
+    let asked: Vec<usize> = world
+        .openai
+        .requests()
+        .iter()
+        .filter_map(|body| question_number(&last_user_text(body)?))
+        .collect();
+    let mut by_arrival: Vec<(Instant, usize)> =
+        answers.iter().enumerate().map(|(q, r)| (r.at, q)).collect();
+    by_arrival.sort();
+    let delivered: Vec<usize> = by_arrival.into_iter().map(|(_, q)| q).collect();
+    let expected: Vec<usize> = (0..ORDER_QUESTIONS).collect();
+    let serial = ORDER_MODEL_DELAY * ORDER_QUESTIONS as u32;
+
+    println!();
+    println!(
+        "one channel: {ORDER_QUESTIONS} questions sent at once to one channel, fake model answers in {}",
+        fmt(ORDER_MODEL_DELAY)
+    );
+    println!(
+        "  total {} = {:.2}× the serial time {} (answers are serial per channel by design)",
+        fmt(total),
+        total.as_secs_f64() / serial.as_secs_f64(),
+        fmt(serial)
+    );
+    println!(
+        "  ack p50 {} p99 {} max {}, refused/late {}",
+        fmt(ack.p50),
+        fmt(ack.p99),
+        fmt(ack.max),
+        refused
+    );
+    println!(
+        "  model asked in order:     {} {:?}",
+        yes_no(asked == expected),
+        asked
+    );
+    println!(
+        "  answers delivered in order: {} {:?}",
+        yes_no(delivered == expected),
+        delivered
+    );
+}
+
+/// `順番{n}` at the end of a framed question.
+fn question_number(framed: &str) -> Option<usize> {
+    framed.rsplit("順番").next()?.trim().parse().ok()
+}
+
+fn yes_no(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "NO "
+    }
+}
+
+struct Percentiles {
+    p50: Duration,
+    p95: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles; all zero without samples.
+    fn of(mut samples: Vec<Duration>) -> Percentiles {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return Duration::ZERO;
+            }
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1]
+        };
+        Percentiles {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// A duration with a unit that keeps it short: ms below a second, else s.
+fn fmt(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 1_000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1e3)
+    }
+}
