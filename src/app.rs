@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 use zundamon_actors::{Channels, SupervisorArgs};
@@ -29,7 +30,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Application {
     config: Config,
-    listener: TcpListener,
+    local_addr: SocketAddr,
+    http: JoinHandle<()>,
+    stop_http: watch::Sender<bool>,
     health: Arc<Health>,
     channels: Channels,
     store: Arc<SqliteStore>,
@@ -63,6 +66,12 @@ impl Application {
         })?;
 
         let health = Arc::new(Health::new(metrics.clone(), channels.clone()));
+        // Probes are served from here on, so the platform sees a live container while the
+        // gateway is still connecting (`/readyz` says 503 until it is ready).
+        let local_addr = listener.local_addr().context("health listener")?;
+        let (stop_http, http_stopped) = watch::channel(false);
+        let http = tokio::spawn(health::serve(listener, health.clone(), http_stopped));
+        info!("health server listening on http://{local_addr}");
         let in_flight = InFlight::default();
         let (router, _) = Actor::spawn(
             None,
@@ -99,7 +108,9 @@ impl Application {
 
         Ok(Self {
             config,
-            listener,
+            local_addr,
+            http,
+            stop_http,
             health,
             channels,
             store,
@@ -111,9 +122,7 @@ impl Application {
 
     /// The address the health server listens on (useful with `PORT=0`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.local_addr
     }
 
     /// Serves until SIGTERM/SIGINT, then drains: `/readyz` turns 503, accepted questions are
@@ -122,7 +131,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             config,
-            listener,
+            local_addr: _,
+            http,
+            stop_http,
             health,
             channels,
             store,
@@ -130,12 +141,6 @@ impl Application {
             in_flight,
             gateway,
         } = self;
-        info!(
-            "health server listening on http://{}",
-            listener.local_addr().context("health listener")?
-        );
-        let (stop_http, http_stopped) = watch::channel(false);
-        let http = tokio::spawn(health::serve(listener, health.clone(), http_stopped));
         let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
 
         let shard_manager = gateway.shard_manager();

@@ -161,6 +161,8 @@ async fn registers_the_guild_command_and_answers_with_the_quoted_question() {
     assert_eq!(zunda["options"][0]["name"], "question");
     assert_eq!(zunda["options"][0]["type"], 3);
     assert_eq!(zunda["options"][0]["required"], true);
+    // GUILDS | GUILD_MESSAGES, and no privileged intent.
+    assert_eq!(world.discord.last_identify().unwrap()["intents"], 513);
 
     let sent = world
         .discord
@@ -929,5 +931,37 @@ async fn the_http_interactions_endpoint_verifies_signatures_and_answers() {
             .await
             .0,
         404
+    );
+}
+
+#[tokio::test]
+async fn probes_pass_while_the_gateway_is_still_connecting() {
+    let discord = FakeDiscord::start().await;
+    let openai = FakeOpenAi::start().await;
+    let search = FakeSearch::start().await;
+    let lookup_delay = Duration::from_secs(5);
+    discord.delay_next("GET", "/gateway", lookup_delay);
+    let db = temp_dir("startup").join("zundamon.db");
+    let bot = Bot::start(bot_env(&discord, &openai, &search, &db, &[])).await;
+    assert_eq!(bot.get("/").await, (200, "ack".to_owned()));
+    let lookup = discord
+        .requests()
+        .into_iter()
+        .find(|r| r.is("GET", "/gateway"))
+        .expect("the bot looked up the gateway");
+    assert!(
+        lookup.at.elapsed() < lookup_delay,
+        "probes must answer while the gateway lookup is still pending"
+    );
+    assert_eq!(bot.get("/healthz").await.0, 200);
+    assert_eq!(
+        bot.get("/readyz").await.0,
+        503,
+        "not ready before the gateway session"
+    );
+    assert!(discord.wait_ready(Duration::from_secs(20)).await);
+    assert!(
+        bot.wait_status("/readyz", 200, Duration::from_secs(10))
+            .await
     );
 }
