@@ -101,7 +101,6 @@ impl Application {
             &config.discord,
             config.limits.max_question_chars,
             router.clone(),
-            health.clone(),
         )
         .await
         .context("cannot build the Discord client")?;
@@ -144,6 +143,7 @@ impl Application {
         let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
 
         let shard_manager = gateway.shard_manager();
+        let readiness = gateway.watch_readiness(health.clone());
         let mut gateway_task = tokio::spawn(gateway.run());
 
         let outcome = tokio::select! {
@@ -163,6 +163,7 @@ impl Application {
         // Drain: stop advertising readiness, turn new questions away kindly, finish the rest.
         let deadline = Instant::now() + Duration::from_secs(config.shutdown.grace_secs);
         health.start_draining();
+        readiness.abort();
         let _ = router.cast(RouterMsg::Drain);
         let pending = in_flight
             .wait_idle(

@@ -200,7 +200,12 @@ async fn registers_the_guild_command_and_answers_with_the_quoted_question() {
     // Health endpoints.
     assert_eq!(world.bot.get("/").await, (200, "ack".to_owned()));
     assert_eq!(world.bot.get("/healthz").await.0, 200);
-    assert_eq!(world.bot.get("/readyz").await.0, 200);
+    assert!(
+        world
+            .bot
+            .wait_status("/readyz", 200, Duration::from_secs(5))
+            .await
+    );
     let (status, metrics) = world.bot.get("/metrics").await;
     assert_eq!(status, 200);
     for name in [
@@ -593,7 +598,21 @@ async fn the_bot_resumes_after_the_gateway_drops_and_readyz_follows() {
             .await
     );
     let sessions = world.discord.identify_count() + world.discord.resume_count();
+    world.discord.refuse_gateway_for(Duration::from_secs(3));
     world.discord.drop_gateway().await;
+    assert!(
+        world
+            .bot
+            .wait_status("/readyz", 503, Duration::from_secs(3))
+            .await,
+        "/readyz must report the lost gateway session:\n{}",
+        world.bot.logs()
+    );
+    assert_eq!(
+        world.bot.get("/").await.0,
+        200,
+        "the process stays healthy meanwhile"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while world.discord.identify_count() + world.discord.resume_count() == sessions {
         assert!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::ActorRef;
 use serenity::all::{
     CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption, EventHandler,
-    GatewayIntents, GuildId, Interaction, Message, Ready, ResumedEvent, ShardStageUpdateEvent,
+    GatewayIntents, GuildId, Interaction, Message, Ready, ResumedEvent,
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
@@ -23,11 +23,13 @@ use crate::health::Health;
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not
 /// enabled would make the gateway refuse the connection.
+/// How often gateway readiness is checked.
+const READINESS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub const INTENTS: GatewayIntents = GatewayIntents::GUILDS.union(GatewayIntents::GUILD_MESSAGES);
 
 struct Handler {
     router: ActorRef<RouterMsg>,
-    health: Arc<Health>,
     guild_id: u64,
     max_question_chars: usize,
     registered: AtomicBool,
@@ -41,7 +43,6 @@ impl EventHandler for Handler {
             session = ready.session_id.len(),
             "gateway session ready"
         );
-        self.health.set_gateway_ready(true);
         let _ = self.router.cast(RouterMsg::Ready {
             application_id: ready.application.id.get(),
             bot_user_id: ready.user.id.get(),
@@ -53,15 +54,6 @@ impl EventHandler for Handler {
 
     async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
         info!("gateway session resumed");
-        self.health.set_gateway_ready(true);
-    }
-
-    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
-        let connected = event.new == ConnectionStage::Connected;
-        if !connected && event.old == ConnectionStage::Connected {
-            warn!(stage = ?event.new, "gateway connection lost, reconnecting");
-        }
-        self.health.set_gateway_ready(connected);
     }
 
     async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
@@ -155,7 +147,6 @@ impl Gateway {
         config: &DiscordConfig,
         max_question_chars: usize,
         router: ActorRef<RouterMsg>,
-        health: Arc<Health>,
     ) -> Result<Self, serenity::Error> {
         let token = config.bot_token.expose();
         let http = if config.uses_custom_api_base() {
@@ -170,7 +161,6 @@ impl Gateway {
         };
         let handler = Handler {
             router,
-            health,
             guild_id: config.guild_id,
             max_question_chars,
             registered: AtomicBool::new(false),
@@ -183,6 +173,36 @@ impl Gateway {
 
     pub fn shard_manager(&self) -> Arc<ShardManager> {
         self.client.shard_manager.clone()
+    }
+
+    /// Keeps `health`'s gateway readiness true exactly while every shard is connected. Polling
+    /// the shard runners is the reliable signal: serenity restarts a shard that failed to resume
+    /// without any stage-change event reaching the handler.
+    pub fn watch_readiness(&self, health: Arc<Health>) -> tokio::task::JoinHandle<()> {
+        let shard_manager = self.shard_manager();
+        tokio::spawn(async move {
+            let mut ready = false;
+            let mut tick = tokio::time::interval(READINESS_POLL);
+            loop {
+                tick.tick().await;
+                let connected = {
+                    let runners = shard_manager.runners.lock().await;
+                    !runners.is_empty()
+                        && runners
+                            .values()
+                            .all(|runner| runner.stage == ConnectionStage::Connected)
+                };
+                if connected != ready {
+                    if connected {
+                        info!("gateway connected: ready");
+                    } else {
+                        warn!("gateway not connected: not ready until it reconnects");
+                    }
+                    ready = connected;
+                }
+                health.set_gateway_ready(connected);
+            }
+        })
     }
 
     /// Runs the gateway until it fails for good (e.g. an invalid token) or is shut down.

@@ -149,6 +149,8 @@ struct Shared {
     interactions: Mutex<HashMap<String, InteractionState>>,
     commands: Mutex<Vec<Value>>,
     gateway: Mutex<Gateway>,
+    /// Until then, new gateway connections are closed at once (an outage).
+    refuse_until: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +208,7 @@ impl FakeDiscord {
             interactions: Mutex::default(),
             commands: Mutex::default(),
             gateway: Mutex::default(),
+            refuse_until: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(serve_rest(rest, Arc::clone(&shared))),
@@ -401,6 +404,14 @@ impl FakeDiscord {
                 let _ = tokio::time::timeout(Duration::from_secs(5), dropped).await;
             }
         }
+    }
+
+    /// Closes every new gateway connection for `outage` (combine with [`drop_gateway`] to
+    /// simulate Discord being unreachable for a while).
+    ///
+    /// [`drop_gateway`]: Self::drop_gateway
+    pub fn refuse_gateway_for(&self, outage: Duration) {
+        *lock(&self.shared.refuse_until) = Some(Instant::now() + outage);
     }
 
     /// How many IDENTIFYs the gateway has received.
@@ -814,6 +825,10 @@ fn invalid_content(content: &str) -> Option<Reply> {
 
 async fn serve_gateway(listener: TcpListener, shared: Arc<Shared>) {
     while let Ok((stream, _)) = listener.accept().await {
+        if lock(&shared.refuse_until).is_some_and(|until| Instant::now() < until) {
+            drop(stream);
+            continue;
+        }
         tokio::spawn(serve_connection(stream, Arc::clone(&shared)));
     }
 }
