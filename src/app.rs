@@ -27,6 +27,10 @@ use crate::telemetry;
 
 /// How often stored history past its retention is deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Of the shutdown grace period, the part kept for closing the gateway, the actors and the store
+/// after the drain; each of those steps is bounded by [`TEARDOWN_STEP`].
+const TEARDOWN_RESERVE: Duration = Duration::from_secs(3);
+const TEARDOWN_STEP: Duration = Duration::from_secs(1);
 
 pub struct Application {
     config: Config,
@@ -165,13 +169,11 @@ impl Application {
         health.start_draining();
         readiness.abort();
         let _ = router.cast(RouterMsg::Drain);
-        let pending = in_flight
-            .wait_idle(
-                deadline
-                    .checked_sub(Duration::from_secs(1))
-                    .unwrap_or(deadline),
-            )
-            .await;
+        let drain_until = deadline
+            .checked_sub(TEARDOWN_RESERVE)
+            .filter(|until| *until > Instant::now())
+            .unwrap_or_else(Instant::now);
+        let pending = in_flight.wait_idle(drain_until).await;
         if pending > 0 {
             error!(
                 pending,
@@ -180,7 +182,12 @@ impl Application {
         } else {
             info!("every accepted question was answered");
         }
-        shard_manager.shutdown_all().await;
+        if tokio::time::timeout(TEARDOWN_STEP, shard_manager.shutdown_all())
+            .await
+            .is_err()
+        {
+            warn!("the gateway did not close in time");
+        }
         gateway_task.abort();
         router.stop(None);
         channels.stop().await;

@@ -422,7 +422,7 @@ impl Channels {
     pub async fn stop(&self) {
         let _ = self
             .supervisor
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(1)))
             .await;
     }
 }
