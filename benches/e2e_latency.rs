@@ -8,9 +8,10 @@
 //!   that time divided by one answer time (2 s) and by the serial time (N × 2 s). Each N runs with
 //!   the default cap on model requests in flight (`max_concurrent_requests`, 32) and with the cap
 //!   raised to 256, because that cap, not the actors, decides how many answers are computed at once.
-//! - **one channel**: 20 questions sent at once to ONE channel with a 100 ms model: total time
-//!   against 20 × 100 ms, and whether the model saw them and the answers were delivered in the
-//!   order they were asked.
+//! - **one channel**: 20 questions to ONE channel with a 100 ms model, sent at once and then 5 ms
+//!   and 50 ms apart: total time against the serial time (20 × 100 ms, or the sending time plus
+//!   one answer when that is longer), and whether the model was asked, and the answers delivered,
+//!   in the order the questions were sent.
 //!
 //! Run with `cargo bench --bench e2e_latency` (release build of the bot and the bench). Pass `burst`
 //! or `order` after `--` to run only that part. Every scenario starts a fresh bot process. It
@@ -33,6 +34,12 @@ const BURST_SIZES: [usize; 2] = [50, 200];
 const LLM_CAPS: [Option<&str>; 2] = [None, Some("256")];
 const ORDER_QUESTIONS: usize = 20;
 const ORDER_MODEL_DELAY: Duration = Duration::from_millis(100);
+/// Time between two questions to the one channel: at once, then spaced like fast typists.
+const ORDER_GAPS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(5),
+    Duration::from_millis(50),
+];
 const FIRST_USER: u64 = 5_000_000_000_000_000_001;
 /// How long to wait for every answer before giving up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -239,6 +246,21 @@ async fn burst(n: usize, llm_cap: Option<&str>) {
 }
 
 async fn one_channel() {
+    println!();
+    println!(
+        "one channel: {ORDER_QUESTIONS} questions to ONE channel, `gap` apart, fake model answers in {}",
+        fmt(ORDER_MODEL_DELAY)
+    );
+    println!(
+        "  {:>5} | {:>7} {:>8} | {:>7} {:>7} | {:>11} {:>15}  delivered sequence",
+        "gap", "total", "÷ serial", "ack p99", "refused", "model order", "delivery order"
+    );
+    for gap in ORDER_GAPS {
+        one_channel_run(gap).await;
+    }
+}
+
+async fn one_channel_run(gap: Duration) {
     let world = World::start("bench-order", &[]).await;
     world.openai.set_delay(ORDER_MODEL_DELAY);
     let channel = 2_000;
@@ -246,6 +268,9 @@ async fn one_channel() {
     let started = Instant::now();
     let mut sent = Vec::with_capacity(ORDER_QUESTIONS);
     for q in 0..ORDER_QUESTIONS {
+        if q > 0 && !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let question = format!("順番{q}");
         sent.push(
             world
@@ -275,34 +300,18 @@ async fn one_channel() {
     by_arrival.sort();
     let delivered: Vec<usize> = by_arrival.into_iter().map(|(_, q)| q).collect();
     let expected: Vec<usize> = (0..ORDER_QUESTIONS).collect();
-    let serial = ORDER_MODEL_DELAY * ORDER_QUESTIONS as u32;
-
-    println!();
+    // The least the answers can take: one model call after another (and after the last question).
+    let serial = (ORDER_MODEL_DELAY * ORDER_QUESTIONS as u32)
+        .max(gap * (ORDER_QUESTIONS as u32 - 1) + ORDER_MODEL_DELAY);
     println!(
-        "one channel: {ORDER_QUESTIONS} questions sent at once to one channel, fake model answers in {}",
-        fmt(ORDER_MODEL_DELAY)
-    );
-    println!(
-        "  total {} = {:.2}× the serial time {} (answers are serial per channel by design)",
+        "  {:>5} | {:>7} {:>7.2}× | {:>7} {:>7} | {:>11} {:>15}  {:?}",
+        fmt(gap),
         fmt(total),
         total.as_secs_f64() / serial.as_secs_f64(),
-        fmt(serial)
-    );
-    println!(
-        "  ack p50 {} p99 {} max {}, refused/late {}",
-        fmt(ack.p50),
         fmt(ack.p99),
-        fmt(ack.max),
-        refused
-    );
-    println!(
-        "  model asked in order:     {} {:?}",
-        yes_no(asked == expected),
-        asked
-    );
-    println!(
-        "  answers delivered in order: {} {:?}",
-        yes_no(delivered == expected),
+        refused,
+        in_order(&asked, &expected),
+        in_order(&delivered, &expected),
         delivered
     );
 }
@@ -312,11 +321,12 @@ fn question_number(framed: &str) -> Option<usize> {
     framed.rsplit("順番").next()?.trim().parse().ok()
 }
 
-fn yes_no(ok: bool) -> &'static str {
-    if ok {
-        "yes"
+fn in_order(seen: &[usize], expected: &[usize]) -> String {
+    if seen == expected {
+        "in order".to_owned()
     } else {
-        "NO "
+        let misplaced = seen.iter().zip(expected).filter(|(a, b)| a != b).count();
+        format!("NO ({misplaced} moved)")
     }
 }
 
