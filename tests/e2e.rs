@@ -984,3 +984,36 @@ async fn probes_pass_while_the_gateway_is_still_connecting() {
             .await
     );
 }
+
+#[tokio::test]
+async fn questions_keep_their_order_even_when_an_acknowledgement_is_slow() {
+    let world = World::start("order", &[]).await;
+    // The first question's acknowledgement comes back late; the ones after it must still wait
+    // their turn behind it in the channel.
+    world
+        .discord
+        .delay_next("POST", "/callback", Duration::from_millis(700));
+    let mut sent = Vec::new();
+    for n in 1..=3 {
+        sent.push(
+            world
+                .discord
+                .send_interaction(1500, USER, "user", &format!("順番{n}"))
+                .await,
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for interaction in &sent {
+        world.replies(interaction, 1).await;
+    }
+    let asked: Vec<String> = world
+        .openai
+        .requests()
+        .iter()
+        .map(framed_question)
+        .map(|framed| framed.rsplit("\n\n").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(asked, vec!["順番1", "順番2", "順番3"]);
+    let third = world.model_requests_for("順番3");
+    assert_eq!(window_questions(&third[0]), vec!["順番1", "順番2"]);
+}

@@ -261,21 +261,19 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Evicts the least recently used idle actor to stay within the cap. When every actor is
-    /// busy the cap is exceeded for a while rather than a question turned away.
+    /// Evicts the least recently used idle actors to stay within the cap: one scan frees a small
+    /// batch (1 % of the cap), so a flood of new channels does not pay a full scan each. When
+    /// every actor is busy the cap is exceeded for a while rather than a question turned away.
     fn make_room(&mut self) {
-        let lru = self
+        let batch = (self.args.settings.max_channels / 100).max(1);
+        let mut idle: Vec<(Instant, ChannelId)> = self
             .routes
             .iter()
             .filter(|(_, route)| route.is_idle())
-            .min_by_key(|(_, route)| route.last_active())
-            .map(|(channel, _)| *channel);
-        match lru {
-            Some(channel) => {
-                self.evict(channel, "channel cap reached");
-                self.warned_over_cap = false;
-            }
-            None if !self.warned_over_cap => {
+            .map(|(channel, route)| (route.last_active(), *channel))
+            .collect();
+        if idle.is_empty() {
+            if !self.warned_over_cap {
                 self.warned_over_cap = true;
                 warn!(
                     live = self.routes.len(),
@@ -283,7 +281,15 @@ impl SupervisorState {
                     "every channel actor is busy: exceeding the channel cap until one is idle"
                 );
             }
-            None => {}
+            return;
+        }
+        self.warned_over_cap = false;
+        if idle.len() > batch {
+            idle.select_nth_unstable(batch - 1);
+            idle.truncate(batch);
+        }
+        for (_, channel) in idle {
+            self.evict(channel, "channel cap reached");
         }
     }
 
@@ -368,18 +374,31 @@ impl Channels {
     /// Asks a question in its channel and waits for the answer. Questions of one channel are
     /// answered one at a time in the order they were asked.
     pub async fn ask(&self, question: Question) -> Result<String, AskError> {
-        match self
+        self.submit(question).await
+    }
+
+    /// Queues the question in its channel *now* (its place in the channel's order is fixed when
+    /// this returns) and gives back a future of the answer, so a caller can do other work, such
+    /// as acknowledging the interaction, without losing its turn.
+    pub fn submit(
+        &self,
+        question: Question,
+    ) -> impl std::future::Future<Output = Result<String, AskError>> + Send + 'static {
+        let (reply, answer) = ractor::concurrency::oneshot();
+        let queued = self
             .supervisor
-            .call(|reply| SupervisorMsg::Ask(question, reply), None)
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            Ok(_) => Err(AskError::Unavailable(
-                "the channel actor stopped before replying".into(),
-            )),
-            Err(err) => Err(AskError::Unavailable(format!(
-                "the channel supervisor is not running: {err}"
-            ))),
+            .cast(SupervisorMsg::Ask(question, reply.into()));
+        async move {
+            if let Err(err) = queued {
+                return Err(AskError::Unavailable(format!(
+                    "the channel supervisor is not running: {err}"
+                )));
+            }
+            answer.await.unwrap_or_else(|_| {
+                Err(AskError::Unavailable(
+                    "the channel actor stopped before replying".into(),
+                ))
+            })
         }
     }
 

@@ -4,6 +4,8 @@
 //! task of its own, hands the question to the channel actors and delivers the answer. It never
 //! waits for an answer itself, so one slow channel cannot delay another's acknowledgement.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,12 +245,14 @@ fn on_command(state: &mut RouterState, event: CommandEvent) {
             );
         }
         Screening::Ask => {
-            let channels = state.args.channels.clone();
+            let pending = queue(&state.args.channels, &event);
             tokio::spawn(
                 async move {
                     let _guard = guard;
+                    // The question is queued already; if Discord refused the acknowledgement
+                    // there is no one to answer, but the channel still gets its exchange.
                     if acknowledge(&delivery, &metrics, &event).await {
-                        answer(delivery, channels, metrics, event).await;
+                        answer(delivery, pending, metrics, event).await;
                     }
                 }
                 .instrument(span),
@@ -274,12 +278,12 @@ fn on_http_command(state: &mut RouterState, event: CommandEvent, reply: RpcReply
                 return; // the HTTP request is gone: Discord never saw an acknowledgement
             }
             metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
-            let channels = state.args.channels.clone();
+            let pending = queue(&state.args.channels, &event);
             let guard = state.args.in_flight.start();
             tokio::spawn(
                 async move {
                     let _guard = guard;
-                    answer(delivery, channels, metrics, event).await;
+                    answer(delivery, pending, metrics, event).await;
                 }
                 .instrument(span),
             );
@@ -301,24 +305,33 @@ async fn acknowledge(delivery: &Delivery, metrics: &Metrics, event: &CommandEven
     true
 }
 
+/// A question on its way through its channel's queue.
+type PendingAnswer = Pin<Box<dyn Future<Output = Result<String, AskError>> + Send>>;
+
+/// Puts the question in its channel's queue at once, in the router, so questions keep the order
+/// in which they reached the bot (acknowledgements finish in any order).
+fn queue(channels: &Channels, event: &CommandEvent) -> PendingAnswer {
+    Box::pin(channels.submit(Question {
+        channel_id: event.channel_id,
+        user_id: event.user_id,
+        user_name: event.user_name.clone(),
+        text: event.question.trim().to_owned(),
+    }))
+}
+
 async fn answer(
     delivery: Arc<Delivery>,
-    channels: Channels,
+    pending: PendingAnswer,
     metrics: Arc<Metrics>,
     event: CommandEvent,
 ) {
-    let question = event.question.trim().to_owned();
-    let result = channels
-        .ask(Question {
-            channel_id: event.channel_id,
-            user_id: event.user_id,
-            user_name: event.user_name,
-            text: question.clone(),
-        })
-        .await;
+    let result = pending.await;
     metrics.observe_answer(event.received.elapsed().as_secs_f64());
     let (kind, content) = match result {
-        Ok(answer) => ("answer", bound_reply(&quote_answer(&question, &answer))),
+        Ok(answer) => (
+            "answer",
+            bound_reply(&quote_answer(event.question.trim(), &answer)),
+        ),
         Err(err) => {
             match &err {
                 AskError::Failed(_) => warn!("no answer: {err}"),
