@@ -1001,7 +1001,10 @@ async fn questions_keep_their_order_even_when_an_acknowledgement_is_slow() {
                 .send_interaction(1500, USER, "user", &format!("順番{n}"))
                 .await,
         );
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Well apart for serenity (it dispatches each event on a task of its own, so events a few
+        // milliseconds apart can reach the bot swapped on a loaded machine), well within the
+        // slow acknowledgement.
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     for interaction in &sent {
         world.replies(interaction, 1).await;
