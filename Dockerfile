@@ -6,6 +6,8 @@ COPY actors ./actors
 COPY src ./src
 COPY config ./config
 COPY migrations ./migrations
+# Cargo.toml names the benchmark targets, so their sources must be present to build at all.
+COPY benches ./benches
 RUN cargo build --release --locked --bin zundamon
 
 FROM debian:bookworm-slim
