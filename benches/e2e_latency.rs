@@ -8,10 +8,14 @@
 //!   that time divided by one answer time (2 s) and by the serial time (N × 2 s). Each N runs with
 //!   the default cap on model requests in flight (`max_concurrent_requests`, 32) and with the cap
 //!   raised to 256, because that cap, not the actors, decides how many answers are computed at once.
-//! - **one channel**: 20 questions to ONE channel with a 100 ms model, sent at once and then 5 ms
-//!   and 50 ms apart: total time against the serial time (20 × 100 ms, or the sending time plus
-//!   one answer when that is longer), and whether the model was asked, and the answers delivered,
-//!   in the order the questions were sent.
+//! - **one channel**: 20 questions to ONE channel with a 100 ms model, sent at once and then 1 to
+//!   50 ms apart: total time against the serial time (20 × 100 ms, or the sending time plus one
+//!   answer when that is longer), and whether the model was asked, and the answers delivered, in
+//!   the order the questions were sent (if not, how many are out of place). Each spacing runs
+//!   twice: `cold`, the first question right after the bot's gateway session is ready, and `warm`,
+//!   after one question in another channel has been answered (the bot's start-up work is over).
+//!   Last, `slow ack`: warm, but Discord answers the first question's acknowledgement only after
+//!   500 ms, as over a slow network (a few spacings only).
 //!
 //! Run with `cargo bench --bench e2e_latency` (release build of the bot and the bench). Pass `burst`
 //! or `order` after `--` to run only that part. Every scenario starts a fresh bot process. It
@@ -35,14 +39,36 @@ const LLM_CAPS: [Option<&str>; 2] = [None, Some("256")];
 const ORDER_QUESTIONS: usize = 20;
 const ORDER_MODEL_DELAY: Duration = Duration::from_millis(100);
 /// Time between two questions to the one channel: at once, then spaced like fast typists.
-const ORDER_GAPS: [Duration; 3] = [
+const ORDER_GAPS: [Duration; 8] = [
     Duration::ZERO,
+    Duration::from_millis(1),
+    Duration::from_millis(2),
     Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(30),
     Duration::from_millis(50),
 ];
+/// The spacings that also run with a slow first acknowledgement.
+const SLOW_ACK_GAPS: [Duration; 2] = [Duration::from_millis(5), Duration::from_millis(50)];
+/// How late the fake Discord answers the first acknowledgement in a `slow ack` run.
+const SLOW_ACK: Duration = Duration::from_millis(500);
+/// The channel of the warm-up question of a `warm` or `slow ack` run.
+const WARMUP_CHANNEL: u64 = 1_999;
 const FIRST_USER: u64 = 5_000_000_000_000_000_001;
 /// How long to wait for every answer before giving up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The bot's state when the questions to the one channel start.
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    /// Right after its gateway session is ready.
+    Cold,
+    /// After one question in another channel has been answered.
+    Warm,
+    /// Warm, and the first question's acknowledgement is answered only after `SLOW_ACK`.
+    SlowAck,
+}
 
 struct World {
     discord: FakeDiscord,
@@ -84,9 +110,11 @@ impl World {
     /// Waits for the first successful `@original` edit of each interaction; returns them in the
     /// order of `sent`.
     async fn answers(&self, sent: &[SentInteraction]) -> Vec<RecordedRequest> {
+        let of_sent =
+            |r: &RecordedRequest| is_answer(r) && sent.iter().any(|i| r.path.contains(&i.token));
         let edits = self
             .discord
-            .wait_for_requests(is_answer, sent.len(), ANSWER_TIMEOUT)
+            .wait_for_requests(of_sent, sent.len(), ANSWER_TIMEOUT)
             .await;
         sent.iter()
             .map(|interaction| {
@@ -252,18 +280,37 @@ async fn one_channel() {
         fmt(ORDER_MODEL_DELAY)
     );
     println!(
-        "  {:>5} | {:>7} {:>8} | {:>7} {:>7} | {:>11} {:>15}  delivered sequence",
-        "gap", "total", "÷ serial", "ack p99", "refused", "model order", "delivery order"
+        "  order: `in order`, or `out / moved`: out = fewest questions to take out for the \
+         others to be in order, moved = places holding another question than sent"
     );
-    for gap in ORDER_GAPS {
-        one_channel_run(gap).await;
+    println!(
+        "  {:>8} {:>5} | {:>7} {:>8} | {:>7} {:>7} | {:>11} {:>14}  delivered sequence",
+        "start", "gap", "total", "÷ serial", "ack p99", "refused", "model order", "delivery order"
+    );
+    for start in [Start::Cold, Start::Warm] {
+        for gap in ORDER_GAPS {
+            one_channel_run(gap, start).await;
+        }
+    }
+    for gap in SLOW_ACK_GAPS {
+        one_channel_run(gap, Start::SlowAck).await;
     }
 }
 
-async fn one_channel_run(gap: Duration) {
+async fn one_channel_run(gap: Duration, start: Start) {
     let world = World::start("bench-order", &[]).await;
     world.openai.set_delay(ORDER_MODEL_DELAY);
     let channel = 2_000;
+    if start != Start::Cold {
+        let warmup = world
+            .discord
+            .send_interaction(WARMUP_CHANNEL, FIRST_USER + 1, "warmup", "warm-up")
+            .await;
+        world.answers(&[warmup]).await;
+    }
+    if start == Start::SlowAck {
+        world.discord.delay_next("POST", "/callback", SLOW_ACK);
+    }
 
     let started = Instant::now();
     let mut sent = Vec::with_capacity(ORDER_QUESTIONS);
@@ -304,7 +351,12 @@ async fn one_channel_run(gap: Duration) {
     let serial = (ORDER_MODEL_DELAY * ORDER_QUESTIONS as u32)
         .max(gap * (ORDER_QUESTIONS as u32 - 1) + ORDER_MODEL_DELAY);
     println!(
-        "  {:>5} | {:>7} {:>7.2}× | {:>7} {:>7} | {:>11} {:>15}  {:?}",
+        "  {:>8} {:>5} | {:>7} {:>7.2}× | {:>7} {:>7} | {:>11} {:>14}  {:?}",
+        match start {
+            Start::Cold => "cold",
+            Start::Warm => "warm",
+            Start::SlowAck => "slow ack",
+        },
         fmt(gap),
         fmt(total),
         total.as_secs_f64() / serial.as_secs_f64(),
@@ -321,13 +373,25 @@ fn question_number(framed: &str) -> Option<usize> {
     framed.rsplit("順番").next()?.trim().parse().ok()
 }
 
+/// `in order`, or `out / moved`. `out` is the fewest questions that, taken out, leave the others
+/// in order (length minus the longest increasing run, not necessarily contiguous): one question
+/// overtaking all the others counts 1. `moved` counts the places that hold another question than
+/// sent: that same overtaking counts 20.
 fn in_order(seen: &[usize], expected: &[usize]) -> String {
     if seen == expected {
-        "in order".to_owned()
-    } else {
-        let misplaced = seen.iter().zip(expected).filter(|(a, b)| a != b).count();
-        format!("NO ({misplaced} moved)")
+        return "in order".to_owned();
     }
+    let moved = seen.iter().zip(expected).filter(|(a, b)| a != b).count();
+    // Patience sorting: tails[k] is the smallest last element of an increasing run of length k+1.
+    let mut tails: Vec<usize> = Vec::new();
+    for &q in seen {
+        match tails.binary_search(&q) {
+            Ok(_) => {}
+            Err(at) if at == tails.len() => tails.push(q),
+            Err(at) => tails[at] = q,
+        }
+    }
+    format!("{} / {moved}", seen.len() - tails.len())
 }
 
 struct Percentiles {
