@@ -16,6 +16,7 @@ use zundamon_actors::{Channels, SupervisorArgs};
 
 use crate::agent::ZundaAgent;
 use crate::config::Config;
+use crate::discord::deliver::Delivery;
 use crate::discord::gateway::Gateway;
 use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::discord::router::{Router, RouterArgs, RouterMsg};
@@ -82,8 +83,11 @@ impl Application {
             Router,
             RouterArgs {
                 channels: channels.clone(),
-                api_base: config.discord.api_base.clone(),
-                request_timeout: config.discord.request_timeout(),
+                delivery: Delivery::new(
+                    &config.discord.api_base,
+                    0,
+                    config.discord.request_timeout(),
+                ),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
                 metrics,

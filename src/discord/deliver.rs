@@ -262,6 +262,21 @@ impl Delivery {
         }
     }
 
+    /// The application this client posts webhooks for.
+    pub fn application_id(&self) -> u64 {
+        self.application_id
+    }
+
+    /// The same client (its connection pool and TLS setup are shared) acting for another
+    /// application: building a client reads the system's root certificates, which is too slow to
+    /// do while interactions are waiting.
+    pub fn for_application(&self, application_id: u64) -> Self {
+        Self {
+            application_id,
+            ..self.clone()
+        }
+    }
+
     /// Acknowledges an interaction with a deferred "thinking…" response (callback type 5).
     ///
     /// Fits Discord's 3 s window: one attempt, and one quick retry only if the first failed

@@ -71,8 +71,8 @@ pub struct Router;
 
 pub struct RouterArgs {
     pub channels: Channels,
-    pub api_base: String,
-    pub request_timeout: Duration,
+    /// Built before the gateway connects (see [`Delivery::for_application`]).
+    pub delivery: Delivery,
     pub bot_token: Secret,
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
@@ -81,23 +81,19 @@ pub struct RouterArgs {
 
 pub struct RouterState {
     args: RouterArgs,
-    delivery: Option<Arc<Delivery>>,
+    delivery: Arc<Delivery>,
     bot_user_id: Option<u64>,
     limiter: RateLimiter,
     draining: bool,
 }
 
 impl RouterState {
+    /// The delivery client for `application_id` (known from READY, or from the interaction).
     fn delivery(&mut self, application_id: u64) -> Arc<Delivery> {
-        self.delivery
-            .get_or_insert_with(|| {
-                Arc::new(Delivery::new(
-                    &self.args.api_base,
-                    application_id,
-                    self.args.request_timeout,
-                ))
-            })
-            .clone()
+        if self.delivery.application_id() != application_id {
+            self.delivery = Arc::new(self.delivery.for_application(application_id));
+        }
+        self.delivery.clone()
     }
 }
 
@@ -114,8 +110,8 @@ impl Actor for Router {
         myself.send_interval(LIMITER_SWEEP, || RouterMsg::SweepLimiter);
         Ok(RouterState {
             limiter: RateLimiter::new(args.limits.rate_burst, args.limits.rate_per_minute),
+            delivery: Arc::new(args.delivery.clone()),
             args,
-            delivery: None,
             bot_user_id: None,
             draining: false,
         })
@@ -152,9 +148,7 @@ impl Actor for Router {
                 if state.limiter.check(author_id, Instant::now()).is_err() {
                     return Ok(()); // a flood of mentions gets no flood of replies
                 }
-                let Some(delivery) = state.delivery.clone() else {
-                    return Ok(());
-                };
+                let delivery = state.delivery.clone();
                 let token = state.args.bot_token.clone();
                 let guard = state.args.in_flight.start();
                 let metrics = state.args.metrics.clone();
