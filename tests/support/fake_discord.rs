@@ -829,6 +829,9 @@ async fn serve_gateway(listener: TcpListener, shared: Arc<Shared>) {
             drop(stream);
             continue;
         }
+        // Without this, Nagle's algorithm holds small frames back until the bot's delayed ACK
+        // (~40 ms on Linux): a stall of the fake, not of the bot.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(stream, Arc::clone(&shared)));
     }
 }
