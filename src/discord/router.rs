@@ -181,8 +181,8 @@ impl Actor for Router {
 enum Screening {
     /// Reply at once with this text (`kind` labels the metric); no model call.
     Immediate { kind: &'static str, text: String },
-    /// Ask the model.
-    Ask,
+    /// Ask the model this question (trimmed by [`limits::check_question`]).
+    Ask(String),
 }
 
 fn screen(state: &RouterState, event: &CommandEvent) -> Screening {
@@ -195,9 +195,9 @@ fn screen(state: &RouterState, event: &CommandEvent) -> Screening {
         QuestionCheck::TooLong { chars, limit } => {
             immediate("too_long", limits::too_long_reply(chars, limit))
         }
-        QuestionCheck::Ok(_) => match state.limiter.check(event.user_id, Instant::now()) {
+        QuestionCheck::Ok(question) => match state.limiter.check(event.user_id, Instant::now()) {
             Err(wait) => immediate("rate_limited", limits::rate_limited_reply(wait)),
-            Ok(()) => Screening::Ask,
+            Ok(()) => Screening::Ask(question),
         },
     }
 }
@@ -212,7 +212,7 @@ fn span_of(event: &CommandEvent) -> tracing::Span {
 }
 
 /// A `/zunda` use from the gateway: the acknowledgement is a REST call of its own.
-fn on_command(state: &mut RouterState, event: CommandEvent) {
+fn on_command(state: &mut RouterState, mut event: CommandEvent) {
     let metrics = state.args.metrics.clone();
     metrics.interaction_received();
     let delivery = state.delivery(event.application_id);
@@ -238,7 +238,8 @@ fn on_command(state: &mut RouterState, event: CommandEvent) {
                 .instrument(span),
             );
         }
-        Screening::Ask => {
+        Screening::Ask(question) => {
+            event.question = question;
             let pending = queue(&state.args.channels, &event);
             tokio::spawn(
                 async move {
@@ -257,7 +258,7 @@ fn on_command(state: &mut RouterState, event: CommandEvent) {
 
 /// A `/zunda` use from the HTTP interactions endpoint: the acknowledgement is the HTTP response,
 /// whose message text is sent back on `reply`; the answer then replaces that message.
-fn on_http_command(state: &mut RouterState, event: CommandEvent, reply: RpcReplyPort<String>) {
+fn on_http_command(state: &mut RouterState, mut event: CommandEvent, reply: RpcReplyPort<String>) {
     let metrics = state.args.metrics.clone();
     metrics.interaction_received();
     let delivery = state.delivery(event.application_id);
@@ -267,7 +268,8 @@ fn on_http_command(state: &mut RouterState, event: CommandEvent, reply: RpcReply
             metrics.reply(kind);
             let _ = reply.send(text);
         }
-        Screening::Ask => {
+        Screening::Ask(question) => {
+            event.question = question;
             if reply.send(WAIT_REPLY.to_owned()).is_err() {
                 return; // the HTTP request is gone: Discord never saw an acknowledgement
             }
@@ -309,7 +311,7 @@ fn queue(channels: &Channels, event: &CommandEvent) -> PendingAnswer {
         channel_id: event.channel_id,
         user_id: event.user_id,
         user_name: event.user_name.clone(),
-        text: event.question.trim().to_owned(),
+        text: event.question.clone(),
     }))
 }
 
@@ -324,7 +326,7 @@ async fn answer(
     let (kind, content) = match result {
         Ok(answer) => (
             "answer",
-            bound_reply(&quote_answer(event.question.trim(), &answer)),
+            bound_reply(&quote_answer(&event.question, &answer)),
         ),
         Err(err) => {
             match &err {
