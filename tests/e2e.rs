@@ -1020,3 +1020,25 @@ async fn questions_keep_their_order_even_when_an_acknowledgement_is_slow() {
     let third = world.model_requests_for("順番3");
     assert_eq!(window_questions(&third[0]), vec!["順番1", "順番2"]);
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let world = World::start("json-logs", &[("LOG_FORMAT", "json")]).await;
+    world.ask(1600, "JSONで").await;
+    let logs = world.bot.logs();
+    let mut lines = 0;
+    for line in logs.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines > 3, "{logs}");
+    assert!(
+        logs.contains("\"interaction_id\""),
+        "interaction spans carry their ids:\n{logs}"
+    );
+    world.bot.assert_no_secrets_logged();
+}

@@ -86,7 +86,12 @@ impl Bot {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     if let Some(rest) = line.split("health server listening on http://").nth(1) {
-                        let port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+                        // `127.0.0.1:PORT`, then the end of the line or of a JSON string.
+                        let port = rest.split(':').nth(1).and_then(|p| {
+                            let digits: String =
+                                p.chars().take_while(char::is_ascii_digit).collect();
+                            digits.parse().ok()
+                        });
                         let _ = port_tx.send(port.unwrap_or(0u16));
                     }
                     logs.lock().unwrap().push(line);
