@@ -100,6 +100,14 @@ impl World {
     }
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(dir) = self.db.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 fn is_follow_up(r: &RecordedRequest, token: &str) -> bool {
     r.method == "POST" && r.path.ends_with(token) && r.path.contains("/webhooks/")
 }
