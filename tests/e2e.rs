@@ -739,6 +739,7 @@ fn a_corrupt_or_unusable_database_is_a_clear_startup_error() {
             "the error says what to do: {stderr}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -991,6 +992,8 @@ async fn probes_pass_while_the_gateway_is_still_connecting() {
         bot.wait_status("/readyz", 200, Duration::from_secs(10))
             .await
     );
+    drop(bot);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
 #[tokio::test]
