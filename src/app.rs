@@ -83,11 +83,11 @@ impl Application {
             Router,
             RouterArgs {
                 channels: channels.clone(),
-                delivery: Delivery::new(
+                delivery: Arc::new(Delivery::new(
                     &config.discord.api_base,
                     0,
                     config.discord.request_timeout(),
-                ),
+                )),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
                 metrics,

@@ -423,20 +423,6 @@ impl Channels {
         self.stats.snapshot()
     }
 
-    /// Waits until every accepted question is answered, or the deadline passes.
-    /// Returns whether everything was answered.
-    pub async fn drain(&self, deadline: Instant) -> bool {
-        loop {
-            if self.stats.snapshot().in_flight == 0 {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Stops the supervisor and every channel actor.
     pub async fn stop(&self) {
         let _ = self

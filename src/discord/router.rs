@@ -72,7 +72,7 @@ pub struct Router;
 pub struct RouterArgs {
     pub channels: Channels,
     /// Built before the gateway connects (see [`Delivery::for_application`]).
-    pub delivery: Delivery,
+    pub delivery: Arc<Delivery>,
     pub bot_token: Secret,
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
@@ -81,7 +81,6 @@ pub struct RouterArgs {
 
 pub struct RouterState {
     args: RouterArgs,
-    delivery: Arc<Delivery>,
     bot_user_id: Option<u64>,
     limiter: RateLimiter,
     draining: bool,
@@ -90,10 +89,11 @@ pub struct RouterState {
 impl RouterState {
     /// The delivery client for `application_id` (known from READY, or from the interaction).
     fn delivery(&mut self, application_id: u64) -> Arc<Delivery> {
-        if self.delivery.application_id() != application_id {
-            self.delivery = Arc::new(self.delivery.for_application(application_id));
+        let delivery = &mut self.args.delivery;
+        if delivery.application_id() != application_id {
+            *delivery = Arc::new(delivery.for_application(application_id));
         }
-        self.delivery.clone()
+        delivery.clone()
     }
 }
 
@@ -110,7 +110,6 @@ impl Actor for Router {
         myself.send_interval(LIMITER_SWEEP, || RouterMsg::SweepLimiter);
         Ok(RouterState {
             limiter: RateLimiter::new(args.limits.rate_burst, args.limits.rate_per_minute),
-            delivery: Arc::new(args.delivery.clone()),
             args,
             bot_user_id: None,
             draining: false,
@@ -148,7 +147,7 @@ impl Actor for Router {
                 if state.limiter.check(author_id, Instant::now()).is_err() {
                     return Ok(()); // a flood of mentions gets no flood of replies
                 }
-                let delivery = state.delivery.clone();
+                let delivery = state.args.delivery.clone();
                 let token = state.args.bot_token.clone();
                 let guard = state.args.in_flight.start();
                 let metrics = state.args.metrics.clone();
