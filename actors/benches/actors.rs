@@ -68,6 +68,10 @@ impl ConversationStore for NullStore {
     async fn append(&self, _: ChannelId, _: &[Exchange], _: usize) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn clear(&self, _: ChannelId) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn main() {

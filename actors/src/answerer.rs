@@ -43,6 +43,10 @@ pub enum AskError {
     /// The answerer panicked; the channel keeps working.
     #[error("the answerer panicked: {0}")]
     Panicked(String),
+    /// The question was withdrawn before the model was asked (nobody would see the answer: the
+    /// acknowledgement was refused, or the token expired while it waited).
+    #[error("withdrawn before the model was asked: {0}")]
+    Withdrawn(String),
     /// The channel actor or the supervisor was gone before replying (crash or shutdown).
     #[error("the channel actor is unavailable: {0}")]
     Unavailable(String),

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::{
-    Answerer, AskError, ChannelId, ConversationStore, Exchange, Question, Stats, StoreError, Window,
+    Answerer, AskError, ChannelId, ConversationStore, Exchange, Question, Stats, StoreError,
+    Ticket, Window,
 };
 
 /// How long one store call may take before the actor goes on without it.
@@ -81,8 +82,9 @@ pub struct ChannelState {
 }
 
 pub enum ChannelMsg {
-    /// Answer the question with this channel's window; the reply goes to the port.
-    Ask(Question, RpcReplyPort<Result<String, AskError>>),
+    /// Answer the question with this channel's window once its ticket's gate opens; the reply
+    /// goes to the port.
+    Ask(Question, Ticket, RpcReplyPort<Result<String, AskError>>),
     /// Reply with a copy of the window, oldest first.
     Snapshot(RpcReplyPort<Vec<Exchange>>),
     /// Retry saving the exchanges the store refused earlier.
@@ -117,18 +119,12 @@ impl Actor for ChannelActor {
         state: &mut ChannelState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ChannelMsg::Ask(question, reply) => {
-                state.ensure_loaded().await;
-                let result = state.answer(&question).await;
-                if let Ok(answer) = &result {
-                    let exchange = Exchange::new(question.text.clone(), answer.clone());
-                    state.window.push(exchange.clone());
-                    state.unsaved.push(exchange);
-                    state.save(&myself).await;
-                }
+            ChannelMsg::Ask(question, ticket, reply) => {
+                let result = state.ask(&myself, &question, ticket).await;
                 let stats = &state.args.stats;
                 match &result {
                     Ok(_) => stats.answered.fetch_add(1, Ordering::Relaxed),
+                    Err(AskError::Withdrawn(_)) => stats.withdrawn.fetch_add(1, Ordering::Relaxed),
                     Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
                 };
                 // The asker may have gone away (e.g. shutdown); nothing to do then.
@@ -169,6 +165,43 @@ impl Actor for ChannelActor {
 }
 
 impl ChannelState {
+    /// Waits for the ticket's gate, then answers: from the window when this exchange was
+    /// answered already (a resumed question), otherwise from the model.
+    async fn ask(
+        &mut self,
+        myself: &ActorRef<ChannelMsg>,
+        question: &Question,
+        ticket: Ticket,
+    ) -> Result<String, AskError> {
+        if let Some(gate) = ticket.gate {
+            gate.wait(ticket.deadline)
+                .await
+                .map_err(AskError::Withdrawn)?;
+        }
+        self.ensure_loaded().await;
+        if let Some(done) = ticket.id.and_then(|id| self.window.find(id)) {
+            info!(
+                channel_id = self.args.channel_id,
+                "answered before: replying with the stored answer"
+            );
+            return Ok(done.answer.clone());
+        }
+        if ticket
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(AskError::Withdrawn(
+                "its deadline passed while it waited in the channel's queue".into(),
+            ));
+        }
+        let answer = self.answer(question).await?;
+        let exchange = Exchange::new(question.text.clone(), answer.clone()).with_id(ticket.id);
+        self.window.push(exchange.clone());
+        self.unsaved.push(exchange);
+        self.save(myself).await;
+        Ok(answer)
+    }
+
     async fn ensure_loaded(&mut self) {
         if self.loaded {
             return;

@@ -11,6 +11,7 @@ mod channel;
 mod stats;
 mod store;
 mod supervisor;
+mod ticket;
 mod window;
 
 pub use answerer::{AnswerError, Answerer, AskError, Question};
@@ -18,6 +19,7 @@ pub use channel::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{ConversationStore, MemoryStore, StoreError};
 pub use supervisor::{ChannelSettings, ChannelSupervisor, Channels, SupervisorArgs, SupervisorMsg};
+pub use ticket::{gate, Gate, GateKeeper, Ticket};
 pub use window::{Exchange, Window};
 
 /// A Discord channel id (a snowflake).

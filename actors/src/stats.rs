@@ -11,6 +11,7 @@ pub struct Stats {
     pub(crate) answered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) panics: AtomicU64,
+    pub(crate) withdrawn: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -30,6 +31,8 @@ pub struct StatsSnapshot {
     pub failed: u64,
     /// Answerer panics survived.
     pub panics: u64,
+    /// Questions withdrawn before the model was asked (nobody would see the answer).
+    pub withdrawn: u64,
 }
 
 impl Stats {
@@ -42,6 +45,7 @@ impl Stats {
             answered: self.answered.load(Relaxed),
             failed: self.failed.load(Relaxed),
             panics: self.panics.load(Relaxed),
+            withdrawn: self.withdrawn.load(Relaxed),
         }
     }
 }

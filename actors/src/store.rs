@@ -19,13 +19,16 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// The newest `limit` exchanges of `channel`, oldest first.
     async fn load(&self, channel: ChannelId, limit: usize) -> Result<Vec<Exchange>, StoreError>;
     /// Saves `exchanges` (oldest first) as the newest of `channel`; the store may drop all but the
-    /// newest `keep` of the channel.
+    /// newest `keep` of the channel. Idempotent: an exchange whose `id` the channel already holds
+    /// is not stored again (a write that timed out but committed, then retried, leaves one row).
     async fn append(
         &self,
         channel: ChannelId,
         exchanges: &[Exchange],
         keep: usize,
     ) -> Result<(), StoreError>;
+    /// Forgets every exchange of `channel`.
+    async fn clear(&self, channel: ChannelId) -> Result<(), StoreError>;
 }
 
 /// Keeps windows in process memory: survives eviction, not restarts.
@@ -59,9 +62,24 @@ impl ConversationStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut channels = self.channels.lock().expect("memory store poisoned");
         let stored = channels.entry(channel).or_default();
-        stored.extend_from_slice(exchanges);
+        for exchange in exchanges {
+            let known = exchange
+                .id
+                .is_some_and(|id| stored.iter().any(|kept| kept.id == Some(id)));
+            if !known {
+                stored.push(exchange.clone());
+            }
+        }
         let excess = stored.len().saturating_sub(keep);
         stored.drain(..excess);
+        Ok(())
+    }
+
+    async fn clear(&self, channel: ChannelId) -> Result<(), StoreError> {
+        self.channels
+            .lock()
+            .expect("memory store poisoned")
+            .remove(&channel);
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use tracing::{debug, error, warn};
 use crate::channel::{ChannelArgs, ChannelShared};
 use crate::{
     Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, Exchange, Question,
-    Stats, StatsSnapshot,
+    Stats, StatsSnapshot, Ticket,
 };
 
 /// Tunables of the actor system.
@@ -107,7 +107,7 @@ pub struct SupervisorState {
 pub enum SupervisorMsg {
     /// Route a question to its channel's actor, spawning the actor on first use; the channel
     /// actor replies on the port.
-    Ask(Question, RpcReplyPort<Result<String, AskError>>),
+    Ask(Question, Ticket, RpcReplyPort<Result<String, AskError>>),
     /// Reply with the actor of a channel, if one is alive.
     Lookup(ChannelId, RpcReplyPort<Option<ActorRef<ChannelMsg>>>),
     /// Evict the actors idle for longer than the idle timeout (sent by a timer).
@@ -141,7 +141,9 @@ impl Actor for ChannelSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Ask(question, reply) => state.route(&myself, question, reply).await,
+            SupervisorMsg::Ask(question, ticket, reply) => {
+                state.route(&myself, question, ticket, reply).await
+            }
             SupervisorMsg::Lookup(channel, reply) => {
                 let _ = reply.send(state.routes.get(&channel).map(|r| r.actor.clone()));
             }
@@ -189,10 +191,11 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         question: Question,
+        ticket: Ticket,
         reply: RpcReplyPort<Result<String, AskError>>,
     ) {
         let channel = question.channel_id;
-        let mut message = ChannelMsg::Ask(question, reply);
+        let mut message = ChannelMsg::Ask(question, ticket, reply);
         // Two attempts: an actor that died on its own (not evicted) is replaced once.
         for _ in 0..2 {
             if !self.routes.contains_key(&channel) {
@@ -221,7 +224,7 @@ impl SupervisorState {
                 }
             }
         }
-        if let ChannelMsg::Ask(_, reply) = message {
+        if let ChannelMsg::Ask(_, _, reply) = message {
             let _ = reply.send(Err(AskError::Unavailable(
                 "no channel actor could be started".into(),
             )));
@@ -384,10 +387,20 @@ impl Channels {
         &self,
         question: Question,
     ) -> impl std::future::Future<Output = Result<String, AskError>> + Send + 'static {
+        self.submit_with(question, Ticket::default())
+    }
+
+    /// Like [`submit`](Self::submit), with the question's [`Ticket`]: its id, its deadline and
+    /// the gate that holds it until the front end says go.
+    pub fn submit_with(
+        &self,
+        question: Question,
+        ticket: Ticket,
+    ) -> impl std::future::Future<Output = Result<String, AskError>> + Send + 'static {
         let (reply, answer) = ractor::concurrency::oneshot();
         let queued = self
             .supervisor
-            .cast(SupervisorMsg::Ask(question, reply.into()));
+            .cast(SupervisorMsg::Ask(question, ticket, reply.into()));
         async move {
             if let Err(err) = queued {
                 return Err(AskError::Unavailable(format!(

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 /// One question and the answer the bot gave to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
+    /// A stable id (the interaction or message id that asked it), so a write that is retried, or
+    /// a question resumed after a crash, never stores or answers the same exchange twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     /// The question as the user typed it (without the name/time framing).
     pub question: String,
     /// The final answer (without tool chatter).
@@ -16,9 +20,16 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(question: impl Into<String>, answer: impl Into<String>) -> Self {
         Self {
+            id: None,
             question: question.into(),
             answer: answer.into(),
         }
+    }
+
+    /// The same exchange with a stable id.
+    pub fn with_id(mut self, id: Option<u64>) -> Self {
+        self.id = id;
+        self
     }
 }
 
@@ -61,6 +72,18 @@ impl Window {
     /// The exchanges, oldest first.
     pub fn to_vec(&self) -> Vec<Exchange> {
         self.exchanges.iter().cloned().collect()
+    }
+
+    /// The exchange with this id, if the window still holds it.
+    pub fn find(&self, id: u64) -> Option<&Exchange> {
+        self.exchanges
+            .iter()
+            .find(|exchange| exchange.id == Some(id))
+    }
+
+    /// Forgets every exchange.
+    pub fn clear(&mut self) {
+        self.exchanges.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -119,6 +142,17 @@ mod tests {
     fn zero_capacity_remembers_nothing() {
         let mut window = Window::new(0);
         window.push(ex(1));
+        assert!(window.is_empty());
+    }
+
+    #[test]
+    fn exchanges_are_found_by_id_and_cleared() {
+        let mut window = Window::new(3);
+        window.push(ex(1).with_id(Some(11)));
+        window.push(ex(2));
+        assert_eq!(window.find(11), Some(&ex(1).with_id(Some(11))));
+        assert_eq!(window.find(12), None);
+        window.clear();
         assert!(window.is_empty());
     }
 

@@ -347,6 +347,10 @@ impl ConversationStore for FlakyStore {
         }
         self.inner.append(channel, ex, keep).await
     }
+
+    async fn clear(&self, channel: u64) -> Result<(), StoreError> {
+        self.inner.clear(channel).await
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -398,4 +402,142 @@ async fn a_failed_load_is_retried_without_losing_the_stored_window() {
         .map(|e| e.question)
         .collect();
     assert_eq!(saved, vec!["old", "new1", "new2"]);
+}
+
+// ---------------------------------------------------------------- tickets: exactly once
+
+use zundamon_actors::{gate, Ticket};
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_question_never_reaches_the_model_or_the_window() {
+    let answerer = Scripted::sleeping(Duration::from_millis(100));
+    let store = Arc::new(MemoryStore::new());
+    let channels = start(settings(600, 100), answerer.clone(), store.clone()).await;
+    let (first_keeper, first_gate) = gate();
+    let (second_keeper, second_gate) = gate();
+    // Queued in this order; the gates are decided in the other order.
+    let first = channels.submit_with(
+        question(1, "refused"),
+        Ticket::new(Some(1), None).gated(first_gate),
+    );
+    let second = channels.submit_with(
+        question(1, "taken"),
+        Ticket::new(Some(2), None).gated(second_gate),
+    );
+    second_keeper.open();
+    first_keeper.withdraw("40060 already acknowledged");
+    assert!(matches!(first.await, Err(AskError::Withdrawn(reason)) if reason.contains("40060")));
+    assert_eq!(second.await.unwrap(), "A:taken");
+    // A dropped keeper withdraws too.
+    let (keeper, abandoned_gate) = gate();
+    let abandoned = channels.submit_with(
+        question(1, "abandoned"),
+        Ticket::new(Some(3), None).gated(abandoned_gate),
+    );
+    drop(keeper);
+    assert!(matches!(abandoned.await, Err(AskError::Withdrawn(_))));
+    assert_eq!(
+        answerer.seen().len(),
+        1,
+        "only the taken question was asked"
+    );
+    let window = channels.window(1).await.unwrap();
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0].question, "taken");
+    assert_eq!(window[0].id, Some(2));
+    assert_eq!(channels.stats().withdrawn, 2);
+    assert_eq!(store.load(1, 5).await.unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_question_whose_deadline_passes_in_the_queue_is_withdrawn() {
+    let answerer = Scripted::sleeping(Duration::from_secs(10));
+    let channels = start(
+        settings(600, 100),
+        answerer.clone(),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
+    let slow = channels.submit_with(question(1, "slow"), Ticket::default());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let late = channels.submit_with(question(1, "late"), Ticket::new(Some(9), Some(deadline)));
+    assert_eq!(slow.await.unwrap(), "A:slow");
+    assert!(matches!(late.await, Err(AskError::Withdrawn(_))));
+    assert_eq!(answerer.seen().len(), 1);
+    assert_eq!(channels.window(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_question_already_answered_is_not_asked_again() {
+    let answerer = Scripted::sleeping(Duration::from_millis(10));
+    let store = Arc::new(MemoryStore::new());
+    store
+        .append(
+            1,
+            &[Exchange::new("q", "stored answer").with_id(Some(42))],
+            5,
+        )
+        .await
+        .unwrap();
+    let channels = start(settings(600, 100), answerer.clone(), store.clone()).await;
+    let again = channels
+        .submit_with(question(1, "q"), Ticket::new(Some(42), None))
+        .await;
+    assert_eq!(again.unwrap(), "stored answer");
+    assert!(answerer.seen().is_empty());
+    assert_eq!(store.load(1, 5).await.unwrap().len(), 1);
+}
+
+/// Commits every write, but only after `delay` (longer than the actor's store timeout), like a
+/// database that answers too late.
+struct LateStore {
+    inner: MemoryStore,
+    delay: Duration,
+    writes: AtomicUsize,
+}
+
+#[async_trait]
+impl ConversationStore for LateStore {
+    async fn load(&self, channel: u64, limit: usize) -> Result<Vec<Exchange>, StoreError> {
+        self.inner.load(channel, limit).await
+    }
+
+    async fn append(&self, channel: u64, ex: &[Exchange], keep: usize) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        // Committed at once; the answer is what comes late.
+        self.inner.append(channel, ex, keep).await?;
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+
+    async fn clear(&self, channel: u64) -> Result<(), StoreError> {
+        self.inner.clear(channel).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_commits_after_the_timeout_and_its_retry_leave_one_row() {
+    let store = Arc::new(LateStore {
+        inner: MemoryStore::new(),
+        delay: Duration::from_secs(6),
+        writes: AtomicUsize::new(0),
+    });
+    let channels = start(
+        settings(600, 100),
+        Scripted::sleeping(Duration::ZERO),
+        store.clone(),
+    )
+    .await;
+    let answer = channels
+        .submit_with(question(1, "once"), Ticket::new(Some(5), None))
+        .await;
+    assert_eq!(answer.unwrap(), "A:once");
+    // The first write timed out (5 s) though it committed; the retry comes 5 s later.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        store.writes.load(Ordering::SeqCst) >= 2,
+        "the write was retried"
+    );
+    let rows = store.inner.load(1, 10).await.unwrap();
+    assert_eq!(rows.len(), 1, "one row per exchange: {rows:?}");
 }

@@ -16,9 +16,15 @@ use rusqlite::{params, Connection, DatabaseName, ErrorCode, OpenFlags};
 use thiserror::Error;
 use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
 
+use super::{from_unix_millis, unix_millis, PendingQuestion, PendingStore};
+use crate::config::Secret;
+
 /// The schema migrations, in order. `PRAGMA user_version` records how many have been applied, so
 /// a migration must never be edited once released: add a new file instead.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_exchanges.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_exchanges.sql"),
+    include_str!("../../migrations/0002_pending.sql"),
+];
 
 /// How long a statement waits for another connection's lock (a second process, or an operator's
 /// `sqlite3` shell) before failing.
@@ -240,13 +246,14 @@ impl ConversationStore for SqliteStore {
         let cutoff = self.cutoff();
         self.with_conn("load", move |conn| {
             let mut newest_first = conn.prepare_cached(
-                "SELECT question, answer FROM exchanges
+                "SELECT question, answer, exchange_id FROM exchanges
                  WHERE channel_id = ?1 AND created_at >= ?2
                  ORDER BY id DESC LIMIT ?3",
             )?;
             let mut exchanges = newest_first
                 .query_map(params![channel, cutoff, limit], |row| {
                     Ok(Exchange {
+                        id: row.get::<_, Option<i64>>(2)?.map(unkey),
                         question: row.get(0)?,
                         answer: row.get(1)?,
                     })
@@ -273,12 +280,22 @@ impl ConversationStore for SqliteStore {
             // it has to keep.
             let tx = conn.transaction()?;
             {
+                // OR IGNORE: an exchange already stored under its id (a write that timed out
+                // but committed, then retried) is not stored twice.
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO exchanges (channel_id, question, answer, created_at)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR IGNORE INTO exchanges
+                         (channel_id, question, answer, created_at, exchange_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for exchange in &exchanges {
-                    insert.execute(params![channel, exchange.question, exchange.answer, now])?;
+                    let id = exchange.id.map(channel_key);
+                    insert.execute(params![
+                        channel,
+                        exchange.question,
+                        exchange.answer,
+                        now,
+                        id
+                    ])?;
                 }
                 // Everything at or below the (keep+1)-th newest id goes; fewer rows than that
                 // makes the bound NULL, which deletes nothing.
@@ -293,6 +310,93 @@ impl ConversationStore for SqliteStore {
         })
         .await
     }
+
+    async fn clear(&self, channel: ChannelId) -> Result<(), StoreError> {
+        let channel = channel_key(channel);
+        self.with_conn("clear", move |conn| {
+            conn.prepare_cached("DELETE FROM exchanges WHERE channel_id = ?1")?
+                .execute(params![channel])
+                .map(drop)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PendingStore for SqliteStore {
+    async fn record(&self, question: &PendingQuestion) -> Result<(), StoreError> {
+        let q = question.clone();
+        self.with_conn("record pending question", move |conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO pending_questions (interaction_id, application_id, token,
+                     channel_id, guild_id, user_id, user_name, question, received_at_ms,
+                     delivered_parts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                channel_key(q.interaction_id),
+                channel_key(q.application_id),
+                q.token.expose(),
+                channel_key(q.channel_id),
+                q.guild_id.map(channel_key),
+                channel_key(q.user_id),
+                q.user_name,
+                q.question,
+                unix_millis(q.received_at),
+                q.delivered_parts,
+            ])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError> {
+        let id = channel_key(interaction_id);
+        self.with_conn("note delivered parts", move |conn| {
+            conn.prepare_cached(
+                "UPDATE pending_questions SET delivered_parts = ?2 WHERE interaction_id = ?1",
+            )?
+            .execute(params![id, parts])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {
+        let id = channel_key(interaction_id);
+        self.with_conn("remove pending question", move |conn| {
+            conn.prepare_cached("DELETE FROM pending_questions WHERE interaction_id = ?1")?
+                .execute(params![id])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError> {
+        self.with_conn("list pending questions", |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT interaction_id, application_id, token, channel_id, guild_id, user_id,
+                        user_name, question, received_at_ms, delivered_parts
+                 FROM pending_questions ORDER BY seq",
+            )?;
+            let rows = select.query_map([], |row| {
+                Ok(PendingQuestion {
+                    interaction_id: unkey(row.get(0)?),
+                    application_id: unkey(row.get(1)?),
+                    token: Secret::new(row.get::<_, String>(2)?),
+                    channel_id: unkey(row.get(3)?),
+                    guild_id: row.get::<_, Option<i64>>(4)?.map(unkey),
+                    user_id: unkey(row.get(5)?),
+                    user_name: row.get(6)?,
+                    question: row.get(7)?,
+                    received_at: from_unix_millis(row.get(8)?),
+                    delivered_parts: row.get(9)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
 }
 
 /// Stores a channel id in SQLite's signed 64-bit integer. Snowflakes are below 2^63 and so are
@@ -300,6 +404,11 @@ impl ConversationStore for SqliteStore {
 /// which is still one-to-one, so no two channels ever share rows.
 fn channel_key(channel: ChannelId) -> i64 {
     i64::from_ne_bytes(channel.to_ne_bytes())
+}
+
+/// The snowflake stored by [`channel_key`].
+fn unkey(key: i64) -> u64 {
+    u64::from_ne_bytes(key.to_ne_bytes())
 }
 
 /// Opens the connection, configures it, migrates the schema and proves it can be read and written.
@@ -467,6 +576,24 @@ mod tests {
 
     fn open(dir: &TempDir) -> SqliteStore {
         SqliteStore::open(&dir.db(), 30 * DAY).unwrap()
+    }
+
+    #[tokio::test]
+    async fn suite_appends_are_idempotent_by_exchange_id() {
+        let dir = TempDir::new("suite-idempotent");
+        crate::store::suite::appends_are_idempotent_by_exchange_id(&open(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn suite_clear_forgets_one_channel() {
+        let dir = TempDir::new("suite-clear");
+        crate::store::suite::clear_forgets_one_channel(&open(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn suite_pending_questions_round_trip_in_acceptance_order() {
+        let dir = TempDir::new("suite-pending");
+        crate::store::suite::pending_questions_round_trip_in_acceptance_order(&open(&dir)).await;
     }
 
     #[tokio::test]

@@ -1,0 +1,95 @@
+//! Persistence: each channel's recent exchanges ([`ConversationStore`], from the actor crate) and
+//! the questions accepted but not yet answered ([`PendingStore`]), so that a process that dies
+//! (kill -9, OOM, node loss) leaves its unanswered questions to the next one.
+//!
+//! [`sqlite`] is the embedded default.
+
+pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use zundamon_actors::{ChannelId, ConversationStore, StoreError};
+
+use crate::config::Secret;
+
+pub use sqlite::{SqliteStore, StoreOpenError};
+
+/// A question that was accepted (its acknowledgement sent or being sent) and whose answer has not
+/// been delivered yet.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingQuestion {
+    /// The interaction id (a snowflake: time-ordered).
+    pub interaction_id: u64,
+    pub application_id: u64,
+    /// The interaction token: valid for 15 minutes, never logged.
+    pub token: Secret,
+    pub channel_id: ChannelId,
+    pub guild_id: Option<u64>,
+    pub user_id: u64,
+    pub user_name: String,
+    /// The question as it will be asked (already checked and trimmed).
+    pub question: String,
+    /// When the bot received the interaction.
+    pub received_at: SystemTime,
+    /// How many messages of the answer have been delivered (a resumed delivery skips them).
+    pub delivered_parts: u32,
+}
+
+impl fmt::Debug for PendingQuestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingQuestion")
+            .field("interaction_id", &self.interaction_id)
+            .field("application_id", &self.application_id)
+            .field("token", &self.token)
+            .field("channel_id", &self.channel_id)
+            .field("guild_id", &self.guild_id)
+            .field("user_id", &self.user_id)
+            .field("question_chars", &self.question.chars().count())
+            .field("received_at_ms", &unix_millis(self.received_at))
+            .field("delivered_parts", &self.delivered_parts)
+            .finish()
+    }
+}
+
+impl PendingQuestion {
+    /// How old the interaction is now (zero if the clock went backwards).
+    pub fn age(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.received_at)
+            .unwrap_or_default()
+    }
+}
+
+/// The questions accepted but not yet answered, in acceptance order.
+#[async_trait]
+pub trait PendingStore: Send + Sync + 'static {
+    /// Records an accepted question; recording the same interaction again changes nothing.
+    async fn record(&self, question: &PendingQuestion) -> Result<(), StoreError>;
+    /// Notes that the first `parts` messages of the answer were delivered.
+    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError>;
+    /// Forgets a question: its answer was delivered, or it was withdrawn or expired.
+    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError>;
+    /// Every pending question, in the order they were accepted.
+    async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError>;
+}
+
+/// Both halves of a store.
+pub trait Store: ConversationStore + PendingStore {}
+
+impl<T: ConversationStore + PendingStore> Store for T {}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The instant `millis` after the Unix epoch.
+pub fn from_unix_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
