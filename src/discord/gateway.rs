@@ -11,7 +11,7 @@ use serenity::all::{
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
-use serenity::Client;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -137,9 +137,17 @@ impl Handler {
     }
 }
 
-/// A connected-on-start gateway client and the handle that stops it.
+/// The gateway client, running on a thread of its own, and the handle that stops it.
+///
+/// serenity runs each gateway event on a task of its own. On a multi-thread runtime those tasks
+/// start in any order, so two questions dispatched back to back (a RESUME replay, two members
+/// asking at once) could reach the event actor swapped. On a current-thread runtime tasks start
+/// in the order they were spawned, which is the order the shard read the events, and the handler
+/// hands each event to the event actor before its first `.await`: the event actor sees events in
+/// gateway order, whatever their spacing.
 pub struct Gateway {
-    client: Client,
+    shard_manager: Arc<ShardManager>,
+    ended: oneshot::Receiver<Result<(), serenity::Error>>,
 }
 
 impl Gateway {
@@ -148,31 +156,67 @@ impl Gateway {
         max_question_chars: usize,
         router: ActorRef<RouterMsg>,
     ) -> Result<Self, serenity::Error> {
-        let token = config.bot_token.expose();
-        let http = if config.uses_custom_api_base() {
-            // serenity honours a proxy base URL only with its rate limiter off; our own delivery
-            // client retries 429s for what matters.
-            HttpBuilder::new(token)
-                .proxy(config.api_base.trim_end_matches('/'))
-                .ratelimiter_disabled(true)
-                .build()
-        } else {
-            HttpBuilder::new(token).build()
-        };
+        let token = config.bot_token.expose().to_owned();
+        let api_base = config
+            .uses_custom_api_base()
+            .then(|| config.api_base.trim_end_matches('/').to_owned());
         let handler = Handler {
             router,
             guild_id: config.guild_id,
             max_question_chars,
             registered: AtomicBool::new(false),
         };
-        let client = serenity::client::ClientBuilder::new_with_http(http, INTENTS)
-            .event_handler(handler)
-            .await?;
-        Ok(Self { client })
+        let (built_tx, built) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("gateway")
+            .build()
+            .map_err(serenity::Error::Io)?;
+        std::thread::Builder::new()
+            .name("gateway".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Built here so that the shard manager, queuer and runners all live on
+                    // this runtime.
+                    let http = match api_base {
+                        // serenity honours a proxy base URL only with its rate limiter off; our
+                        // own delivery client retries 429s for what matters.
+                        Some(base) => HttpBuilder::new(&token)
+                            .proxy(base)
+                            .ratelimiter_disabled(true)
+                            .build(),
+                        None => HttpBuilder::new(&token).build(),
+                    };
+                    let built_client =
+                        serenity::client::ClientBuilder::new_with_http(http, INTENTS)
+                            .event_handler(handler)
+                            .await;
+                    let mut client = match built_client {
+                        Ok(client) => client,
+                        Err(err) => {
+                            let _ = built_tx.send(Err(err));
+                            return;
+                        }
+                    };
+                    if built_tx.send(Ok(client.shard_manager.clone())).is_err() {
+                        return;
+                    }
+                    let _ = ended_tx.send(client.start().await);
+                });
+            })
+            .map_err(serenity::Error::Io)?;
+        let shard_manager = built.await.map_err(|_| {
+            serenity::Error::Other("the gateway thread ended before the client was built")
+        })??;
+        Ok(Self {
+            shard_manager,
+            ended,
+        })
     }
 
     pub fn shard_manager(&self) -> Arc<ShardManager> {
-        self.client.shard_manager.clone()
+        self.shard_manager.clone()
     }
 
     /// Keeps `health`'s gateway readiness true exactly while every shard is connected. Polling
@@ -206,7 +250,9 @@ impl Gateway {
     }
 
     /// Runs the gateway until it fails for good (e.g. an invalid token) or is shut down.
-    pub async fn run(mut self) -> Result<(), serenity::Error> {
-        self.client.start().await
+    pub async fn run(self) -> Result<(), serenity::Error> {
+        self.ended
+            .await
+            .unwrap_or(Err(serenity::Error::Other("the gateway thread ended")))
     }
 }

@@ -118,7 +118,13 @@ struct InteractionState {
 }
 
 enum Outgoing {
-    Dispatch { t: &'static str, d: Value },
+    Dispatch {
+        t: &'static str,
+        d: Value,
+    },
+    /// Several dispatches written back to back and flushed once, so they reach the client in one
+    /// read (as a RESUME replay or simultaneous events do).
+    Batch(Vec<(&'static str, Value)>),
     Drop(oneshot::Sender<()>),
 }
 
@@ -126,14 +132,29 @@ struct Connection {
     id: u64,
     tx: mpsc::UnboundedSender<Outgoing>,
     ready: bool,
+    /// `[shard_id, shard_count]` from IDENTIFY.
+    shard: Option<(u64, u64)>,
+    seq: u64,
+}
+
+impl Connection {
+    /// Whether Discord would send this guild's events on this connection:
+    /// `shard_id = (guild_id >> 22) % shard_count`.
+    fn serves(&self, guild_id: u64) -> bool {
+        match self.shard {
+            Some((id, count)) if count > 1 => (guild_id >> 22) % count == id,
+            _ => true,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Gateway {
-    connection: Option<Connection>,
+    /// Every open connection; several sessions of one bot (a rolling deploy, or shards) each get
+    /// the events meant for them.
+    connections: Vec<Connection>,
     next_connection: u64,
-    session_id: Option<String>,
-    seq: u64,
+    sessions: Vec<String>,
     identifies: usize,
     resumes: usize,
     heartbeats: usize,
@@ -149,6 +170,8 @@ struct Shared {
     interactions: Mutex<HashMap<String, InteractionState>>,
     commands: Mutex<Vec<Value>>,
     gateway: Mutex<Gateway>,
+    /// Channel messages created with `enforce_nonce`, by (channel, nonce).
+    nonces: Mutex<HashMap<(u64, String), Value>>,
     /// Until then, new gateway connections are closed at once (an outage).
     refuse_until: Mutex<Option<Instant>>,
 }
@@ -179,7 +202,7 @@ impl Drop for FakeDiscord {
             task.abort();
         }
         // Hang up on the bot too, so a client outliving the fake sees Discord go away.
-        if let Some(connection) = lock(&self.shared.gateway).connection.take() {
+        for connection in lock(&self.shared.gateway).connections.drain(..) {
             let (done, _) = oneshot::channel();
             let _ = connection.tx.send(Outgoing::Drop(done));
         }
@@ -208,6 +231,7 @@ impl FakeDiscord {
             interactions: Mutex::default(),
             commands: Mutex::default(),
             gateway: Mutex::default(),
+            nonces: Mutex::default(),
             refuse_until: Mutex::default(),
         });
         let tasks = vec![
@@ -246,18 +270,102 @@ impl FakeDiscord {
     }
 
     fn live_connection(&self) -> Option<mpsc::UnboundedSender<Outgoing>> {
-        let gateway = lock(&self.shared.gateway);
-        let connection = gateway.connection.as_ref()?;
-        connection.ready.then(|| connection.tx.clone())
+        self.live_connections(GUILD_ID).into_iter().next()
     }
 
-    /// The live session's sender, waiting up to 10 s for one.
-    async fn session(&self, what: &str) -> mpsc::UnboundedSender<Outgoing> {
-        assert!(
-            self.wait_ready(Duration::from_secs(10)).await,
-            "fake Discord: no gateway session to send {what} on (is the bot connected?)"
-        );
-        self.live_connection().expect("gateway session vanished")
+    /// The senders of the ready sessions that get `guild_id`'s events.
+    fn live_connections(&self, guild_id: u64) -> Vec<mpsc::UnboundedSender<Outgoing>> {
+        lock(&self.shared.gateway)
+            .connections
+            .iter()
+            .filter(|c| c.ready && c.serves(guild_id))
+            .map(|c| c.tx.clone())
+            .collect()
+    }
+
+    /// How many sessions are ready.
+    pub fn ready_sessions(&self) -> usize {
+        let gateway = lock(&self.shared.gateway);
+        gateway.connections.iter().filter(|c| c.ready).count()
+    }
+
+    /// Waits until `count` sessions are ready.
+    pub async fn wait_sessions(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.ready_sessions() < count {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// The live sessions for `guild_id`, waiting up to 10 s for one.
+    async fn sessions(&self, what: &str, guild_id: u64) -> Vec<mpsc::UnboundedSender<Outgoing>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let live = self.live_connections(guild_id);
+            if !live.is_empty() {
+                return live;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake Discord: no gateway session to send {what} on (is the bot connected?)"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Dispatches `/zunda` for each question, in this order, to one channel in a single gateway
+    /// write: the events reach the bot in one read, with consecutive sequence numbers.
+    pub async fn send_interactions_at_once(
+        &self,
+        channel_id: u64,
+        user_id: u64,
+        questions: &[&str],
+    ) -> Vec<SentInteraction> {
+        let sessions = self.sessions("INTERACTION_CREATE", GUILD_ID).await;
+        let mut sent = Vec::new();
+        let mut batch = Vec::new();
+        for question in questions {
+            let interaction = self.register_interaction(channel_id);
+            let d = interaction_payload(
+                interaction.id,
+                &interaction.token,
+                channel_id,
+                user_id,
+                "batch",
+                question,
+            );
+            batch.push(("INTERACTION_CREATE", d));
+            sent.push(interaction);
+        }
+        for session in sessions {
+            let _ = session.send(Outgoing::Batch(batch.clone()));
+        }
+        sent
+    }
+
+    /// Dispatches `/zunda` from a guild other than [`GUILD_ID`] (for shard tests); only the
+    /// sessions whose shard owns `guild_id` receive it.
+    pub async fn send_guild_interaction(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        question: &str,
+    ) -> SentInteraction {
+        let sessions = self.sessions("INTERACTION_CREATE", guild_id).await;
+        let sent = self.register_interaction(channel_id);
+        let mut d = interaction_payload(sent.id, &sent.token, channel_id, 42, "guest", question);
+        d["guild_id"] = json!(guild_id.to_string());
+        for session in sessions {
+            let _ = session.send(Outgoing::Dispatch {
+                t: "INTERACTION_CREATE",
+                d: d.clone(),
+            });
+        }
+        sent
     }
 
     /// Dispatches INTERACTION_CREATE for `/zunda question:<question>` from a guild member.
@@ -268,7 +376,7 @@ impl FakeDiscord {
         user_name: &str,
         question: &str,
     ) -> SentInteraction {
-        let session = self.session("INTERACTION_CREATE").await;
+        let sessions = self.sessions("INTERACTION_CREATE", GUILD_ID).await;
         // Known to the REST side before the bot can possibly answer it.
         let sent = self.register_interaction(channel_id);
         let d = interaction_payload(
@@ -280,9 +388,11 @@ impl FakeDiscord {
             question,
         );
         let t = "INTERACTION_CREATE";
-        session
-            .send(Outgoing::Dispatch { t, d })
-            .expect("gateway connection closed");
+        for session in sessions {
+            session
+                .send(Outgoing::Dispatch { t, d: d.clone() })
+                .expect("gateway connection closed");
+        }
         sent
     }
 
@@ -323,14 +433,16 @@ impl FakeDiscord {
         content: &str,
         mentions_bot: bool,
     ) -> u64 {
-        let session = self.session("MESSAGE_CREATE").await;
+        let sessions = self.sessions("MESSAGE_CREATE", GUILD_ID).await;
         let id = self.shared.snowflake();
         let d =
             message_create_payload(id, channel_id, author_id, author_bot, content, mentions_bot);
         let t = "MESSAGE_CREATE";
-        session
-            .send(Outgoing::Dispatch { t, d })
-            .expect("gateway connection closed");
+        for session in sessions {
+            session
+                .send(Outgoing::Dispatch { t, d: d.clone() })
+                .expect("gateway connection closed");
+        }
         id
     }
 
@@ -397,8 +509,9 @@ impl FakeDiscord {
     /// Closes the current gateway connection abruptly (TCP close, no close frame), as a network
     /// failure would; the client must reconnect and resume or identify again.
     pub async fn drop_gateway(&self) {
-        let connection = lock(&self.shared.gateway).connection.take();
-        if let Some(connection) = connection {
+        let connections: Vec<Connection> =
+            lock(&self.shared.gateway).connections.drain(..).collect();
+        for connection in connections {
             let (done, dropped) = oneshot::channel();
             if connection.tx.send(Outgoing::Drop(done)).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(5), dropped).await;
@@ -682,10 +795,29 @@ fn route(
             if let Some(invalid) = invalid_content(content) {
                 return invalid;
             }
+            // Like Discord: a second create with the same nonce in the channel returns the
+            // first message instead of posting another.
+            let nonce = body["nonce"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| body["nonce"].as_u64().map(|n| n.to_string()))
+                .filter(|_| body["enforce_nonce"] == json!(true));
+            if let Some(nonce) = &nonce {
+                if nonce.len() > 25 {
+                    return error(400, 50035, "Invalid Form Body (nonce)");
+                }
+                if let Some(first) = lock(&shared.nonces).get(&(channel, nonce.clone())) {
+                    return ok(first.clone());
+                }
+            }
             let mut message = message_json(shared.snowflake(), channel, bot_user_json(), content);
             if let Some(reference) = body.get("message_reference") {
                 message["type"] = json!(19);
                 message["message_reference"] = reference.clone();
+            }
+            if let Some(nonce) = nonce {
+                message["nonce"] = json!(nonce);
+                lock(&shared.nonces).insert((channel, nonce), message.clone());
             }
             ok(message)
         }
@@ -840,18 +972,44 @@ async fn send_json(ws: &mut WebSocketStream<TcpStream>, value: Value) -> bool {
     ws.send(Message::Text(value.to_string())).await.is_ok()
 }
 
+/// The next sequence number of `connection`'s session.
+fn next_seq(shared: &Shared, connection: u64) -> u64 {
+    let mut gateway = lock(&shared.gateway);
+    match gateway.connections.iter_mut().find(|c| c.id == connection) {
+        Some(c) => {
+            c.seq += 1;
+            c.seq
+        }
+        None => 0,
+    }
+}
+
 async fn send_dispatch(
     ws: &mut WebSocketStream<TcpStream>,
     shared: &Shared,
+    connection: u64,
     t: &str,
     d: Value,
 ) -> bool {
-    let seq = {
-        let mut gateway = lock(&shared.gateway);
-        gateway.seq += 1;
-        gateway.seq
-    };
+    let seq = next_seq(shared, connection);
     send_json(ws, json!({"op": 0, "t": t, "s": seq, "d": d})).await
+}
+
+/// Writes every dispatch of `batch`, then flushes once.
+async fn send_batch(
+    ws: &mut WebSocketStream<TcpStream>,
+    shared: &Shared,
+    connection: u64,
+    batch: Vec<(&'static str, Value)>,
+) -> bool {
+    for (t, d) in batch {
+        let seq = next_seq(shared, connection);
+        let frame = json!({"op": 0, "t": t, "s": seq, "d": d});
+        if ws.feed(Message::Text(frame.to_string())).await.is_err() {
+            return false;
+        }
+    }
+    ws.flush().await.is_ok()
 }
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
@@ -863,10 +1021,12 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         let mut gateway = lock(&shared.gateway);
         gateway.next_connection += 1;
         let id = gateway.next_connection;
-        gateway.connection = Some(Connection {
+        gateway.connections.push(Connection {
             id,
             tx,
             ready: false,
+            shard: None,
+            seq: 0,
         });
         id
     };
@@ -884,7 +1044,8 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                 };
             }
             outgoing = rx.recv() => match outgoing {
-                Some(Outgoing::Dispatch { t, d }) => alive = send_dispatch(&mut ws, &shared, t, d).await,
+                Some(Outgoing::Dispatch { t, d }) => alive = send_dispatch(&mut ws, &shared, id, t, d).await,
+                Some(Outgoing::Batch(batch)) => alive = send_batch(&mut ws, &shared, id, batch).await,
                 Some(Outgoing::Drop(done)) => {
                     drop(ws);
                     let _ = done.send(());
@@ -894,10 +1055,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
             },
         }
     }
-    let mut gateway = lock(&shared.gateway);
-    if gateway.connection.as_ref().is_some_and(|c| c.id == id) {
-        gateway.connection = None;
-    }
+    lock(&shared.gateway).connections.retain(|c| c.id != id);
 }
 
 /// Handles one client payload; returns whether the connection stays open.
@@ -921,27 +1079,34 @@ async fn on_client_frame(
             {
                 let mut gateway = lock(&shared.gateway);
                 gateway.identifies += 1;
+                let shard = d["shard"]
+                    .as_array()
+                    .and_then(|pair| Some((pair.first()?.as_u64()?, pair.get(1)?.as_u64()?)));
                 gateway.last_identify = Some(d);
-                gateway.session_id = Some(session_id.clone());
-                gateway.seq = 0;
+                gateway.sessions.push(session_id.clone());
+                if let Some(current) = gateway.connections.iter_mut().find(|c| c.id == connection) {
+                    current.seq = 0;
+                    current.shard = shard;
+                }
                 mark_ready(&mut gateway, connection);
             }
             let ready = ready_payload(&session_id, &shared.ws_url);
-            send_dispatch(ws, shared, "READY", ready).await
+            send_dispatch(ws, shared, connection, "READY", ready).await
         }
         Some(6) => {
             let resumable = {
                 let mut gateway = lock(&shared.gateway);
                 gateway.resumes += 1;
-                let known = gateway.session_id.is_some()
-                    && gateway.session_id.as_deref() == d["session_id"].as_str();
+                let known = d["session_id"]
+                    .as_str()
+                    .is_some_and(|id| gateway.sessions.iter().any(|s| s == id));
                 if known {
                     mark_ready(&mut gateway, connection);
                 }
                 known
             };
             if resumable {
-                send_dispatch(ws, shared, "RESUMED", json!({})).await
+                send_dispatch(ws, shared, connection, "RESUMED", json!({})).await
             } else {
                 send_json(ws, json!({"op": 9, "s": null, "t": null, "d": false})).await
             }
@@ -951,7 +1116,7 @@ async fn on_client_frame(
 }
 
 fn mark_ready(gateway: &mut Gateway, connection: u64) {
-    if let Some(current) = gateway.connection.as_mut().filter(|c| c.id == connection) {
+    if let Some(current) = gateway.connections.iter_mut().find(|c| c.id == connection) {
         current.ready = true;
     }
 }
