@@ -23,7 +23,7 @@ use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, InFlight};
-use crate::store::SqliteStore;
+use crate::store::{PendingStore, SqliteStore};
 use crate::telemetry;
 
 /// How often stored history past its retention is deleted.
@@ -92,10 +92,27 @@ impl Application {
                 limits: config.limits.clone(),
                 metrics,
                 in_flight: in_flight.clone(),
+                store: store.clone(),
+                answer_budget: Duration::from_secs(config.openai.answer_timeout_secs.max(1)),
             },
         )
         .await
         .context("cannot start the Discord event actor")?;
+        // Questions a previous process accepted and did not answer go first, ahead of anything
+        // the gateway or the endpoint brings from now on.
+        match store.pending().await {
+            Ok(pending) if pending.is_empty() => {}
+            Ok(pending) => {
+                info!(
+                    count = pending.len(),
+                    "resuming questions left by the previous process"
+                );
+                router
+                    .cast(RouterMsg::Resume(pending))
+                    .context("cannot resume pending questions")?;
+            }
+            Err(err) => error!("cannot read the pending questions, they stay stored: {err}"),
+        }
         if !config.discord.public_key.trim().is_empty() {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
@@ -168,24 +185,12 @@ impl Application {
             },
         };
 
-        // Drain: stop advertising readiness, turn new questions away kindly, finish the rest.
+        // Drain: stop advertising readiness and stop the gateway, so new events go to another
+        // process of the bot (or wait for the next one); turn new HTTP questions away kindly;
+        // finish the rest.
         let deadline = Instant::now() + Duration::from_secs(config.shutdown.grace_secs);
         health.start_draining();
         readiness.abort();
-        let _ = router.cast(RouterMsg::Drain);
-        let drain_until = deadline
-            .checked_sub(TEARDOWN_RESERVE)
-            .filter(|until| *until > Instant::now())
-            .unwrap_or_else(Instant::now);
-        let pending = in_flight.wait_idle(drain_until).await;
-        if pending > 0 {
-            error!(
-                pending,
-                "grace period over: exiting with questions still unanswered"
-            );
-        } else {
-            info!("every accepted question was answered");
-        }
         if tokio::time::timeout(TEARDOWN_STEP, shard_manager.shutdown_all())
             .await
             .is_err()
@@ -193,6 +198,25 @@ impl Application {
             warn!("the gateway did not close in time");
         }
         gateway_task.abort();
+        // A call, not a cast: when it returns, every event the router took before the drain
+        // holds its in-flight count, so the wait below cannot miss one.
+        if let Err(err) = router.call(RouterMsg::Drain, Some(TEARDOWN_STEP)).await {
+            warn!("the event actor did not confirm the drain: {err}");
+        }
+        let drain_until = deadline
+            .checked_sub(TEARDOWN_RESERVE)
+            .filter(|until| *until > Instant::now())
+            .unwrap_or_else(Instant::now);
+        let pending = in_flight.wait_idle(drain_until).await;
+        if pending > 0 {
+            in_flight.abandon();
+            warn!(
+                pending,
+                "grace period over: the questions still unanswered stay stored for the next process"
+            );
+        } else {
+            info!("every accepted question was answered");
+        }
         router.stop(None);
         channels.stop().await;
         if let Err(err) = store.close().await {

@@ -172,6 +172,10 @@ pub struct LimitsConfig {
     pub max_question_chars: usize,
     pub rate_burst: u32,
     pub rate_per_minute: u32,
+    /// Questions one channel may have waiting (answering included); beyond, "busy".
+    pub max_queued_per_channel: usize,
+    /// Questions accepted and not yet answered across all channels; beyond, "busy".
+    pub max_pending: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -319,6 +323,13 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "rate_per_minute",
         Kind::Int,
     ),
+    (
+        "ZUNDA_MAX_QUEUED_PER_CHANNEL",
+        "limits",
+        "max_queued_per_channel",
+        Kind::Int,
+    ),
+    ("ZUNDA_MAX_PENDING", "limits", "max_pending", Kind::Int),
     ("ZUNDA_BIND_ADDR", "http", "bind_addr", Kind::Str),
     ("PORT", "http", "port", Kind::Int),
     (
@@ -463,7 +474,7 @@ impl Config {
                 self.persona.time_zone
             ));
         }
-        let positive: [(&str, u64); 12] = [
+        let positive: [(&str, u64); 14] = [
             (
                 "ZUNDA_DISCORD_REQUEST_TIMEOUT_SECS",
                 self.discord.request_timeout_secs,
@@ -494,6 +505,11 @@ impl Config {
                 "ZUNDA_RATE_PER_MINUTE",
                 u64::from(self.limits.rate_per_minute),
             ),
+            (
+                "ZUNDA_MAX_QUEUED_PER_CHANNEL",
+                self.limits.max_queued_per_channel as u64,
+            ),
+            ("ZUNDA_MAX_PENDING", self.limits.max_pending as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

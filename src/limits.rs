@@ -129,6 +129,11 @@ pub const EMPTY_QUESTION_REPLY: &str =
 pub const SHUTTING_DOWN_REPLY: &str =
     "ずんだもんは今、再起動の準備中なのだ。少し待ってからもう一度聞いてほしいのだ！";
 
+/// The reply when the channel's queue or the bot as a whole is full, or a question could not be
+/// answered before its interaction expires: ask again shortly.
+pub const BUSY_REPLY: &str =
+    "いまとても混んでいるのだ。少し待ってから、もう一度質問してほしいのだ。";
+
 /// The reply to a question longer than `limit` characters.
 pub fn too_long_reply(chars: usize, limit: usize) -> String {
     format!(

@@ -30,6 +30,8 @@ pub struct Metrics {
     search_requests: Family<Outcome, Counter>,
     replies: Family<Outcome, Counter>,
     gateway_ready: Gauge<i64, AtomicI64>,
+    withdrawn: Family<Outcome, Counter>,
+    resumed: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,6 +54,8 @@ impl Metrics {
             search_requests: Family::default(),
             replies: Family::default(),
             gateway_ready: Gauge::default(),
+            withdrawn: Family::default(),
+            resumed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +108,31 @@ impl Metrics {
             "1 while the Discord gateway session is ready",
             metrics.gateway_ready.clone(),
         );
+        registry.register(
+            "zundamon_questions_withdrawn",
+            "Questions withdrawn before the model was asked, because nobody would see the answer, by reason",
+            metrics.withdrawn.clone(),
+        );
+        registry.register(
+            "zundamon_pending_resumed",
+            "Pending questions found at startup (left by a process that stopped), by outcome",
+            metrics.resumed.clone(),
+        );
+        for reason in [
+            "unknown_interaction",
+            "already_acknowledged",
+            "ack_failed",
+            "expired",
+        ] {
+            let _ = metrics
+                .withdrawn
+                .get_or_create(&vec![("reason".into(), reason.into())]);
+        }
+        for outcome in ["resumed", "expired"] {
+            let _ = metrics
+                .resumed
+                .get_or_create(&vec![("outcome".into(), outcome.into())]);
+        }
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
@@ -152,6 +181,21 @@ impl Metrics {
     pub fn reply(&self, kind: &str) {
         self.replies
             .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+    }
+
+    /// Counts a question withdrawn before the model was asked; `reason` is e.g.
+    /// `already_acknowledged`, `unknown_interaction`, `expired`.
+    pub fn withdrawn(&self, reason: &str) {
+        self.withdrawn
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    /// Counts a pending question found at startup: `resumed` or `expired` (dropped).
+    pub fn resumed(&self, outcome: &str) {
+        self.resumed
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
             .inc();
     }
 

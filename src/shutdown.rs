@@ -1,7 +1,7 @@
 //! Graceful shutdown: the signal that starts it, and the count of accepted questions whose answer
 //! has not been delivered yet (the drain waits for it to reach zero).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -36,6 +36,8 @@ pub struct InFlight {
 struct Inner {
     count: AtomicUsize,
     idle: Notify,
+    /// Set when the grace period ran out: work still pending is left for the next process.
+    abandoned: AtomicBool,
 }
 
 /// Held while one piece of work is pending; dropping it marks the work done.
@@ -55,6 +57,12 @@ impl InFlight {
         self.inner.count.load(Ordering::Acquire)
     }
 
+    /// The grace period is over: what is still pending stays recorded for the next process
+    /// instead of being finished with an error.
+    pub fn abandon(&self) {
+        self.inner.abandoned.store(true, Ordering::Release);
+    }
+
     /// Waits until nothing is pending or the deadline passes; returns what is still pending.
     pub async fn wait_idle(&self, deadline: Instant) -> usize {
         loop {
@@ -67,6 +75,13 @@ impl InFlight {
                 return self.count();
             }
         }
+    }
+}
+
+impl InFlightGuard {
+    /// Whether the process gave up waiting for this work (see [`InFlight::abandon`]).
+    pub fn abandoned(&self) -> bool {
+        self.inner.abandoned.load(Ordering::Acquire)
     }
 }
 

@@ -442,11 +442,30 @@ async fn channel_reply_is_authorized_and_pings_nobody_else() {
     let fake = FakeDiscord::start().await;
     let delivery = Delivery::new(&fake.base_url(), APP_ID, Duration::from_secs(5));
     delivery
-        .send_channel_message("fake-token", CHANNEL, "ずんだもんだよ。", Some(42))
+        .send_channel_message(
+            "fake-token",
+            CHANNEL,
+            "ずんだもんだよ。",
+            Some(42),
+            Some(42),
+        )
         .await
         .expect("sent");
+    // Sent again with the same nonce (a retry, or a second process): Discord keeps one message.
+    delivery
+        .send_channel_message(
+            "fake-token",
+            CHANNEL,
+            "ずんだもんだよ。",
+            Some(42),
+            Some(42),
+        )
+        .await
+        .expect("sent again");
     let sent = matching(&fake, "POST", &format!("/channels/{CHANNEL}/messages"));
-    assert_eq!(statuses(&sent), [200]);
+    assert_eq!(statuses(&sent), [200, 200]);
+    assert_eq!(sent[0].body["nonce"], "42");
+    assert_eq!(sent[0].body["enforce_nonce"], true);
     assert_eq!(sent[0].header("authorization"), Some("Bot fake-token"));
     assert_eq!(
         sent[0].body["allowed_mentions"],

@@ -57,6 +57,10 @@ const MAX_SERVER_WAIT_SECS: f64 = 3600.0;
 const ALREADY_ACKNOWLEDGED: u64 = 40060;
 /// Discord's JSON error code for "Unknown interaction" (expired or never acknowledged).
 const UNKNOWN_INTERACTION: u64 = 10062;
+/// Discord's code for a webhook (an interaction token) it does not know.
+const UNKNOWN_WEBHOOK: u64 = 10015;
+/// Discord's code for a message it does not know.
+const UNKNOWN_MESSAGE: u64 = 10008;
 /// How much of Discord's error message an error keeps.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -177,6 +181,39 @@ impl DeliveryError {
             } => Some(*status),
             _ => None,
         }
+    }
+
+    /// Why Discord refused to take an acknowledgement, if that is what happened: the interaction
+    /// is unknown (too late, or expired) or was already acknowledged (by another process of the
+    /// same bot). The metric label.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Self::Rejected {
+                code: Some(UNKNOWN_INTERACTION),
+                ..
+            } => Some("unknown_interaction"),
+            Self::Rejected {
+                code: Some(ALREADY_ACKNOWLEDGED),
+                ..
+            } => Some("already_acknowledged"),
+            _ => None,
+        }
+    }
+
+    /// Whether the token can no longer be used (unknown interaction, unknown webhook or
+    /// message, or past its lifetime): retrying the delivery later cannot succeed.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Rejected {
+                code: Some(UNKNOWN_INTERACTION | UNKNOWN_WEBHOOK | UNKNOWN_MESSAGE),
+                ..
+            } | Self::Rejected {
+                status: 401 | 403,
+                ..
+            } | Self::Expired { .. }
+                | Self::Invalid { .. }
+        )
     }
 
     /// Whether Discord no longer knows the interaction (not acknowledged in time, or expired):
@@ -376,15 +413,36 @@ impl Delivery {
         Ok(())
     }
 
+    /// Delivers part `index` of an answer: the first replaces the deferred reply, the others are
+    /// follow-ups.
+    pub async fn deliver_part(
+        &self,
+        token: &str,
+        index: usize,
+        part: &str,
+        deadline: Instant,
+    ) -> Result<(), DeliveryError> {
+        if index == 0 {
+            self.edit_original(token, part, deadline).await
+        } else {
+            self.follow_up(token, part, deadline).await
+        }
+    }
+
     /// Posts `content` in a channel as the bot, optionally as a reply to a message (pinging its
     /// author, and still posting if that message is gone). Retried like the other deliveries,
     /// within the request timeout times the attempt limit.
+    ///
+    /// The message carries `nonce` with `enforce_nonce`, so Discord posts it once however often
+    /// it is sent in the next minutes: by a retry whose first answer was lost, or by a second
+    /// process of the same bot that got the same event.
     pub async fn send_channel_message(
         &self,
         bot_token: &str,
         channel_id: u64,
         content: &str,
         reply_to: Option<u64>,
+        nonce: Option<u64>,
     ) -> Result<(), DeliveryError> {
         let route = Route::ChannelMessage { channel_id };
         check_content(route, content)?;
@@ -399,6 +457,11 @@ impl Delivery {
             "content": content,
             "allowed_mentions": {"parse": [], "replied_user": true},
         });
+        if let Some(nonce) = nonce {
+            // A snowflake has at most 20 digits: within Discord's 25-character limit.
+            body["nonce"] = json!(nonce.to_string());
+            body["enforce_nonce"] = json!(true);
+        }
         if let Some(message_id) = reply_to {
             body["message_reference"] = json!({
                 "message_id": message_id.to_string(),

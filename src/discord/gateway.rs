@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use ractor::ActorRef;
 use serenity::all::{
@@ -17,7 +18,7 @@ use tracing::{error, info, warn};
 
 use super::router::{CommandEvent, RouterMsg};
 use super::{COMMAND_DESCRIPTION, COMMAND_NAME, OPTION_DESCRIPTION, OPTION_NAME};
-use crate::config::DiscordConfig;
+use crate::config::{DiscordConfig, Secret};
 use crate::health::Health;
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
@@ -81,12 +82,14 @@ impl EventHandler for Handler {
         let event = CommandEvent {
             interaction_id: command.id.get(),
             application_id: command.application_id.get(),
-            token: command.token,
+            token: Secret::new(command.token),
+            guild_id: command.guild_id.map(|guild| guild.get()),
             channel_id: command.channel_id.get(),
             user_id: command.user.id.get(),
             user_name,
             question,
             received,
+            received_at: SystemTime::now(),
         };
         if self.router.cast(RouterMsg::Command(event)).is_err() {
             error!("the event actor is gone: an interaction was dropped");

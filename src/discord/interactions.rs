@@ -164,12 +164,14 @@ fn command_event(interaction: &Value, received: Instant) -> Option<CommandEvent>
     Some(CommandEvent {
         interaction_id: snowflake(&interaction["id"])?,
         application_id: snowflake(&interaction["application_id"])?,
-        token: interaction["token"].as_str()?.to_owned(),
+        token: crate::config::Secret::new(interaction["token"].as_str()?),
         channel_id,
+        guild_id: snowflake(&interaction["guild_id"]),
         user_id: snowflake(&user["id"])?,
         user_name: user_name.to_owned(),
         question: question.to_owned(),
         received,
+        received_at: std::time::SystemTime::now(),
     })
 }
 

@@ -2,9 +2,11 @@
 //! event actor ([`router`]), which acknowledges interactions at once and routes questions to the
 //! channel actors; answers go back through [`deliver`], split by [`split`].
 
+pub mod admission;
 pub mod deliver;
 pub mod gateway;
 pub mod interactions;
+pub mod lifecycle;
 pub mod router;
 pub mod split;
 

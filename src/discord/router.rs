@@ -1,45 +1,47 @@
 //! The Discord event actor: every gateway event the bot acts on (and every command that comes in
-//! over the HTTP interactions endpoint) arrives here as a message. It
-//! decides (validation, rate limit, draining) and then acknowledges each `/zunda` at once on a
-//! task of its own, hands the question to the channel actors and delivers the answer. It never
-//! waits for an answer itself, so one slow channel cannot delay another's acknowledgement.
+//! over the HTTP interactions endpoint) arrives here as a message, in gateway order. It decides
+//! (validation, rate limit, queue limits, draining), fixes each question's place in its channel's
+//! queue at once, and leaves the rest of the question's life ([`super::lifecycle`]: record,
+//! acknowledge, answer, deliver) to a task of its own. It never waits for an answer itself, so one
+//! slow channel cannot delay another's acknowledgement.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
-use zundamon_actors::{AskError, Channels, Question};
+use zundamon_actors::{gate, Channels, GateKeeper, Question, Ticket};
 
+use super::admission::Admission;
 use super::deliver::Delivery;
-use super::split::split_message;
-use super::{bound_reply, quote_answer, ERROR_REPLY, MENTION_REPLY, MESSAGE_LIMIT, WAIT_REPLY};
+use super::lifecycle::{Active, Job, Lifecycle, TOKEN_LIFETIME};
+use super::{MENTION_REPLY, WAIT_REPLY};
 use crate::config::{LimitsConfig, Secret};
-use crate::limits::{self, QuestionCheck, RateLimiter};
+use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlight;
+use crate::store::{PendingQuestion, PendingStore};
 
-/// Interaction tokens live 15 minutes; stop retrying a delivery a little before.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
 /// How often idle rate-limit buckets are dropped.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
-/// A `/zunda` use, as the gateway handler received it.
+/// A `/zunda` use, as the gateway handler (or the HTTP endpoint) received it.
 #[derive(Debug)]
 pub struct CommandEvent {
     pub interaction_id: u64,
     pub application_id: u64,
-    /// The interaction token: a secret for 15 minutes, never logged.
-    pub token: String,
+    /// The interaction token: a secret for 15 minutes, never logged (`Debug` shows `[redacted]`).
+    pub token: Secret,
     pub channel_id: u64,
+    pub guild_id: Option<u64>,
     pub user_id: u64,
     pub user_name: String,
     pub question: String,
-    /// When the gateway handler received the event (for the acknowledgement latency).
+    /// When the event arrived (for the acknowledgement latency).
     pub received: Instant,
+    /// The same moment on the wall clock (recorded with a pending question).
+    pub received_at: SystemTime,
 }
 
 pub enum RouterMsg {
@@ -48,11 +50,10 @@ pub enum RouterMsg {
         application_id: u64,
         bot_user_id: u64,
     },
-    /// A `/zunda` use from the gateway: acknowledge at once, then route the question to its
-    /// channel actor.
+    /// A `/zunda` use from the gateway: record, acknowledge, then answer.
     Command(CommandEvent),
-    /// A `/zunda` use from the HTTP interactions endpoint: reply at once with the text of the
-    /// immediate response message, then route the question.
+    /// A `/zunda` use from the HTTP interactions endpoint: reply with the text of the immediate
+    /// response message (the acknowledgement), then answer.
     HttpCommand(CommandEvent, RpcReplyPort<String>),
     /// A guild message from a human, with the ids of the users it mentions.
     Message {
@@ -61,8 +62,13 @@ pub enum RouterMsg {
         author_id: u64,
         mentioned: Vec<u64>,
     },
-    /// Stop taking questions: from now on, answer them with the restarting message.
-    Drain,
+    /// Answer these recorded and already acknowledged questions (left by a process that
+    /// stopped), in this order, delivering each to its original message and forgetting it once
+    /// delivered. Questions already in hand are ignored; expired ones are dropped.
+    Resume(Vec<PendingQuestion>),
+    /// Stop taking questions (from now on they get the restarting reply); replies once every
+    /// message sent before it has been handled.
+    Drain(RpcReplyPort<()>),
     /// Drop idle rate-limit buckets (sent by a timer).
     SweepLimiter,
 }
@@ -77,12 +83,18 @@ pub struct RouterArgs {
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
+    pub store: Arc<dyn PendingStore>,
+    /// The longest an answer may take (the model's whole budget): a question must start this
+    /// long before its token expires.
+    pub answer_budget: Duration,
 }
 
 pub struct RouterState {
     args: RouterArgs,
     bot_user_id: Option<u64>,
     limiter: RateLimiter,
+    admission: Admission,
+    active: Active,
     draining: bool,
 }
 
@@ -94,6 +106,14 @@ impl RouterState {
             *delivery = Arc::new(delivery.for_application(application_id));
         }
         delivery.clone()
+    }
+
+    fn lifecycle(&mut self, application_id: u64) -> Lifecycle {
+        Lifecycle {
+            delivery: self.delivery(application_id),
+            store: self.args.store.clone(),
+            metrics: self.args.metrics.clone(),
+        }
     }
 }
 
@@ -110,8 +130,10 @@ impl Actor for Router {
         myself.send_interval(LIMITER_SWEEP, || RouterMsg::SweepLimiter);
         Ok(RouterState {
             limiter: RateLimiter::new(args.limits.rate_burst, args.limits.rate_per_minute),
+            admission: Admission::new(args.limits.max_queued_per_channel, args.limits.max_pending),
             args,
             bot_user_id: None,
+            active: Active::default(),
             draining: false,
         })
     }
@@ -130,44 +152,19 @@ impl Actor for Router {
                 state.delivery(application_id);
                 state.bot_user_id = Some(bot_user_id);
             }
-            RouterMsg::Command(event) => on_command(state, event),
-            RouterMsg::HttpCommand(event, reply) => on_http_command(state, event, reply),
+            RouterMsg::Command(event) => on_command(state, event, None),
+            RouterMsg::HttpCommand(event, reply) => on_command(state, event, Some(reply)),
             RouterMsg::Message {
                 channel_id,
                 message_id,
                 author_id,
                 mentioned,
-            } => {
-                let Some(bot) = state.bot_user_id else {
-                    return Ok(());
-                };
-                if !mentioned.contains(&bot) || author_id == bot {
-                    return Ok(());
-                }
-                if state.limiter.check(author_id, Instant::now()).is_err() {
-                    return Ok(()); // a flood of mentions gets no flood of replies
-                }
-                let delivery = state.args.delivery.clone();
-                let token = state.args.bot_token.clone();
-                let guard = state.args.in_flight.start();
-                let metrics = state.args.metrics.clone();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    let sent = delivery
-                        .send_channel_message(
-                            token.expose(),
-                            channel_id,
-                            MENTION_REPLY,
-                            Some(message_id),
-                        )
-                        .await;
-                    match sent {
-                        Ok(()) => metrics.reply("mention"),
-                        Err(err) => warn!(channel_id, "cannot reply to a mention: {err}"),
-                    }
-                });
+            } => on_message(state, channel_id, message_id, author_id, &mentioned),
+            RouterMsg::Resume(questions) => on_resume(state, questions),
+            RouterMsg::Drain(done) => {
+                state.draining = true;
+                let _ = done.send(());
             }
-            RouterMsg::Drain => state.draining = true,
             RouterMsg::SweepLimiter => {
                 state.limiter.sweep(Instant::now());
             }
@@ -201,154 +198,260 @@ fn screen(state: &RouterState, event: &CommandEvent) -> Screening {
     }
 }
 
-fn span_of(event: &CommandEvent) -> tracing::Span {
-    info_span!(
-        "interaction",
-        interaction_id = event.interaction_id,
-        channel_id = event.channel_id,
-        user_id = event.user_id
-    )
+fn span_of(interaction_id: u64, channel_id: u64, user_id: u64) -> tracing::Span {
+    info_span!("interaction", interaction_id, channel_id, user_id)
 }
 
-/// A `/zunda` use from the gateway: the acknowledgement is a REST call of its own.
-fn on_command(state: &mut RouterState, mut event: CommandEvent) {
+/// A `/zunda` use. From the gateway (`http_reply` is `None`) the acknowledgement is a REST call;
+/// from the HTTP endpoint it is the text sent back on `http_reply`.
+fn on_command(
+    state: &mut RouterState,
+    event: CommandEvent,
+    http_reply: Option<RpcReplyPort<String>>,
+) {
     let metrics = state.args.metrics.clone();
     metrics.interaction_received();
-    let delivery = state.delivery(event.application_id);
-    let span = span_of(&event);
-    let guard = state.args.in_flight.start();
-    match screen(state, &event) {
+    let span = span_of(event.interaction_id, event.channel_id, event.user_id);
+    let lifecycle = state.lifecycle(event.application_id);
+    let Some(active) = state.active.claim(event.interaction_id) else {
+        // A replay of an interaction already in hand (e.g. events re-sent after a RESUME).
+        span.in_scope(|| info!("ignoring an interaction already being answered"));
+        if let Some(reply) = http_reply {
+            let _ = reply.send(WAIT_REPLY.to_owned());
+        }
+        return;
+    };
+    let question = match screen(state, &event) {
+        Screening::Ask(question) => question,
         Screening::Immediate { kind, text } => {
-            tokio::spawn(
-                async move {
-                    let _guard = guard;
-                    match delivery
-                        .reply_now(event.interaction_id, &event.token, &text)
+            reply_now(state, event, http_reply, kind, text, span);
+            return;
+        }
+    };
+    let deliver_by = event.received + TOKEN_LIFETIME;
+    let start_by = deliver_by
+        .checked_sub(state.args.answer_budget)
+        .unwrap_or(event.received);
+    let permit = match state.admission.admit(
+        event.channel_id,
+        start_by.saturating_duration_since(Instant::now()),
+    ) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            span.in_scope(|| warn!(why = refusal.label(), "queue full: answering busy"));
+            reply_now(
+                state,
+                event,
+                http_reply,
+                refusal.label(),
+                BUSY_REPLY.to_owned(),
+                span,
+            );
+            return;
+        }
+    };
+
+    // The question's place in its channel is fixed here, before anything can reorder it.
+    let (keeper, gate) = gate();
+    let ticket = Ticket::new(Some(event.interaction_id), Some(start_by)).gated(gate);
+    let answer = Box::pin(state.args.channels.submit_with(
+        Question {
+            channel_id: event.channel_id,
+            user_id: event.user_id,
+            user_name: event.user_name.clone(),
+            text: question.clone(),
+        },
+        ticket,
+    ));
+    let job = Job {
+        question: PendingQuestion {
+            interaction_id: event.interaction_id,
+            application_id: event.application_id,
+            token: event.token,
+            channel_id: event.channel_id,
+            guild_id: event.guild_id,
+            user_id: event.user_id,
+            user_name: event.user_name,
+            question,
+            received_at: event.received_at,
+            delivered_parts: 0,
+        },
+        received: event.received,
+        deliver_by,
+        answer,
+        permit: Some(permit),
+        _active: active,
+        in_flight: state.args.in_flight.start(),
+    };
+    tokio::spawn(
+        async move {
+            lifecycle.record(&job.question).await;
+            // A refused acknowledgement withdraws the question through its gate; `finish` then
+            // sees it skipped by the channel and forgets it.
+            match http_reply {
+                None => {
+                    lifecycle
+                        .acknowledge(&job.question, job.received, keeper)
                         .await
-                    {
-                        Ok(()) => {
-                            metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
-                            metrics.reply(kind);
-                            info!(kind, "replied without asking the model");
-                        }
-                        Err(err) => error!("cannot reply to the interaction: {err}"),
-                    }
                 }
-                .instrument(span),
-            );
+                Some(reply) => acknowledge_http(&lifecycle, job.received, keeper, reply),
+            };
+            lifecycle.finish(job).await;
         }
-        Screening::Ask(question) => {
-            event.question = question;
-            let pending = queue(&state.args.channels, &event);
-            tokio::spawn(
-                async move {
-                    let _guard = guard;
-                    // The question is queued already; if Discord refused the acknowledgement
-                    // there is no one to answer, but the channel still gets its exchange.
-                    if acknowledge(&delivery, &metrics, &event).await {
-                        answer(delivery, pending, metrics, event).await;
-                    }
-                }
-                .instrument(span),
-            );
-        }
-    }
+        .instrument(span),
+    );
 }
 
-/// A `/zunda` use from the HTTP interactions endpoint: the acknowledgement is the HTTP response,
-/// whose message text is sent back on `reply`; the answer then replaces that message.
-fn on_http_command(state: &mut RouterState, mut event: CommandEvent, reply: RpcReplyPort<String>) {
-    let metrics = state.args.metrics.clone();
-    metrics.interaction_received();
-    let delivery = state.delivery(event.application_id);
-    let span = span_of(&event);
-    match screen(state, &event) {
-        Screening::Immediate { kind, text } => {
-            metrics.reply(kind);
-            let _ = reply.send(text);
-        }
-        Screening::Ask(question) => {
-            event.question = question;
-            if reply.send(WAIT_REPLY.to_owned()).is_err() {
-                return; // the HTTP request is gone: Discord never saw an acknowledgement
-            }
-            metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
-            let pending = queue(&state.args.channels, &event);
-            let guard = state.args.in_flight.start();
-            tokio::spawn(
-                async move {
-                    let _guard = guard;
-                    answer(delivery, pending, metrics, event).await;
-                }
-                .instrument(span),
-            );
-        }
-    }
-}
-
-/// Defers the interaction; false (and logged) when Discord did not take it.
-async fn acknowledge(delivery: &Delivery, metrics: &Metrics, event: &CommandEvent) -> bool {
-    // Acknowledge before anything else: Discord forgets an interaction not acknowledged in 3 s.
-    if let Err(err) = delivery.defer(event.interaction_id, &event.token).await {
-        error!("cannot acknowledge the interaction, dropping it: {err}");
-        metrics.reply("unacknowledged");
+/// The HTTP response is the acknowledgement: the endpoint sends it if it is still waiting.
+fn acknowledge_http(
+    lifecycle: &Lifecycle,
+    received: Instant,
+    keeper: GateKeeper,
+    reply: RpcReplyPort<String>,
+) -> bool {
+    if reply.send(WAIT_REPLY.to_owned()).is_err() {
+        // The endpoint gave up waiting (its 3 s budget): Discord never saw an acknowledgement.
+        warn!("the HTTP request was gone before the acknowledgement: withdrawing the question");
+        lifecycle.metrics.withdrawn("ack_failed");
+        keeper.withdraw("the HTTP request was gone");
         return false;
     }
-    let ack = event.received.elapsed();
-    metrics.observe_ack_latency(ack.as_secs_f64());
-    info!(ack_ms = ack.as_millis() as u64, "deferred");
+    lifecycle
+        .metrics
+        .observe_ack_latency(received.elapsed().as_secs_f64());
+    keeper.open();
     true
 }
 
-/// A question on its way through its channel's queue.
-type PendingAnswer = Pin<Box<dyn Future<Output = Result<String, AskError>> + Send>>;
-
-/// Puts the question in its channel's queue at once, in the router, so questions keep the order
-/// in which they reached the bot (acknowledgements finish in any order).
-fn queue(channels: &Channels, event: &CommandEvent) -> PendingAnswer {
-    Box::pin(channels.submit(Question {
-        channel_id: event.channel_id,
-        user_id: event.user_id,
-        user_name: event.user_name.clone(),
-        text: event.question.clone(),
-    }))
+/// Answers at once without the model (bad question, rate limit, busy, draining).
+fn reply_now(
+    state: &mut RouterState,
+    event: CommandEvent,
+    http_reply: Option<RpcReplyPort<String>>,
+    kind: &'static str,
+    text: String,
+    span: tracing::Span,
+) {
+    let metrics = state.args.metrics.clone();
+    if let Some(reply) = http_reply {
+        metrics.reply(kind);
+        let _ = reply.send(text);
+        return;
+    }
+    let delivery = state.delivery(event.application_id);
+    let guard = state.args.in_flight.start();
+    tokio::spawn(
+        async move {
+            let _guard = guard;
+            match delivery
+                .reply_now(event.interaction_id, event.token.expose(), &text)
+                .await
+            {
+                Ok(()) => {
+                    metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
+                    metrics.reply(kind);
+                    info!(kind, "replied without asking the model");
+                }
+                Err(err) => error!("cannot reply to the interaction: {err}"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
-async fn answer(
-    delivery: Arc<Delivery>,
-    pending: PendingAnswer,
-    metrics: Arc<Metrics>,
-    event: CommandEvent,
-) {
-    let result = pending.await;
-    metrics.observe_answer(event.received.elapsed().as_secs_f64());
-    let (kind, content) = match result {
-        Ok(answer) => (
-            "answer",
-            bound_reply(&quote_answer(&event.question, &answer)),
-        ),
-        Err(err) => {
-            match &err {
-                AskError::Failed(_) => warn!("no answer: {err}"),
-                _ => error!("no answer: {err}"),
-            }
-            ("error", ERROR_REPLY.to_owned())
-        }
-    };
-    let parts = split_message(&content, MESSAGE_LIMIT);
-    let deadline = event.received + TOKEN_LIFETIME;
-    match delivery.deliver(&event.token, &parts, deadline).await {
-        Ok(()) => {
-            metrics.reply(kind);
-            info!(
-                parts = parts.len(),
-                total_ms = event.received.elapsed().as_millis() as u64,
-                "answer delivered"
-            );
-        }
-        Err(err) => {
-            metrics.reply("undelivered");
-            error!("cannot deliver the answer: {err}");
-        }
+/// Questions left by a process that stopped: each goes to the back of its channel's queue (in
+/// the order given, which is the order they were accepted), with an open gate: they were
+/// acknowledged already.
+fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
+    let metrics = state.args.metrics.clone();
+    for question in questions {
+        let span = span_of(
+            question.interaction_id,
+            question.channel_id,
+            question.user_id,
+        );
+        let lifecycle = state.lifecycle(question.application_id);
+        let Some(active) = state.active.claim(question.interaction_id) else {
+            continue;
+        };
+        let age = question.age();
+        let Some(left) = TOKEN_LIFETIME.checked_sub(age) else {
+            span.in_scope(|| {
+                warn!(
+                    age_secs = age.as_secs(),
+                    "a pending question's token has expired: dropping it unanswered"
+                )
+            });
+            metrics.resumed("expired");
+            let id = question.interaction_id;
+            tokio::spawn(async move { lifecycle.forget(id).await }.instrument(span));
+            continue;
+        };
+        metrics.resumed("resumed");
+        let now = Instant::now();
+        let deliver_by = now + left;
+        let start_by = deliver_by
+            .checked_sub(state.args.answer_budget)
+            .unwrap_or(now);
+        let answer = Box::pin(state.args.channels.submit_with(
+            Question {
+                channel_id: question.channel_id,
+                user_id: question.user_id,
+                user_name: question.user_name.clone(),
+                text: question.question.clone(),
+            },
+            Ticket::new(Some(question.interaction_id), Some(start_by)),
+        ));
+        span.in_scope(|| info!(age_secs = age.as_secs(), "resuming a pending question"));
+        let job = Job {
+            question,
+            received: now,
+            deliver_by,
+            answer,
+            permit: None,
+            _active: active,
+            in_flight: state.args.in_flight.start(),
+        };
+        tokio::spawn(async move { lifecycle.finish(job).await }.instrument(span));
     }
+}
+
+fn on_message(
+    state: &mut RouterState,
+    channel_id: u64,
+    message_id: u64,
+    author_id: u64,
+    mentioned: &[u64],
+) {
+    let Some(bot) = state.bot_user_id else {
+        return;
+    };
+    if !mentioned.contains(&bot) || author_id == bot {
+        return;
+    }
+    if state.limiter.check(author_id, Instant::now()).is_err() {
+        return; // a flood of mentions gets no flood of replies
+    }
+    let delivery = state.args.delivery.clone();
+    let token = state.args.bot_token.clone();
+    let guard = state.args.in_flight.start();
+    let metrics = state.args.metrics.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        // The nonce makes Discord post the reply once, even if another process of the bot got
+        // the same message, or a retry follows a reply whose answer was lost.
+        let sent = delivery
+            .send_channel_message(
+                token.expose(),
+                channel_id,
+                MENTION_REPLY,
+                Some(message_id),
+                Some(message_id),
+            )
+            .await;
+        match sent {
+            Ok(()) => metrics.reply("mention"),
+            Err(err) => warn!(channel_id, "cannot reply to a mention: {err}"),
+        }
+    });
 }
