@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::bot::{bot_env, temp_dir, Bot};
-use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction};
+use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction, APP_ID, GUILD_ID};
 use support::fake_openai::FakeOpenAi;
 use support::fake_search::FakeSearch;
 
@@ -143,4 +143,321 @@ async fn questions_dispatched_in_one_gateway_write_are_asked_in_dispatch_order()
             "round {round}: asked out of dispatch order"
         );
     }
+}
+
+/// The callbacks Discord took (204) for an interaction.
+fn taken_callbacks(discord: &FakeDiscord, sent: &SentInteraction) -> Vec<RecordedRequest> {
+    discord
+        .requests()
+        .into_iter()
+        .filter(|r| r.is("POST", &format!("/interactions/{}/", sent.id)) && r.status < 300)
+        .collect()
+}
+
+#[tokio::test]
+async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_once_in_order() {
+    let mut world = World::start("kill9", &[]).await;
+    world.openai.set_delay(Duration::from_secs(30));
+    let a1 = world
+        .discord
+        .send_interaction(100, USER, "user", "A1")
+        .await;
+    let a2 = world
+        .discord
+        .send_interaction(100, USER, "user", "A2")
+        .await;
+    let b1 = world
+        .discord
+        .send_interaction(200, USER, "user", "B1")
+        .await;
+    for sent in [&a1, &a2, &b1] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while taken_callbacks(&world.discord, sent).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "not acknowledged; log:\n{}",
+                world.bot.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A1 and B1 are with the (slow) model; A2 waits behind A1.
+    world
+        .openai
+        .wait_for_requests(2, Duration::from_secs(5))
+        .await;
+    world.bot.signal("KILL");
+    world
+        .bot
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("killed");
+    for sent in [&a1, &a2, &b1] {
+        assert!(
+            world.deliveries(sent).is_empty(),
+            "answered before the kill"
+        );
+    }
+
+    world.openai.set_delay(Duration::ZERO);
+    let env = world.env("zundamon.db", &[]);
+    world.bot = Bot::start(env).await;
+    for sent in [&a1, &a2, &b1] {
+        let delivered = world.wait_delivered(sent, Duration::from_secs(30)).await;
+        assert!(
+            !delivered.is_empty(),
+            "not resumed; log:\n{}",
+            world.bot.logs()
+        );
+    }
+    // Let any duplicate show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (sent, question) in [(&a1, "A1"), (&a2, "A2"), (&b1, "B1")] {
+        let delivered = world.deliveries(sent);
+        assert_eq!(
+            delivered.len(),
+            1,
+            "{question} delivered {} times",
+            delivered.len()
+        );
+        assert!(content(&delivered[0]).starts_with(&format!("> {question}\n")));
+    }
+    // Asked again after the restart in each channel's order, A2 seeing A1 in its window.
+    let asked: Vec<String> = world.asked().into_iter().skip(2).collect();
+    let a_order: Vec<&String> = asked.iter().filter(|q| q.starts_with('A')).collect();
+    assert_eq!(a_order, ["A1", "A2"]);
+    assert_eq!(
+        asked.len(),
+        3,
+        "each pending question asked once: {asked:?}"
+    );
+    // The windows are intact: a new question in channel A sees both.
+    let a3 = world
+        .discord
+        .send_interaction(100, USER, "user", "A3")
+        .await;
+    world.wait_delivered(&a3, Duration::from_secs(30)).await;
+    let last = world.openai.requests().pop().unwrap();
+    let history: Vec<String> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| support::fake_openai::content_text(&m["content"]))
+        .collect();
+    assert!(history.len() >= 3 && history[history.len() - 3].ends_with("A1"));
+    assert!(history[history.len() - 2].ends_with("A2"));
+    assert_eq!(
+        world
+            .bot
+            .metric("zundamon_pending_resumed_total{outcome=\"resumed\"}")
+            .await,
+        Some(3.0)
+    );
+    world.bot.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn a_pending_question_older_than_its_token_is_dropped_and_counted() {
+    let world = World::start("expired", &[]).await;
+    let discord = &world.discord;
+    let stale = discord.register_acknowledged_interaction(300);
+    let fresh = discord.register_acknowledged_interaction(300);
+    // Left by a process that died 20 minutes ago, and by one that died just now.
+    let db = world.dir.join("left.db");
+    {
+        let store = zundamon::store::SqliteStore::open(&db, Duration::from_secs(86_400)).unwrap();
+        for (sent, age, text) in [(&stale, 20 * 60, "古い質問"), (&fresh, 5, "新しい質問")]
+        {
+            let question = zundamon::store::PendingQuestion {
+                interaction_id: sent.id,
+                application_id: APP_ID,
+                token: zundamon::config::Secret::new(sent.token.clone()),
+                channel_id: 300,
+                guild_id: Some(GUILD_ID),
+                user_id: USER,
+                user_name: "user".into(),
+                question: text.into(),
+                received_at: std::time::SystemTime::now() - Duration::from_secs(age),
+                delivered_parts: 0,
+            };
+            zundamon::store::PendingStore::record(&store, &question)
+                .await
+                .unwrap();
+        }
+    }
+    let bot = Bot::start(world.env("left.db", &[])).await;
+    let delivered = world.wait_delivered(&fresh, Duration::from_secs(30)).await;
+    assert_eq!(delivered.len(), 1, "log:\n{}", bot.logs());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        world.deliveries(&stale).is_empty(),
+        "an expired question was answered"
+    );
+    assert_eq!(world.asked(), ["新しい質問"]);
+    assert_eq!(
+        bot.metric("zundamon_pending_resumed_total{outcome=\"expired\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(bot.logs().contains("token has expired"));
+    // Both rows are gone: a further restart resumes nothing.
+    drop(bot);
+    let store = zundamon::store::SqliteStore::open(&db, Duration::from_secs(86_400)).unwrap();
+    assert!(zundamon::store::PendingStore::pending(&store)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_acknowledgement_means_no_model_call() {
+    let world = World::start("refused", &[]).await;
+    let taken = world
+        .discord
+        .send_interaction_taken_elsewhere(400, "他のプロセスが取った質問")
+        .await;
+    let mine = world
+        .discord
+        .send_interaction(400, USER, "user", "自分の質問")
+        .await;
+    world.wait_delivered(&mine, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        world.asked(),
+        ["自分の質問"],
+        "the refused question reached the model"
+    );
+    assert!(world.deliveries(&taken).is_empty());
+    assert_eq!(
+        world
+            .bot
+            .metric("zundamon_questions_withdrawn_total{reason=\"already_acknowledged\"}")
+            .await,
+        Some(1.0)
+    );
+    // The window holds only the answered question.
+    let next = world
+        .discord
+        .send_interaction(400, USER, "user", "次")
+        .await;
+    world.wait_delivered(&next, Duration::from_secs(30)).await;
+    let last = world.openai.requests().pop().unwrap();
+    let text = last.to_string();
+    assert!(text.contains("自分の質問") && !text.contains("他のプロセスが取った質問"));
+}
+
+#[tokio::test]
+async fn two_processes_on_one_gateway_answer_each_question_and_mention_once() {
+    let world = World::start("two-processes", &[]).await;
+    let second = Bot::start(world.env("second.db", &[])).await;
+    assert!(
+        world
+            .discord
+            .wait_sessions(2, Duration::from_secs(20))
+            .await,
+        "second session; log:\n{}",
+        second.logs()
+    );
+    let mut sent = Vec::new();
+    for n in 0..10u64 {
+        sent.push(
+            world
+                .discord
+                .send_interaction(500 + n % 3, USER + n, "user", &format!("二重{n}"))
+                .await,
+        );
+    }
+    let mut mentions = Vec::new();
+    for n in 0..3u64 {
+        mentions.push(
+            world
+                .discord
+                .send_message(600, USER + n, false, "<@zundamon> やあ", true)
+                .await,
+        );
+    }
+    for interaction in &sent {
+        let delivered = world
+            .wait_delivered(interaction, Duration::from_secs(30))
+            .await;
+        assert!(!delivered.is_empty());
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for interaction in &sent {
+        assert_eq!(taken_callbacks(&world.discord, interaction).len(), 1);
+        assert_eq!(world.deliveries(interaction).len(), 1);
+    }
+    let asked = world.asked();
+    assert_eq!(
+        asked.len(),
+        10,
+        "each question asked once across both: {asked:?}"
+    );
+    let replies: Vec<Value> = world
+        .discord
+        .created_messages()
+        .into_iter()
+        .filter(|m| m["channel_id"] == "600")
+        .collect();
+    assert_eq!(replies.len(), 3, "one reply per mention: {replies:#?}");
+    for message_id in mentions {
+        assert_eq!(
+            replies
+                .iter()
+                .filter(|m| {
+                    m["message_reference"]["message_id"].as_str()
+                        == Some(message_id.to_string().as_str())
+                })
+                .count(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_flood_in_one_channel_is_answered_in_order_up_to_the_limit_and_the_rest_told_busy() {
+    let world = World::start("flood", &[("ZUNDA_MAX_QUEUED_PER_CHANNEL", "8")]).await;
+    world.openai.set_delay(Duration::from_millis(300));
+    let questions: Vec<String> = (1..=30).map(|n| format!("洪水{n:02}")).collect();
+    let refs: Vec<&str> = questions.iter().map(String::as_str).collect();
+    let sent = world
+        .discord
+        .send_interactions_at_once(900, USER, &refs)
+        .await;
+    // Every one gets its callback at once: deferred, or the busy reply.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut kinds = Vec::new();
+    for interaction in &sent {
+        loop {
+            if let Some(callback) = taken_callbacks(&world.discord, interaction).first() {
+                kinds.push(callback.body["type"].as_u64().unwrap());
+                if callback.body["type"] == 4 {
+                    assert!(
+                        content(callback).contains("混んでいる"),
+                        "{}",
+                        content(callback)
+                    );
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a question got no reply: silence"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(kinds[..8], [5; 8], "the first eight are accepted");
+    assert!(
+        kinds[8..].iter().all(|&k| k == 4),
+        "the rest are told busy: {kinds:?}"
+    );
+    for interaction in &sent[..8] {
+        assert!(!world
+            .wait_delivered(interaction, Duration::from_secs(30))
+            .await
+            .is_empty());
+    }
+    assert_eq!(world.asked(), questions[..8]);
 }

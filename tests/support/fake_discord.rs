@@ -172,6 +172,8 @@ struct Shared {
     gateway: Mutex<Gateway>,
     /// Channel messages created with `enforce_nonce`, by (channel, nonce).
     nonces: Mutex<HashMap<(u64, String), Value>>,
+    /// Every channel message actually created (a nonce repeat creates none).
+    created: Mutex<Vec<Value>>,
     /// Until then, new gateway connections are closed at once (an outage).
     refuse_until: Mutex<Option<Instant>>,
 }
@@ -232,6 +234,7 @@ impl FakeDiscord {
             commands: Mutex::default(),
             gateway: Mutex::default(),
             nonces: Mutex::default(),
+            created: Mutex::default(),
             refuse_until: Mutex::default(),
         });
         let tasks = vec![
@@ -444,6 +447,30 @@ impl FakeDiscord {
                 .expect("gateway connection closed");
         }
         id
+    }
+
+    /// Dispatches `/zunda` that another process of the bot has acknowledged already: the bot's
+    /// own callback gets 400 / 40060.
+    pub async fn send_interaction_taken_elsewhere(
+        &self,
+        channel_id: u64,
+        question: &str,
+    ) -> SentInteraction {
+        let sessions = self.sessions("INTERACTION_CREATE", GUILD_ID).await;
+        let sent = self.register_acknowledged_interaction(channel_id);
+        let d = interaction_payload(sent.id, &sent.token, channel_id, 42, "user", question);
+        for session in sessions {
+            let _ = session.send(Outgoing::Dispatch {
+                t: "INTERACTION_CREATE",
+                d: d.clone(),
+            });
+        }
+        sent
+    }
+
+    /// The channel messages created so far (a repeat with the same nonce creates none).
+    pub fn created_messages(&self) -> Vec<Value> {
+        lock(&self.shared.created).clone()
     }
 
     /// Every REST request so far, in arrival order.
@@ -819,6 +846,7 @@ fn route(
                 message["nonce"] = json!(nonce);
                 lock(&shared.nonces).insert((channel, nonce), message.clone());
             }
+            lock(&shared.created).push(message.clone());
             ok(message)
         }
         _ => error(404, 0, "404: Not Found"),
