@@ -461,3 +461,33 @@ async fn a_flood_in_one_channel_is_answered_in_order_up_to_the_limit_and_the_res
     }
     assert_eq!(world.asked(), questions[..8]);
 }
+
+#[tokio::test]
+async fn sigterm_past_the_grace_period_leaves_the_question_to_the_next_process() {
+    let mut world = World::start("sigterm-leave", &[("ZUNDA_SHUTDOWN_GRACE_SECS", "4")]).await;
+    world.openai.set_delay(Duration::from_secs(60));
+    let slow = world
+        .discord
+        .send_interaction(700, USER, "user", "とても遅い質問")
+        .await;
+    world.openai.wait_for_requests(1, Duration::from_secs(5)).await;
+    world.bot.signal("TERM");
+    let status = world
+        .bot
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits within the grace period");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        world.deliveries(&slow).is_empty(),
+        "the leaving process must not answer with an error"
+    );
+    assert!(world.bot.logs().contains("stay stored for the next process"));
+
+    world.openai.set_delay(Duration::ZERO);
+    world.bot = Bot::start(world.env("zundamon.db", &[])).await;
+    let delivered = world.wait_delivered(&slow, Duration::from_secs(30)).await;
+    assert_eq!(delivered.len(), 1);
+    assert!(content(&delivered[0]).starts_with("> とても遅い質問\n"));
+    assert!(!content(&delivered[0]).contains("問題が生じた"));
+}
