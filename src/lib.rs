@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod voice;
 
 pub use app::Application;
 pub use config::Config;

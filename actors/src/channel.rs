@@ -33,6 +33,8 @@ pub struct ChannelActor;
 #[derive(Debug)]
 pub struct ChannelShared {
     completed: AtomicU64,
+    /// Exchanges in the window (once loaded), readable without messaging the actor.
+    remembered: std::sync::atomic::AtomicUsize,
     idle_since: Mutex<Instant>,
     unsaved: AtomicBool,
 }
@@ -41,6 +43,7 @@ impl ChannelShared {
     pub(crate) fn new() -> Self {
         Self {
             completed: AtomicU64::new(0),
+            remembered: std::sync::atomic::AtomicUsize::new(usize::MAX),
             idle_since: Mutex::new(Instant::now()),
             unsaved: AtomicBool::new(false),
         }
@@ -54,6 +57,12 @@ impl ChannelShared {
     /// When the actor last finished a question (or was spawned).
     pub(crate) fn idle_since(&self) -> Instant {
         *self.idle_since.lock().expect("idle_since poisoned")
+    }
+
+    /// Exchanges the window holds, `None` before it was loaded from the store.
+    pub(crate) fn remembered(&self) -> Option<usize> {
+        let count = self.remembered.load(Ordering::Acquire);
+        (count != usize::MAX).then_some(count)
     }
 
     /// Whether exchanges are waiting for a store write (such an actor is not evicted).
@@ -87,6 +96,9 @@ pub enum ChannelMsg {
     Ask(Question, Ticket, RpcReplyPort<Result<String, AskError>>),
     /// Reply with a copy of the window, oldest first.
     Snapshot(RpcReplyPort<Vec<Exchange>>),
+    /// Forget the window, in memory and in the store, after the questions queued before; reply
+    /// with how many exchanges were forgotten. Counts as a routed message (see the supervisor).
+    Reset(RpcReplyPort<Result<usize, StoreError>>),
     /// Retry saving the exchanges the store refused earlier.
     RetrySave,
 }
@@ -127,12 +139,35 @@ impl Actor for ChannelActor {
                     Err(AskError::Withdrawn(_)) => stats.withdrawn.fetch_add(1, Ordering::Relaxed),
                     Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
                 };
+                state.publish_remembered();
                 // The asker may have gone away (e.g. shutdown); nothing to do then.
                 let _ = reply.send(result);
                 let shared = &state.args.shared;
                 *shared.idle_since.lock().expect("idle_since poisoned") = Instant::now();
                 shared.completed.fetch_add(1, Ordering::AcqRel);
                 stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            ChannelMsg::Reset(reply) => {
+                state.ensure_loaded().await;
+                let forgotten = state.window.len();
+                state.window.clear();
+                state.unsaved.clear();
+                let args = &state.args;
+                let cleared = with_timeout(args.store.clear(args.channel_id))
+                    .await
+                    .map(|()| forgotten);
+                if cleared.is_ok() {
+                    args.shared.unsaved.store(false, Ordering::Release);
+                    info!(
+                        channel_id = args.channel_id,
+                        forgotten, "channel memory reset"
+                    );
+                }
+                state.publish_remembered();
+                let _ = reply.send(cleared);
+                let shared = &state.args.shared;
+                *shared.idle_since.lock().expect("idle_since poisoned") = Instant::now();
+                shared.completed.fetch_add(1, Ordering::AcqRel);
             }
             ChannelMsg::Snapshot(reply) => {
                 state.ensure_loaded().await;
@@ -165,6 +200,15 @@ impl Actor for ChannelActor {
 }
 
 impl ChannelState {
+    fn publish_remembered(&self) {
+        if self.loaded {
+            self.args
+                .shared
+                .remembered
+                .store(self.window.len(), Ordering::Release);
+        }
+    }
+
     /// Waits for the ticket's gate, then answers: from the window when this exchange was
     /// answered already (a resumed question), otherwise from the model.
     async fn ask(
@@ -217,6 +261,7 @@ impl ChannelState {
                     stored.into_iter().chain(self.unsaved.iter().cloned()),
                 );
                 self.loaded = true;
+                self.publish_remembered();
             }
             Err(err) => warn!(
                 channel_id = args.channel_id,

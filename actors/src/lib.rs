@@ -18,7 +18,9 @@ pub use answerer::{AnswerError, Answerer, AskError, Question};
 pub use channel::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{ConversationStore, MemoryStore, StoreError};
-pub use supervisor::{ChannelSettings, ChannelSupervisor, Channels, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{
+    ChannelSettings, ChannelSupervisor, Channels, MemoryReport, SupervisorArgs, SupervisorMsg,
+};
 pub use ticket::{gate, Gate, GateKeeper, Ticket};
 pub use window::{Exchange, Window};
 

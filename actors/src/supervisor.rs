@@ -22,8 +22,20 @@ use tracing::{debug, error, warn};
 use crate::channel::{ChannelArgs, ChannelShared};
 use crate::{
     Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, Exchange, Question,
-    Stats, StatsSnapshot, Ticket,
+    Stats, StatsSnapshot, StoreError, Ticket,
 };
+
+/// What a channel remembers, as `/zunda-memory` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// The window's length if the channel's actor is alive (and has loaded it); `None` when the
+    /// window is only in the store.
+    pub in_memory: Option<usize>,
+    /// How long an idle channel's window stays in memory.
+    pub idle: Duration,
+    /// Exchanges remembered per channel.
+    pub window_exchanges: usize,
+}
 
 /// Tunables of the actor system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +122,12 @@ pub enum SupervisorMsg {
     Ask(Question, Ticket, RpcReplyPort<Result<String, AskError>>),
     /// Reply with the actor of a channel, if one is alive.
     Lookup(ChannelId, RpcReplyPort<Option<ActorRef<ChannelMsg>>>),
+    /// Forget a channel's window (memory and store) once the questions queued before are
+    /// answered; the channel actor replies on the port.
+    Reset(ChannelId, RpcReplyPort<Result<usize, StoreError>>),
+    /// Reply with what the channel remembers now without waiting for its queue: the window's
+    /// length if its actor is alive and loaded, and the idle timeout and window size in force.
+    Memory(ChannelId, RpcReplyPort<MemoryReport>),
     /// Evict the actors idle for longer than the idle timeout (sent by a timer).
     Sweep,
 }
@@ -142,7 +160,26 @@ impl Actor for ChannelSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Ask(question, ticket, reply) => {
-                state.route(&myself, question, ticket, reply).await
+                let channel = question.channel_id;
+                state
+                    .route(&myself, channel, ChannelMsg::Ask(question, ticket, reply))
+                    .await
+            }
+            SupervisorMsg::Reset(channel, reply) => {
+                state
+                    .route(&myself, channel, ChannelMsg::Reset(reply))
+                    .await
+            }
+            SupervisorMsg::Memory(channel, reply) => {
+                let settings = &state.args.settings;
+                let _ = reply.send(MemoryReport {
+                    in_memory: state
+                        .routes
+                        .get(&channel)
+                        .and_then(|route| route.shared.remembered()),
+                    idle: settings.idle,
+                    window_exchanges: settings.window_exchanges,
+                });
             }
             SupervisorMsg::Lookup(channel, reply) => {
                 let _ = reply.send(state.routes.get(&channel).map(|r| r.actor.clone()));
@@ -187,15 +224,14 @@ impl Actor for ChannelSupervisor {
 }
 
 impl SupervisorState {
+    /// Sends `message` (a question or a reset) to the channel's actor, spawning it if needed.
     async fn route(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
-        question: Question,
-        ticket: Ticket,
-        reply: RpcReplyPort<Result<String, AskError>>,
+        channel: ChannelId,
+        mut message: ChannelMsg,
     ) {
-        let channel = question.channel_id;
-        let mut message = ChannelMsg::Ask(question, ticket, reply);
+        let is_question = matches!(message, ChannelMsg::Ask(..));
         // Two attempts: an actor that died on its own (not evicted) is replaced once.
         for _ in 0..2 {
             if !self.routes.contains_key(&channel) {
@@ -207,27 +243,38 @@ impl SupervisorState {
             let route = self.routes.get_mut(&channel).expect("route exists");
             route.routed += 1;
             route.last_routed = Instant::now();
-            self.args.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            if is_question {
+                self.args.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
             match route.actor.send_message(message) {
                 Ok(()) => return,
                 Err(MessagingErr::SendErr(returned)) => {
                     message = returned;
                     route.routed -= 1;
-                    self.args.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    if is_question {
+                        self.args.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    }
                     let id = route.actor.get_id();
                     self.forget(id, Some("its mailbox was closed".into()));
                 }
                 Err(err) => {
                     error!(channel_id = channel, "cannot route a question: {err}");
-                    self.args.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    if is_question {
+                        self.args.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    }
                     return;
                 }
             }
         }
-        if let ChannelMsg::Ask(_, _, reply) = message {
-            let _ = reply.send(Err(AskError::Unavailable(
-                "no channel actor could be started".into(),
-            )));
+        let why = "no channel actor could be started";
+        match message {
+            ChannelMsg::Ask(_, _, reply) => {
+                let _ = reply.send(Err(AskError::Unavailable(why.into())));
+            }
+            ChannelMsg::Reset(reply) => {
+                let _ = reply.send(Err(StoreError(why.into())));
+            }
+            _ => {}
         }
     }
 
@@ -413,6 +460,29 @@ impl Channels {
                 ))
             })
         }
+    }
+
+    /// Forgets the channel's window in memory and in the store, after the questions already
+    /// queued in the channel are answered; returns how many exchanges were forgotten.
+    pub async fn reset(&self, channel: ChannelId) -> Result<usize, StoreError> {
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Reset(channel, reply), None)
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(StoreError("the channel supervisor is not running".into())),
+        }
+    }
+
+    /// What the channel remembers, without waiting for its queue.
+    pub async fn memory(&self, channel: ChannelId) -> Option<MemoryReport> {
+        self.supervisor
+            .call(|reply| SupervisorMsg::Memory(channel, reply), None)
+            .await
+            .ok()?
+            .success_or(())
+            .ok()
     }
 
     /// The window of a channel whose actor is alive (`None` otherwise), oldest first.

@@ -541,3 +541,38 @@ async fn a_write_that_commits_after_the_timeout_and_its_retry_leave_one_row() {
     let rows = store.inner.load(1, 10).await.unwrap();
     assert_eq!(rows.len(), 1, "one row per exchange: {rows:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_racing_a_question_takes_effect_after_it_and_clears_the_store() {
+    let answerer = Scripted::sleeping(Duration::from_secs(2));
+    let store = Arc::new(MemoryStore::new());
+    let channels = start(settings(600, 100), answerer.clone(), store.clone()).await;
+    channels.ask(question(1, "first")).await.unwrap();
+    assert_eq!(
+        channels.memory(1).await.unwrap().in_memory,
+        Some(1),
+        "the live window's length"
+    );
+    // A question is being answered when the reset arrives; the reset waits for it.
+    let in_flight = channels.submit(question(1, "racing"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let forgotten = channels.reset(1).await.unwrap();
+    assert_eq!(in_flight.await.unwrap(), "A:racing");
+    assert_eq!(
+        forgotten, 2,
+        "both exchanges were in the window when it was reset"
+    );
+    assert!(store.load(1, 10).await.unwrap().is_empty());
+    assert_eq!(channels.memory(1).await.unwrap().in_memory, Some(0));
+    channels.ask(question(1, "after")).await.unwrap();
+    let seen = answerer.seen();
+    assert!(
+        seen.last().unwrap().1.is_empty(),
+        "the next question has no history"
+    );
+    // A channel never seen: nothing in memory, the settings in force.
+    let unknown = channels.memory(99).await.unwrap();
+    assert_eq!(unknown.in_memory, None);
+    assert_eq!(unknown.idle, Duration::from_secs(600));
+    assert_eq!(unknown.window_exchanges, 5);
+}

@@ -57,6 +57,8 @@ const MAX_SERVER_WAIT_SECS: f64 = 3600.0;
 const ALREADY_ACKNOWLEDGED: u64 = 40060;
 /// Discord's JSON error code for "Unknown interaction" (expired or never acknowledged).
 const UNKNOWN_INTERACTION: u64 = 10062;
+/// The message flag that shows a reply only to the user who invoked the command.
+const EPHEMERAL: u64 = 1 << 6;
 /// Discord's code for a webhook (an interaction token) it does not know.
 const UNKNOWN_WEBHOOK: u64 = 10015;
 /// Discord's code for a message it does not know.
@@ -335,6 +337,22 @@ impl Delivery {
         let route = Route::Callback { interaction_id };
         check_content(route, content)?;
         let body = json!({"type": 4, "data": message_body(content)});
+        self.callback(interaction_id, token, body).await
+    }
+
+    /// Answers an interaction at once with a message only its user sees (callback type 4 with
+    /// the ephemeral flag).
+    pub async fn reply_ephemeral(
+        &self,
+        interaction_id: u64,
+        token: &str,
+        content: &str,
+    ) -> Result<(), DeliveryError> {
+        let route = Route::Callback { interaction_id };
+        check_content(route, content)?;
+        let mut data = message_body(content);
+        data["flags"] = json!(EPHEMERAL);
+        let body = json!({"type": 4, "data": data});
         self.callback(interaction_id, token, body).await
     }
 

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use ractor::ActorRef;
 use serenity::all::{
     CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption, EventHandler,
-    GatewayIntents, GuildId, Interaction, Message, Ready, ResumedEvent,
+    GatewayIntents, GuildId, Interaction, Message, Permissions, Ready, ResumedEvent,
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
@@ -16,8 +16,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::router::{CommandEvent, RouterMsg};
-use super::{COMMAND_DESCRIPTION, COMMAND_NAME, OPTION_DESCRIPTION, OPTION_NAME};
+use super::router::{CommandEvent, ControlEvent, ControlKind, RouterMsg};
+use super::{
+    COMMAND_DESCRIPTION, COMMAND_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
+    OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
+};
 use crate::config::{DiscordConfig, Secret};
 use crate::health::Health;
 
@@ -62,8 +65,33 @@ impl EventHandler for Handler {
         let Interaction::Command(command) = interaction else {
             return;
         };
-        if command.data.name != COMMAND_NAME {
-            warn!(name = %command.data.name, "ignoring an unknown command");
+        let control = match command.data.name.as_str() {
+            COMMAND_NAME => None,
+            RESET_COMMAND_NAME => Some(ControlKind::Reset),
+            MEMORY_COMMAND_NAME => Some(ControlKind::Memory),
+            other => {
+                warn!(name = %other, "ignoring an unknown command");
+                return;
+            }
+        };
+        if let Some(kind) = control {
+            let event = ControlEvent {
+                kind,
+                interaction_id: command.id.get(),
+                application_id: command.application_id.get(),
+                token: Secret::new(command.token),
+                channel_id: command.channel_id.get(),
+                user_id: command.user.id.get(),
+                permissions: command
+                    .member
+                    .as_ref()
+                    .and_then(|member| member.permissions)
+                    .map(|permissions| permissions.bits()),
+                received,
+            };
+            if self.router.cast(RouterMsg::Control(event)).is_err() {
+                error!("the event actor is gone: an interaction was dropped");
+            }
             return;
         }
         let question = command
@@ -123,12 +151,23 @@ impl Handler {
                 .required(true)
                 .max_length(self.max_question_chars.min(6000) as u16),
             );
+        let reset = CreateCommand::new(RESET_COMMAND_NAME)
+            .description(RESET_COMMAND_DESCRIPTION)
+            .default_member_permissions(Permissions::MANAGE_MESSAGES)
+            .dm_permission(false);
+        let memory = CreateCommand::new(MEMORY_COMMAND_NAME)
+            .description(MEMORY_COMMAND_DESCRIPTION)
+            .dm_permission(false);
+        // One bulk overwrite: the set of commands is exactly these, whatever was there before.
         // Guild commands appear at once; global ones take up to an hour to propagate.
         match GuildId::new(self.guild_id)
-            .set_commands(&ctx.http, vec![command])
+            .set_commands(&ctx.http, vec![command, reset, memory])
             .await
         {
-            Ok(_) => info!(guild_id = self.guild_id, "registered /{COMMAND_NAME}"),
+            Ok(_) => info!(
+                guild_id = self.guild_id,
+                "registered /{COMMAND_NAME}, /{RESET_COMMAND_NAME} and /{MEMORY_COMMAND_NAME}"
+            ),
             Err(err) => {
                 self.registered.store(false, Ordering::Release);
                 error!(

@@ -18,6 +18,14 @@ pub const COMMAND_NAME: &str = "zunda";
 pub const COMMAND_DESCRIPTION: &str = "ずんだもんに質問することができます。何でも聞いてください。";
 pub const OPTION_NAME: &str = "question";
 pub const OPTION_DESCRIPTION: &str = "ずんだもんに聞きたいこと";
+/// Forgets the channel's conversation window (members with Manage Messages by default).
+pub const RESET_COMMAND_NAME: &str = "zunda-reset";
+pub const RESET_COMMAND_DESCRIPTION: &str =
+    "このチャンネルでずんだもんが覚えている会話を忘れさせます。";
+/// Shows, only to the asker, what the channel remembers.
+pub const MEMORY_COMMAND_NAME: &str = "zunda-memory";
+pub const MEMORY_COMMAND_DESCRIPTION: &str =
+    "このチャンネルでずんだもんが覚えている会話の数を表示します（自分にだけ見えます）。";
 
 /// The reply to a message that mentions the bot (the original's text).
 pub const MENTION_REPLY: &str =

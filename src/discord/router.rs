@@ -21,7 +21,8 @@ use crate::config::{LimitsConfig, Secret};
 use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlight;
-use crate::store::{PendingQuestion, PendingStore};
+use crate::store::{PendingQuestion, Store};
+use crate::voice;
 
 /// How often idle rate-limit buckets are dropped.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
@@ -44,6 +45,34 @@ pub struct CommandEvent {
     pub received_at: SystemTime,
 }
 
+/// Which channel memory command was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlKind {
+    /// `/zunda-reset`: forget the channel's window.
+    Reset,
+    /// `/zunda-memory`: show (ephemerally) what the channel remembers.
+    Memory,
+}
+
+/// A use of a channel memory command.
+#[derive(Debug)]
+pub struct ControlEvent {
+    pub kind: ControlKind,
+    pub interaction_id: u64,
+    pub application_id: u64,
+    /// The interaction token (a secret).
+    pub token: Secret,
+    pub channel_id: u64,
+    pub user_id: u64,
+    /// The invoking member's permissions in the channel, as Discord computed them.
+    pub permissions: Option<u64>,
+    pub received: Instant,
+}
+
+/// Discord's ADMINISTRATOR and MANAGE_MESSAGES permission bits.
+const ADMINISTRATOR: u64 = 1 << 3;
+const MANAGE_MESSAGES: u64 = 1 << 13;
+
 pub enum RouterMsg {
     /// The gateway session is ready; the bot's own user id is now known.
     Ready {
@@ -55,6 +84,8 @@ pub enum RouterMsg {
     /// A `/zunda` use from the HTTP interactions endpoint: reply with the text of the immediate
     /// response message (the acknowledgement), then answer.
     HttpCommand(CommandEvent, RpcReplyPort<String>),
+    /// A channel memory command (`/zunda-reset`, `/zunda-memory`).
+    Control(ControlEvent),
     /// A guild message from a human, with the ids of the users it mentions.
     Message {
         channel_id: u64,
@@ -83,7 +114,7 @@ pub struct RouterArgs {
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
-    pub store: Arc<dyn PendingStore>,
+    pub store: Arc<dyn Store>,
     /// The longest an answer may take (the model's whole budget): a question must start this
     /// long before its token expires.
     pub answer_budget: Duration,
@@ -109,9 +140,10 @@ impl RouterState {
     }
 
     fn lifecycle(&mut self, application_id: u64) -> Lifecycle {
+        let store: Arc<dyn Store> = self.args.store.clone();
         Lifecycle {
             delivery: self.delivery(application_id),
-            store: self.args.store.clone(),
+            store: store.into_pending(),
             metrics: self.args.metrics.clone(),
         }
     }
@@ -161,6 +193,7 @@ impl Actor for Router {
                 mentioned,
             } => on_message(state, channel_id, message_id, author_id, &mentioned),
             RouterMsg::Resume(questions) => on_resume(state, questions),
+            RouterMsg::Control(event) => on_control(state, event),
             RouterMsg::Drain(done) => {
                 state.draining = true;
                 let _ = done.send(());
@@ -454,4 +487,81 @@ fn on_message(
             Err(err) => warn!(channel_id, "cannot reply to a mention: {err}"),
         }
     });
+}
+
+/// `/zunda-reset` and `/zunda-memory`.
+fn on_control(state: &mut RouterState, event: ControlEvent) {
+    let span = span_of(event.interaction_id, event.channel_id, event.user_id);
+    let delivery = state.delivery(event.application_id);
+    let channels = state.args.channels.clone();
+    let store = state.args.store.clone();
+    let metrics = state.args.metrics.clone();
+    let guard = state.args.in_flight.start();
+    tokio::spawn(
+        async move {
+            let _guard = guard;
+            let token = event.token.expose();
+            let id = event.interaction_id;
+            let deliver_by = event.received + TOKEN_LIFETIME;
+            let sent = match event.kind {
+                ControlKind::Reset => {
+                    // Discord hides the command from members without Manage Messages by default;
+                    // check again here, so a permission override in the server settings cannot
+                    // hand it to everyone by mistake.
+                    let allowed = event
+                        .permissions
+                        .is_some_and(|bits| bits & (ADMINISTRATOR | MANAGE_MESSAGES) != 0);
+                    if !allowed {
+                        metrics.reply("reset_forbidden");
+                        delivery
+                            .reply_ephemeral(id, token, voice::RESET_FORBIDDEN_REPLY)
+                            .await
+                    } else if let Err(err) = delivery.defer(id, token).await {
+                        Err(err)
+                    } else {
+                        // Queued behind the questions already in the channel: a question in
+                        // flight is answered (and remembered) first, then forgotten.
+                        let text = match channels.reset(event.channel_id).await {
+                            Ok(forgotten) => {
+                                metrics.reply("reset");
+                                voice::reset_reply(forgotten)
+                            }
+                            Err(err) => {
+                                error!("cannot reset the channel's memory: {err}");
+                                voice::RESET_FAILED_REPLY.to_owned()
+                            }
+                        };
+                        delivery.edit_original(token, &text, deliver_by).await
+                    }
+                }
+                ControlKind::Memory => {
+                    let text = memory_text(&channels, store.as_ref(), event.channel_id).await;
+                    metrics.reply("memory");
+                    delivery.reply_ephemeral(id, token, &text).await
+                }
+            };
+            if let Err(err) = sent {
+                warn!("cannot answer the memory command: {err}");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// What `/zunda-memory` says: the live window's length, or the stored one.
+async fn memory_text(channels: &Channels, store: &dyn Store, channel_id: u64) -> String {
+    let Some(report) = channels.memory(channel_id).await else {
+        return voice::RESET_FAILED_REPLY.to_owned();
+    };
+    let (remembered, in_ram) = match report.in_memory {
+        Some(count) => (count, true),
+        None => {
+            let load = store.load(channel_id, report.window_exchanges);
+            match tokio::time::timeout(Duration::from_millis(1500), load).await {
+                Ok(Ok(stored)) => (stored.len(), false),
+                _ => return voice::RESET_FAILED_REPLY.to_owned(),
+            }
+        }
+    };
+    voice::memory_reply(remembered, report.window_exchanges, in_ram, report.idle)
 }

@@ -78,9 +78,22 @@ pub trait PendingStore: Send + Sync + 'static {
 }
 
 /// Both halves of a store.
-pub trait Store: ConversationStore + PendingStore {}
+pub trait Store: ConversationStore + PendingStore {
+    /// The same store seen as its pending-questions half.
+    fn into_pending(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn PendingStore>;
+    /// The same store seen as its conversation half.
+    fn into_conversations(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn ConversationStore>;
+}
 
-impl<T: ConversationStore + PendingStore> Store for T {}
+impl<T: ConversationStore + PendingStore> Store for T {
+    fn into_pending(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn PendingStore> {
+        self
+    }
+
+    fn into_conversations(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn ConversationStore> {
+        self
+    }
+}
 
 /// Milliseconds since the Unix epoch (0 before it).
 pub fn unix_millis(at: SystemTime) -> i64 {

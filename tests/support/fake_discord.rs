@@ -468,6 +468,31 @@ impl FakeDiscord {
         sent
     }
 
+    /// Dispatches a command without options (e.g. `zunda-reset`) from a member whose channel
+    /// permissions are `permissions` (Discord's bit set).
+    pub async fn send_command(
+        &self,
+        channel_id: u64,
+        user_id: u64,
+        name: &str,
+        permissions: u64,
+    ) -> SentInteraction {
+        let sessions = self.sessions("INTERACTION_CREATE", GUILD_ID).await;
+        let sent = self.register_interaction(channel_id);
+        let mut d = interaction_payload(sent.id, &sent.token, channel_id, user_id, "member", "");
+        d["data"]["name"] = json!(name);
+        d["data"]["id"] = json!(self.shared.snowflake().to_string());
+        d["data"]["options"] = json!([]);
+        d["member"]["permissions"] = json!(permissions.to_string());
+        for session in sessions {
+            let _ = session.send(Outgoing::Dispatch {
+                t: "INTERACTION_CREATE",
+                d: d.clone(),
+            });
+        }
+        sent
+    }
+
     /// The channel messages created so far (a repeat with the same nonce creates none).
     pub fn created_messages(&self) -> Vec<Value> {
         lock(&self.shared.created).clone()
