@@ -94,6 +94,7 @@ impl Application {
                 in_flight: in_flight.clone(),
                 store: store.clone(),
                 answer_budget: Duration::from_secs(config.openai.answer_timeout_secs.max(1)),
+                stream_every: config.stream.edit_every(),
             },
         )
         .await

@@ -71,7 +71,29 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
+    pub stream: StreamConfig,
 }
+
+/// Streaming answers into the Discord message as the model writes them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Whether answers are streamed (edits as text arrives) or shown when complete.
+    pub enabled: bool,
+    /// The least time between two edits of one interaction's message, in milliseconds.
+    pub edit_ms: u64,
+}
+
+impl StreamConfig {
+    /// The pace of one interaction's edits, or `None` when streaming is off.
+    pub fn edit_every(&self) -> Option<Duration> {
+        self.enabled
+            .then(|| Duration::from_millis(self.edit_ms.max(MIN_STREAM_EDIT_MS)))
+    }
+}
+
+/// Discord allows about five edits per 5 s on one message; faster edits only hit 429s.
+const MIN_STREAM_EDIT_MS: u64 = 250;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +241,7 @@ enum Kind {
     Str,
     Int,
     Float,
+    Bool,
 }
 
 const ENV: &[(&str, &str, &str, Kind)] = &[
@@ -338,6 +361,8 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "grace_secs",
         Kind::Int,
     ),
+    ("ZUNDA_STREAM", "stream", "enabled", Kind::Bool),
+    ("ZUNDA_STREAM_EDIT_MS", "stream", "edit_ms", Kind::Int),
 ];
 
 /// The environment variable names the configuration reads, for documentation and tests.
@@ -380,6 +405,14 @@ impl Config {
                 Kind::Str => Some(toml::Value::String(raw.clone())),
                 Kind::Int => raw.parse::<i64>().ok().map(toml::Value::Integer),
                 Kind::Float => raw.parse::<f64>().ok().map(toml::Value::Float),
+                Kind::Bool => match raw.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Some(toml::Value::Boolean(true)),
+                    "false" | "0" | "no" | "off" => Some(toml::Value::Boolean(false)),
+                    _ => {
+                        problems.push(format!("{name}={raw:?} is not true or false"));
+                        continue;
+                    }
+                },
             };
             match value {
                 Some(value) => {

@@ -32,6 +32,7 @@ pub struct Metrics {
     gateway_ready: Gauge<i64, AtomicI64>,
     withdrawn: Family<Outcome, Counter>,
     resumed: Family<Outcome, Counter>,
+    live_edits: Histogram,
 }
 
 impl Default for Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
             gateway_ready: Gauge::default(),
             withdrawn: Family::default(),
             resumed: Family::default(),
+            live_edits: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,6 +119,11 @@ impl Metrics {
             "zundamon_pending_resumed",
             "Pending questions found at startup (left by a process that stopped), by outcome",
             metrics.resumed.clone(),
+        );
+        registry.register(
+            "zundamon_stream_edits",
+            "Edits of a streamed answer's messages before its final delivery, per answer",
+            metrics.live_edits.clone(),
         );
         for reason in [
             "unknown_interaction",
@@ -190,6 +197,11 @@ impl Metrics {
         self.withdrawn
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
+    }
+
+    /// Observes how many live edits one streamed answer took.
+    pub fn observe_live_edits(&self, edits: u32) {
+        self.live_edits.observe(f64::from(edits));
     }
 
     /// Counts a pending question found at startup: `resumed` or `expired` (dropped).

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::{ChannelId, Exchange};
+use crate::{ChannelId, Exchange, Progress};
 
 /// A question asked in a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,4 +60,16 @@ pub trait Answerer: Send + Sync + 'static {
         question: &Question,
         history: &[Exchange],
     ) -> Result<String, AnswerError>;
+
+    /// Like [`answer`](Self::answer), showing the work on `progress` as it goes (a status line
+    /// while searching, the text as it streams). By default nothing is shown until the end.
+    async fn answer_live(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+        progress: &Progress,
+    ) -> Result<String, AnswerError> {
+        let _ = progress;
+        self.answer(question, history).await
+    }
 }

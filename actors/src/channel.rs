@@ -238,7 +238,7 @@ impl ChannelState {
                 "its deadline passed while it waited in the channel's queue".into(),
             ));
         }
-        let answer = self.answer(question).await?;
+        let answer = self.answer(question, ticket.progress.as_ref()).await?;
         let exchange = Exchange::new(question.text.clone(), answer.clone()).with_id(ticket.id);
         self.window.push(exchange.clone());
         self.unsaved.push(exchange);
@@ -270,9 +270,19 @@ impl ChannelState {
         }
     }
 
-    async fn answer(&self, question: &Question) -> Result<String, AskError> {
+    async fn answer(
+        &self,
+        question: &Question,
+        progress: Option<&crate::Progress>,
+    ) -> Result<String, AskError> {
         let history = self.window.to_vec();
-        let answering = self.args.answerer.answer(question, &history);
+        let answerer = &self.args.answerer;
+        let answering = async {
+            match progress {
+                Some(progress) => answerer.answer_live(question, &history, progress).await,
+                None => answerer.answer(question, &history).await,
+            }
+        };
         match AssertUnwindSafe(answering).catch_unwind().await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => {

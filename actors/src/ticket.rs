@@ -7,7 +7,7 @@
 //! model: a question nobody will see is withdrawn without a model call and never enters the
 //! window.
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 /// The extra facts about a queued question.
@@ -21,7 +21,25 @@ pub struct Ticket {
     pub deadline: Option<Instant>,
     /// Held until the front end says go (or withdraws the question).
     pub gate: Option<Gate>,
+    /// Where the answerer shows its work while it answers (a status line, the answer so far),
+    /// for a front end that streams it to the user.
+    pub progress: Option<Progress>,
 }
+
+/// What the user may see of an answer in the making.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Live {
+    /// Nothing to show yet.
+    #[default]
+    Waiting,
+    /// A status line (searching, thinking…), replaced by the answer when it comes.
+    Status(String),
+    /// The answer so far (already cleaned of anything users must not see).
+    Text(String),
+}
+
+/// The answerer's side of a live view: it sends the latest state; the reader sees only the newest.
+pub type Progress = watch::Sender<Live>;
 
 impl Ticket {
     /// A ticket with an id and a deadline, and no gate (the question may start at once).
@@ -30,7 +48,14 @@ impl Ticket {
             id,
             deadline,
             gate: None,
+            progress: None,
         }
+    }
+
+    /// The same ticket with a live view of the answer.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// The same ticket held by `gate`.

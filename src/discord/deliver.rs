@@ -78,6 +78,16 @@ pub enum Route {
     EditOriginal,
     /// Posting a follow-up message (`POST /webhooks/{app}/{token}`).
     FollowUp,
+    /// Editing a follow-up message (`PATCH /webhooks/{app}/{token}/messages/{id}`).
+    EditFollowUp {
+        /// The message edited.
+        message_id: u64,
+    },
+    /// Deleting a follow-up message (`DELETE /webhooks/{app}/{token}/messages/{id}`).
+    DeleteFollowUp {
+        /// The message deleted.
+        message_id: u64,
+    },
     /// Posting a message in a channel (`POST /channels/{id}/messages`).
     ChannelMessage {
         /// The channel posted to.
@@ -93,6 +103,12 @@ impl fmt::Display for Route {
             }
             Self::EditOriginal => f.write_str("PATCH /webhooks/:app/:token/messages/@original"),
             Self::FollowUp => f.write_str("POST /webhooks/:app/:token"),
+            Self::EditFollowUp { message_id } => {
+                write!(f, "PATCH /webhooks/:app/:token/messages/{message_id}")
+            }
+            Self::DeleteFollowUp { message_id } => {
+                write!(f, "DELETE /webhooks/:app/:token/messages/{message_id}")
+            }
             Self::ChannelMessage { channel_id } => {
                 write!(f, "POST /channels/{channel_id}/messages")
             }
@@ -241,32 +257,32 @@ fn api_detail(code: Option<u64>, message: Option<&str>) -> String {
 }
 
 /// How hard to try one request.
-struct Policy {
-    deadline: Instant,
-    max_attempts: u32,
-    attempt_timeout: Duration,
+pub(super) struct Policy {
+    pub(super) deadline: Instant,
+    pub(super) max_attempts: u32,
+    pub(super) attempt_timeout: Duration,
     /// Wait before retrying a 5xx or a transport error, by attempt number (1-based).
-    transient_wait: fn(u32) -> Duration,
+    pub(super) transient_wait: fn(u32) -> Duration,
 }
 
 /// One request to make, possibly several times.
-struct Call<'a> {
-    route: Route,
-    method: Method,
-    url: String,
-    auth: Option<HeaderValue>,
-    body: Value,
+pub(super) struct Call<'a> {
+    pub(super) route: Route,
+    pub(super) method: Method,
+    pub(super) url: String,
+    pub(super) auth: Option<HeaderValue>,
+    pub(super) body: Value,
     /// Scrubbed from any error text.
-    secret: &'a str,
+    pub(super) secret: &'a str,
 }
 
 /// Sends interaction responses, follow-ups and channel messages, with retries.
 #[derive(Clone, Debug)]
 pub struct Delivery {
-    client: reqwest::Client,
-    api: String,
-    application_id: u64,
-    request_timeout: Duration,
+    pub(super) client: reqwest::Client,
+    pub(super) api: String,
+    pub(super) application_id: u64,
+    pub(super) request_timeout: Duration,
 }
 
 impl Delivery {
@@ -529,7 +545,7 @@ impl Delivery {
         self.send(call, policy).await
     }
 
-    fn delivery_policy(&self, deadline: Instant) -> Policy {
+    pub(super) fn delivery_policy(&self, deadline: Instant) -> Policy {
         Policy {
             deadline,
             max_attempts: DELIVERY_ATTEMPTS,
@@ -539,7 +555,16 @@ impl Delivery {
     }
 
     /// Makes `call`, retrying as `policy` allows.
-    async fn send(&self, call: Call<'_>, policy: Policy) -> Result<(), DeliveryError> {
+    pub(super) async fn send(&self, call: Call<'_>, policy: Policy) -> Result<(), DeliveryError> {
+        self.send_for_body(call, policy).await.map(drop)
+    }
+
+    /// Like [`send`](Self::send), returning the body of the successful response.
+    pub(super) async fn send_for_body(
+        &self,
+        call: Call<'_>,
+        policy: Policy,
+    ) -> Result<bytes::Bytes, DeliveryError> {
         let Call {
             route,
             method,
@@ -565,7 +590,9 @@ impl Delivery {
             }
 
             let (failure, wait) = match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if response.status().is_success() => {
+                    return Ok(response.bytes().await.unwrap_or_default())
+                }
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
@@ -585,7 +612,7 @@ impl Delivery {
                         {
                             // Our earlier attempt reached Discord even though its answer did not
                             // reach us.
-                            return Ok(());
+                            return Ok(bytes::Bytes::new());
                         }
                         return Err(DeliveryError::Rejected {
                             route,
@@ -620,13 +647,13 @@ impl Delivery {
     }
 }
 
-fn message_body(content: &str) -> Value {
+pub(super) fn message_body(content: &str) -> Value {
     json!({"content": content, "allowed_mentions": {"parse": []}})
 }
 
 /// Refuses content Discord would reject, before spending a request (and an invalid-request
 /// strike) on it.
-fn check_content(route: Route, content: &str) -> Result<(), DeliveryError> {
+pub(super) fn check_content(route: Route, content: &str) -> Result<(), DeliveryError> {
     let units = content.encode_utf16().count();
     let reason = if content.trim().is_empty() {
         "the message is empty".to_string()
@@ -642,7 +669,7 @@ fn check_content(route: Route, content: &str) -> Result<(), DeliveryError> {
 }
 
 /// Interaction tokens go into URL paths: anything that could change the path is refused.
-fn check_token(route: Route, token: &str) -> Result<(), DeliveryError> {
+pub(super) fn check_token(route: Route, token: &str) -> Result<(), DeliveryError> {
     let valid = !token.is_empty()
         && token
             .bytes()
@@ -666,7 +693,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// How long a 429 asks us to wait: `Retry-After`, else `X-RateLimit-Reset-After`, else the body's
 /// `retry_after`, else 1 s. All are seconds, possibly fractional.
-fn rate_limit_wait(headers: &HeaderMap, body: &[u8]) -> Duration {
+pub(super) fn rate_limit_wait(headers: &HeaderMap, body: &[u8]) -> Duration {
     header_seconds(headers, "retry-after")
         .or_else(|| header_seconds(headers, "x-ratelimit-reset-after"))
         .or_else(|| {
@@ -696,7 +723,7 @@ fn seconds(value: f64) -> Option<Duration> {
 }
 
 /// Discord's `{"code": …, "message": …}` error body, if that is what came back.
-fn api_error(body: &[u8], secret: &str) -> (Option<u64>, Option<String>) {
+pub(super) fn api_error(body: &[u8], secret: &str) -> (Option<u64>, Option<String>) {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return (None, None);
     };
@@ -711,7 +738,7 @@ fn api_error(body: &[u8], secret: &str) -> (Option<u64>, Option<String>) {
 }
 
 /// A transport error as text, without the URL (which holds the token) and with its causes.
-fn describe(err: reqwest::Error, secret: &str) -> String {
+pub(super) fn describe(err: reqwest::Error, secret: &str) -> String {
     let err = err.without_url();
     let mut text = if err.is_timeout() {
         "timed out".to_string()

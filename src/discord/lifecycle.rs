@@ -22,7 +22,8 @@ use tracing::{error, info, warn};
 use zundamon_actors::{AskError, GateKeeper};
 
 use super::admission::Permit;
-use super::deliver::Delivery;
+use super::deliver::{Delivery, DeliveryError};
+use super::live::Shown;
 use super::split::split_message;
 use super::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
 /// answered anyway (unprotected against a crash, and logged): a slow disk must not make Discord
 /// drop the interaction.
 const RECORD_BUDGET: Duration = Duration::from_millis(1000);
+/// How long a live view may take to stop after the answer is complete (one edit in flight).
+const LIVE_STOP_BUDGET: Duration = Duration::from_secs(30);
 /// How long other pending-table writes may take before they are given up (and logged).
 const STORE_BUDGET: Duration = Duration::from_secs(5);
 
@@ -86,6 +89,8 @@ pub struct Job {
     pub deliver_by: Instant,
     pub answer: PendingAnswer,
     pub permit: Option<Permit>,
+    /// The live view following the answer as it streams, if streaming.
+    pub live: Option<tokio::task::JoinHandle<Shown>>,
     pub _active: ActiveGuard,
     pub in_flight: InFlightGuard,
 }
@@ -196,7 +201,24 @@ impl Lifecycle {
         };
         self.metrics.observe_answer(took.as_secs_f64());
         let parts = split_message(&content, MESSAGE_LIMIT);
-        match self.deliver(&job.question, job.deliver_by, &parts).await {
+        let mut shown = match job.live.take() {
+            // The answerer has finished, so the view stops after its current edit at most.
+            Some(view) => match tokio::time::timeout(LIVE_STOP_BUDGET, view).await {
+                Ok(Ok(shown)) => shown,
+                _ => {
+                    warn!("the live view did not stop in time; delivering over it");
+                    Shown::default()
+                }
+            },
+            None => Shown::default(),
+        };
+        if shown.edits > 0 {
+            self.metrics.observe_live_edits(shown.edits);
+        }
+        match self
+            .deliver(&job.question, job.deliver_by, &mut shown, &parts)
+            .await
+        {
             Ok(()) => {
                 self.metrics.reply(kind);
                 info!(
@@ -220,17 +242,20 @@ impl Lifecycle {
         }
     }
 
-    /// Delivers the parts not delivered yet, noting each one in the pending table.
+    /// Delivers the parts not delivered yet (over what a live view shows), noting each one in
+    /// the pending table.
     async fn deliver(
         &self,
         question: &PendingQuestion,
         deliver_by: Instant,
+        shown: &mut Shown,
         parts: &[String],
-    ) -> Result<(), super::deliver::DeliveryError> {
+    ) -> Result<(), DeliveryError> {
         let start = usize::try_from(question.delivered_parts).unwrap_or(usize::MAX);
+        let token = question.token.expose();
         for (index, part) in parts.iter().enumerate().skip(start) {
-            self.delivery
-                .deliver_part(question.token.expose(), index, part, deliver_by)
+            shown
+                .finish_part(&self.delivery, token, index, part, deliver_by)
                 .await?;
             // Re-editing the original message is harmless; a follow-up posted twice is not.
             if parts.len() > 1 {
@@ -245,6 +270,8 @@ impl Lifecycle {
                 }
             }
         }
-        Ok(())
+        shown
+            .finish_extras(&self.delivery, token, parts.len(), deliver_by)
+            .await
     }
 }

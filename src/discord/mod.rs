@@ -4,9 +4,11 @@
 
 pub mod admission;
 pub mod deliver;
+pub mod edits;
 pub mod gateway;
 pub mod interactions;
 pub mod lifecycle;
+pub mod live;
 pub mod router;
 pub mod split;
 

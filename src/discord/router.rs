@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
-use zundamon_actors::{gate, Channels, GateKeeper, Question, Ticket};
+use zundamon_actors::{gate, Channels, GateKeeper, Live, Question, Ticket};
 
 use super::admission::Admission;
 use super::deliver::Delivery;
 use super::lifecycle::{Active, Job, Lifecycle, TOKEN_LIFETIME};
+use super::live;
 use super::{MENTION_REPLY, WAIT_REPLY};
 use crate::config::{LimitsConfig, Secret};
 use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
@@ -118,6 +120,8 @@ pub struct RouterArgs {
     /// The longest an answer may take (the model's whole budget): a question must start this
     /// long before its token expires.
     pub answer_budget: Duration,
+    /// The pace of a streamed answer's edits; `None` shows answers only when complete.
+    pub stream_every: Option<Duration>,
 }
 
 pub struct RouterState {
@@ -286,7 +290,12 @@ fn on_command(
 
     // The question's place in its channel is fixed here, before anything can reorder it.
     let (keeper, gate) = gate();
-    let ticket = Ticket::new(Some(event.interaction_id), Some(start_by)).gated(gate);
+    let mut ticket = Ticket::new(Some(event.interaction_id), Some(start_by)).gated(gate);
+    let live = state.args.stream_every.map(|every| {
+        let (progress, states) = watch::channel(Live::Waiting);
+        ticket.progress = Some(progress);
+        (states, every)
+    });
     let answer = Box::pin(state.args.channels.submit_with(
         Question {
             channel_id: event.channel_id,
@@ -296,7 +305,7 @@ fn on_command(
         },
         ticket,
     ));
-    let job = Job {
+    let mut job = Job {
         question: PendingQuestion {
             interaction_id: event.interaction_id,
             application_id: event.application_id,
@@ -313,6 +322,7 @@ fn on_command(
         deliver_by,
         answer,
         permit: Some(permit),
+        live: None,
         _active: active,
         in_flight: state.args.in_flight.start(),
     };
@@ -321,7 +331,7 @@ fn on_command(
             lifecycle.record(&job.question).await;
             // A refused acknowledgement withdraws the question through its gate; `finish` then
             // sees it skipped by the channel and forgets it.
-            match http_reply {
+            let acknowledged = match http_reply {
                 None => {
                     lifecycle
                         .acknowledge(&job.question, job.received, keeper)
@@ -329,6 +339,19 @@ fn on_command(
                 }
                 Some(reply) => acknowledge_http(&lifecycle, job.received, keeper, reply),
             };
+            if let (true, Some((states, every))) = (acknowledged, live) {
+                job.live = Some(tokio::spawn(
+                    live::follow(
+                        lifecycle.delivery.clone(),
+                        job.question.token.clone(),
+                        job.question.question.clone(),
+                        states,
+                        every,
+                        job.deliver_by,
+                    )
+                    .in_current_span(),
+                ));
+            }
             lifecycle.finish(job).await;
         }
         .instrument(span),
@@ -442,6 +465,7 @@ fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
             deliver_by,
             answer,
             permit: None,
+            live: None,
             _active: active,
             in_flight: state.args.in_flight.start(),
         };

@@ -115,6 +115,10 @@ struct InteractionState {
     sent_at: Instant,
     acknowledged: bool,
     original: Option<Value>,
+    /// Follow-up messages, in the order posted (deleted ones removed).
+    follow_ups: Vec<Value>,
+    /// Requests on this token's webhook routes in the current rate-limit window.
+    bucket: Vec<Instant>,
 }
 
 enum Outgoing {
@@ -174,6 +178,10 @@ struct Shared {
     nonces: Mutex<HashMap<(u64, String), Value>>,
     /// Every channel message actually created (a nonce repeat creates none).
     created: Mutex<Vec<Value>>,
+    /// A per-token rate limit on webhook routes (requests, window), as Discord applies to
+    /// interaction webhooks: beyond it, 429 with `Retry-After`; every answer carries
+    /// `X-RateLimit-Remaining` / `X-RateLimit-Reset-After`.
+    webhook_bucket: Mutex<Option<(usize, Duration)>>,
     /// Until then, new gateway connections are closed at once (an outage).
     refuse_until: Mutex<Option<Instant>>,
 }
@@ -235,6 +243,7 @@ impl FakeDiscord {
             gateway: Mutex::default(),
             nonces: Mutex::default(),
             created: Mutex::default(),
+            webhook_bucket: Mutex::default(),
             refuse_until: Mutex::default(),
         });
         let tasks = vec![
@@ -411,6 +420,8 @@ impl FakeDiscord {
             sent_at,
             acknowledged: false,
             original: None,
+            follow_ups: Vec::new(),
+            bucket: Vec::new(),
         };
         lock(&self.shared.interactions).insert(token.clone(), state);
         SentInteraction { id, token, sent_at }
@@ -491,6 +502,25 @@ impl FakeDiscord {
             });
         }
         sent
+    }
+
+    /// Rate-limits each interaction token's webhook routes to `requests` per `window`.
+    pub fn limit_webhooks(&self, requests: usize, window: Duration) {
+        *lock(&self.shared.webhook_bucket) = Some((requests, window));
+    }
+
+    /// What an interaction shows now: the original response's content, then each follow-up's.
+    pub fn shown(&self, token: &str) -> Vec<String> {
+        let interactions = lock(&self.shared.interactions);
+        let Some(state) = interactions.get(token) else {
+            return Vec::new();
+        };
+        state
+            .original
+            .iter()
+            .chain(&state.follow_ups)
+            .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// The channel messages created so far (a repeat with the same nonce creates none).
@@ -955,41 +985,95 @@ fn callback(shared: &Shared, id: &str, token: &str, body: &Value, at: Instant) -
     (204, vec![], Value::Null)
 }
 
-/// Webhook routes of an interaction token: edit/get the original response, post follow-ups.
+/// Webhook routes of an interaction token: edit/get the original response, post, edit and delete
+/// follow-ups.
 fn webhook(shared: &Shared, method: &str, token: &str, rest: &[&str], body: &Value) -> Reply {
+    let bucket = *lock(&shared.webhook_bucket);
     let mut interactions = lock(&shared.interactions);
     let Some(state) = interactions.get_mut(token).filter(|s| s.acknowledged) else {
         return error(404, 10015, "Unknown Webhook");
     };
+    let mut limit_headers = vec![];
+    if let Some((limit, window)) = bucket {
+        let now = Instant::now();
+        state.bucket.retain(|at| now.duration_since(*at) < window);
+        let reset_after = state.bucket.first().map_or(window, |oldest| {
+            window.saturating_sub(now.duration_since(*oldest))
+        });
+        if state.bucket.len() >= limit {
+            let secs = reset_after.as_secs_f64();
+            return (
+                429,
+                vec![
+                    ("retry-after", format!("{secs:.3}")),
+                    ("x-ratelimit-remaining", "0".into()),
+                    ("x-ratelimit-reset-after", format!("{secs:.3}")),
+                ],
+                json!({"message": "You are being rate limited.", "retry_after": secs, "global": false}),
+            );
+        }
+        state.bucket.push(now);
+        limit_headers = vec![
+            ("x-ratelimit-limit", limit.to_string()),
+            (
+                "x-ratelimit-remaining",
+                (limit - state.bucket.len()).to_string(),
+            ),
+            (
+                "x-ratelimit-reset-after",
+                format!("{:.3}", reset_after.as_secs_f64()),
+            ),
+        ];
+    }
     let content = body["content"].as_str().unwrap_or_default();
-    let message = || {
-        let mut message = message_json(
-            shared.snowflake(),
-            state.channel_id,
-            bot_user_json(),
-            content,
-        );
+    let message = |id: u64| {
+        let mut message = message_json(id, state.channel_id, bot_user_json(), content);
         message["webhook_id"] = json!(APP_ID.to_string());
         message["application_id"] = json!(APP_ID.to_string());
         message
     };
-    match (method, rest) {
+    let (status, reply) = match (method, rest) {
         ("GET", ["messages", "@original"]) => match &state.original {
-            Some(original) => (200, vec![], original.clone()),
-            None => error(404, 10008, "Unknown Message"),
+            Some(original) => (200, original.clone()),
+            None => return error(404, 10008, "Unknown Message"),
         },
-        ("PATCH", ["messages", "@original"]) | ("POST", []) => {
+        ("PATCH", ["messages", "@original"]) => {
             if let Some(invalid) = invalid_content(content) {
                 return invalid;
             }
-            let message = message();
-            if method == "PATCH" {
-                state.original = Some(message.clone());
-            }
-            (200, vec![], message)
+            let message = message(shared.snowflake());
+            state.original = Some(message.clone());
+            (200, message)
         }
-        _ => error(404, 0, "404: Not Found"),
-    }
+        ("POST", []) => {
+            if let Some(invalid) = invalid_content(content) {
+                return invalid;
+            }
+            let message = message(shared.snowflake());
+            state.follow_ups.push(message.clone());
+            (200, message)
+        }
+        ("PATCH", ["messages", id]) => {
+            if let Some(invalid) = invalid_content(content) {
+                return invalid;
+            }
+            let Some(index) = state.follow_ups.iter().position(|m| m["id"] == *id) else {
+                return error(404, 10008, "Unknown Message");
+            };
+            let id = id.parse().unwrap_or(0);
+            state.follow_ups[index] = message(id);
+            (200, state.follow_ups[index].clone())
+        }
+        ("DELETE", ["messages", id]) => {
+            let Some(index) = state.follow_ups.iter().position(|m| m["id"] == *id) else {
+                return error(404, 10008, "Unknown Message");
+            };
+            state.follow_ups.remove(index);
+            (204, Value::Null)
+        }
+        _ => return error(404, 0, "404: Not Found"),
+    };
+    (status, limit_headers, reply)
 }
 
 fn invalid_content(content: &str) -> Option<Reply> {
