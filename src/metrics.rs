@@ -30,6 +30,7 @@ pub struct Metrics {
     search_requests: Family<Outcome, Counter>,
     replies: Family<Outcome, Counter>,
     gateway_ready: Gauge<i64, AtomicI64>,
+    reasoning_answers: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -52,6 +53,7 @@ impl Metrics {
             search_requests: Family::default(),
             replies: Family::default(),
             gateway_ready: Gauge::default(),
+            reasoning_answers: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +106,11 @@ impl Metrics {
             "1 while the Discord gateway session is ready",
             metrics.gateway_ready.clone(),
         );
+        registry.register(
+            "zundamon_reasoning_answers",
+            "Answers whose model response contained reasoning (hidden from users)",
+            metrics.reasoning_answers.clone(),
+        );
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
@@ -155,6 +162,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one answer that came with reasoning (think tags or a reasoning field).
+    pub fn reasoning_answer(&self) {
+        self.reasoning_answers.inc();
+    }
+
     pub fn set_gateway_ready(&self, ready: bool) {
         self.gateway_ready.set(i64::from(ready));
     }
@@ -185,6 +197,7 @@ mod tests {
         metrics.observe_answer(1.5);
         metrics.llm_request("ok");
         metrics.search_request("rate_limited");
+        metrics.reasoning_answer();
         let stats = StatsSnapshot {
             live_channels: 3,
             evictions: 2,
@@ -199,6 +212,7 @@ mod tests {
             "zundamon_llm_requests_total{outcome=\"ok\"} 1",
             "zundamon_search_requests_total{outcome=\"rate_limited\"} 1",
             "zundamon_evictions_total 2",
+            "zundamon_reasoning_answers_total 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
