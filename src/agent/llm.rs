@@ -177,7 +177,7 @@ impl ChatClient {
         request: &CreateChatCompletionRequest,
         deadline: Instant,
     ) -> Result<AssistantMessage, LlmError> {
-        self.exchange(request, deadline, None).await
+        self.exchange(request, deadline, &mut |_| {}).await
     }
 
     /// Like [`ChatClient::complete`], asking for a streamed answer: `on_event` gets the visible
@@ -191,14 +191,14 @@ impl ChatClient {
     ) -> Result<AssistantMessage, LlmError> {
         let mut request = request.clone();
         request.stream = Some(true);
-        self.exchange(&request, deadline, Some(on_event)).await
+        self.exchange(&request, deadline, on_event).await
     }
 
     async fn exchange(
         &self,
         request: &CreateChatCompletionRequest,
         deadline: Instant,
-        mut on_event: Option<&mut (dyn FnMut(StreamEvent) + Send)>,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
     ) -> Result<AssistantMessage, LlmError> {
         let body = serde_json::to_vec(request)
             .map_err(|err| LlmError::Setup(format!("cannot serialize the request: {err}")))?;
@@ -211,10 +211,7 @@ impl ChatClient {
                     .acquire()
                     .await
                     .map_err(|_| LlmError::Setup("the request limiter is closed".into()))?;
-                let on_event = on_event
-                    .as_mut()
-                    .map(|f| -> &mut (dyn FnMut(StreamEvent) + Send) { &mut **f });
-                self.send_once(&body, on_event).await
+                self.send_once(&body, &mut *on_event).await
             };
             let err = match result {
                 Ok(message) => {
@@ -246,7 +243,7 @@ impl ChatClient {
     async fn send_once(
         &self,
         body: &[u8],
-        on_event: Option<&mut (dyn FnMut(StreamEvent) + Send)>,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
     ) -> Result<AssistantMessage, LlmError> {
         let started = std::time::Instant::now();
         let mut response = self
@@ -266,8 +263,6 @@ impl ChatClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
         if status.is_success() && is_event_stream {
-            let mut ignore = |_: StreamEvent| {};
-            let on_event = on_event.unwrap_or(&mut ignore);
             let chunks = Box::pin(futures::stream::unfold(
                 response,
                 |mut response| async move {
@@ -326,8 +321,6 @@ impl ChatClient {
             bytes[text_start..].starts_with(b"data:") || bytes[text_start..].starts_with(b":");
         if looks_like_sse {
             let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
-            let mut ignore = |_: StreamEvent| {};
-            let on_event = on_event.unwrap_or(&mut ignore);
             return read_stream(chunks, on_event)
                 .await
                 .map_err(|failure| match failure {
@@ -336,7 +329,7 @@ impl ChatClient {
                 });
         }
         let message = parse_completion(&bytes).map_err(|err| self.invalid(err))?;
-        if let (Some(on_event), Some(text)) = (on_event, &message.content) {
+        if let Some(text) = &message.content {
             on_event(StreamEvent::Text(text.clone()));
         }
         Ok(message)
