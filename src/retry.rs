@@ -17,9 +17,10 @@ use tokio::time::Instant;
 /// practice means "past the deadline": the caller gives up at once instead of sleeping.
 pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
 
-/// Exponential backoff with "equal jitter": retry `n` (0-based) waits between half and all of
-/// `base * 2^n`, capped at `cap`. The random half keeps many clients that failed together from
-/// retrying in lockstep; the fixed half keeps the wait from collapsing to zero.
+/// Exponential backoff with jitter: retry `n` (0-based) waits `base * 2^n` (capped at `cap`) plus a
+/// random extra of up to half of that. The fixed part guarantees the server gets at least the
+/// backoff it is owed; the random part keeps many clients that failed together (channels hitting
+/// the same rate limit, deliveries after one Discord outage) from retrying in lockstep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
@@ -31,18 +32,20 @@ impl Backoff {
         Self { base, cap }
     }
 
-    /// The full (un-jittered) delay of retry `retry` (0 = the first retry).
+    /// The fixed (un-jittered) part of the delay of retry `retry` (0 = the first retry).
     pub fn ceiling(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.min(31));
         self.base.saturating_mul(factor).min(self.cap)
     }
 
-    /// The jittered delay before retry `retry` (0 = the first retry): in `[ceiling/2, ceiling]`.
+    /// The jittered delay before retry `retry` (0 = the first retry): in
+    /// `[ceiling, 1.5 * ceiling]`.
     pub fn delay(&self, retry: u32) -> Duration {
-        let full = self.ceiling(retry);
-        let half = full / 2;
-        let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-        half + Duration::from_nanos(random_u64() % span)
+        let fixed = self.ceiling(retry);
+        let span = u64::try_from((fixed / 2).as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        fixed + Duration::from_nanos(random_u64() % span)
     }
 }
 
@@ -138,10 +141,10 @@ mod tests {
         let ceilings: Vec<u128> = (0..8).map(|n| policy.ceiling(n).as_millis()).collect();
         assert_eq!(ceilings, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
         for retry in [0, 1, 5, 30, 31, 32, u32::MAX] {
-            let full = policy.ceiling(retry);
+            let fixed = policy.ceiling(retry);
             for _ in 0..20 {
                 let wait = policy.delay(retry);
-                assert!(wait >= full / 2 && wait <= full, "{retry}: {wait:?}");
+                assert!(wait >= fixed && wait <= fixed * 3 / 2, "{retry}: {wait:?}");
             }
         }
         // Jitter: twenty draws are not all the same.
