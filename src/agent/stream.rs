@@ -89,15 +89,19 @@ impl StreamAssembler {
         bytes: &[u8],
         on_event: &mut dyn FnMut(StreamEvent),
     ) -> Result<(), ResponseError> {
-        for &byte in bytes {
-            if self.done {
-                break;
-            }
-            if byte == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                self.line_end(&line, on_event)?;
-            } else {
-                self.line.push(byte);
+        let mut rest = bytes;
+        while !rest.is_empty() && !self.done {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.line.extend_from_slice(&rest[..end]);
+                    let line = std::mem::take(&mut self.line);
+                    self.line_end(&line, on_event)?;
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    self.line.extend_from_slice(rest);
+                    break;
+                }
             }
         }
         Ok(())
