@@ -11,6 +11,11 @@
 //!
 //! Tool-call deltas are accumulated per `index`: the first delta of a call carries its id and
 //! name, later ones append to its arguments.
+//!
+//! One case cannot be caught while streaming: a chat template that opens the think block in the
+//! prompt, so the stream starts mid-thought and only `</think>` arrives. Those thoughts are
+//! emitted as text before the closing tag shows what they were; the final message (what is
+//! stored and what a caller should show last) is stripped correctly all the same.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
