@@ -263,13 +263,21 @@ impl ChatClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
         if status.is_success() && is_event_stream {
+            // Read up to MAX_BODY_BYTES, like a plain body: a runaway stream ends there and is
+            // assembled from what arrived.
             let chunks = Box::pin(futures::stream::unfold(
-                response,
-                |mut response| async move {
+                (response, 0usize),
+                |(mut response, read)| async move {
+                    if read >= MAX_BODY_BYTES {
+                        return None;
+                    }
                     match response.chunk().await {
-                        Ok(Some(bytes)) => Some((Ok(bytes), response)),
+                        Ok(Some(bytes)) => {
+                            let read = read + bytes.len();
+                            Some((Ok(bytes), (response, read)))
+                        }
                         Ok(None) => None,
-                        Err(err) => Some((Err(err), response)),
+                        Err(err) => Some((Err(err), (response, read))),
                     }
                 },
             ));
