@@ -132,6 +132,38 @@ pub struct OpenAiConfig {
     pub answer_timeout_secs: u64,
     pub max_tool_rounds: u32,
     pub max_concurrent_requests: usize,
+    /// Whether requests offer the model the web search tool: `auto`, `on` or `off`
+    /// (see [`ToolMode`]).
+    pub tools: String,
+}
+
+/// When the chat model is offered the web search tool (`ZUNDA_TOOLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolMode {
+    /// Offer it; if the server rejects tools, answer without them from then on.
+    Auto,
+    /// Always offer it; a server that rejects tools cannot answer.
+    On,
+    /// Never offer it: the model answers from its own knowledge.
+    Off,
+}
+
+impl ToolMode {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "on" => Some(Self::On),
+            "off" => Some(Self::Off),
+            _ => None,
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// The validated `tools` setting (`auto` if it were somehow invalid).
+    pub fn tool_mode(&self) -> ToolMode {
+        ToolMode::parse(&self.tools).unwrap_or(ToolMode::Auto)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +322,7 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "max_concurrent_requests",
         Kind::Int,
     ),
+    ("ZUNDA_TOOLS", "openai", "tools", Kind::Str),
     ("SEARCH_BASE_URL", "search", "base_url", Kind::Str),
     ("ZUNDA_SEARCH_REGION", "search", "region", Kind::Str),
     (
@@ -498,6 +531,12 @@ impl Config {
         if self.openai.model.trim().is_empty() {
             problems.push("OPENAI_MODEL is empty".into());
         }
+        if ToolMode::parse(&self.openai.tools).is_none() {
+            problems.push(format!(
+                "ZUNDA_TOOLS={:?} must be auto, on or off",
+                self.openai.tools
+            ));
+        }
         if !(0.0..=2.0).contains(&self.openai.temperature) {
             problems.push("ZUNDA_TEMPERATURE must be between 0 and 2".into());
         }
@@ -698,6 +737,37 @@ mod tests {
             );
             assert!(text.contains("[redacted]"));
         }
+    }
+
+    #[test]
+    fn tools_mode_is_auto_by_default_and_checked() {
+        let config =
+            Config::load_with(None, Purpose::Ask, env_of(&[("OPENAI_API_KEY", "k")])).unwrap();
+        assert_eq!(config.openai.tool_mode(), ToolMode::Auto);
+        for (raw, mode) in [
+            ("on", ToolMode::On),
+            ("OFF", ToolMode::Off),
+            (" auto ", ToolMode::Auto),
+        ] {
+            let config = Config::load_with(
+                None,
+                Purpose::Ask,
+                env_of(&[("OPENAI_API_KEY", "k"), ("ZUNDA_TOOLS", raw)]),
+            )
+            .unwrap();
+            assert_eq!(config.openai.tool_mode(), mode, "{raw}");
+        }
+        let err = Config::load_with(
+            None,
+            Purpose::Ask,
+            env_of(&[("OPENAI_API_KEY", "k"), ("ZUNDA_TOOLS", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ZUNDA_TOOLS=\"maybe\" must be auto, on or off"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective one, secrets redacted.
     CheckConfig,
+    /// Check the configured chat model server: reachable, key accepted, model found, tools,
+    /// streaming, reasoning, latency. Exits 0 only when the bot can answer with it.
+    CheckModel,
     /// Ask Zundamon a question from the console, without Discord. Without QUESTION, reads
     /// questions line by line from stdin, remembering the conversation like one channel.
     Ask {
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
     let purpose = match command {
         Command::Run => Purpose::Bot,
         Command::CheckConfig => Purpose::Check,
-        Command::Ask { .. } => Purpose::Ask,
+        Command::Ask { .. } | Command::CheckModel => Purpose::Ask,
     };
     let config = match Config::load(cli.config.as_deref(), purpose) {
         Ok(config) => config,
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             println!("# configuration is valid\n{}", config.to_redacted_toml());
             Ok(())
         }
+        Command::CheckModel => runtime.block_on(zundamon::agent::check::run(&config)),
         Command::Ask {
             question,
             channel,

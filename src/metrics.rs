@@ -33,6 +33,7 @@ pub struct Metrics {
     withdrawn: Family<Outcome, Counter>,
     resumed: Family<Outcome, Counter>,
     live_edits: Histogram,
+    reasoning_answers: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -58,6 +59,7 @@ impl Metrics {
             withdrawn: Family::default(),
             resumed: Family::default(),
             live_edits: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            reasoning_answers: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +142,11 @@ impl Metrics {
                 .resumed
                 .get_or_create(&vec![("outcome".into(), outcome.into())]);
         }
+        registry.register(
+            "zundamon_reasoning_answers",
+            "Answers whose model response contained reasoning (hidden from users)",
+            metrics.reasoning_answers.clone(),
+        );
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
@@ -211,6 +218,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one answer that came with reasoning (think tags or a reasoning field).
+    pub fn reasoning_answer(&self) {
+        self.reasoning_answers.inc();
+    }
+
     pub fn set_gateway_ready(&self, ready: bool) {
         self.gateway_ready.set(i64::from(ready));
     }
@@ -241,6 +253,7 @@ mod tests {
         metrics.observe_answer(1.5);
         metrics.llm_request("ok");
         metrics.search_request("rate_limited");
+        metrics.reasoning_answer();
         let stats = StatsSnapshot {
             live_channels: 3,
             evictions: 2,
@@ -255,6 +268,7 @@ mod tests {
             "zundamon_llm_requests_total{outcome=\"ok\"} 1",
             "zundamon_search_requests_total{outcome=\"rate_limited\"} 1",
             "zundamon_evictions_total 2",
+            "zundamon_reasoning_answers_total 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

@@ -616,3 +616,108 @@ async fn a_retry_after_beyond_the_deadline_fails_at_once() {
     assert!(err.reason.contains("3600s"), "{err}");
     assert_eq!(h.openai.request_count(), 1);
 }
+
+#[tokio::test]
+async fn zunda_tools_off_never_offers_tools() {
+    let h = Harness::start(&[("ZUNDA_TOOLS", "off")]).await;
+    let answer = h.agent().answer(&question("道具なし"), &[]).await.unwrap();
+    assert_eq!(answer, "「道具なし」の答えなのだ。");
+    let requests = h.openai.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(requests[0].get("tools").is_none(), "{}", requests[0]);
+}
+
+#[tokio::test]
+async fn zunda_tools_on_does_not_fall_back() {
+    let h = Harness::start(&[("ZUNDA_TOOLS", "on")]).await;
+    h.openai.set_rejects_tools(true);
+    let agent = h.agent();
+    for _ in 0..2 {
+        let err = agent
+            .answer(&question("道具は必須"), &[])
+            .await
+            .unwrap_err();
+        assert!(err.reason.contains("HTTP 400"), "{err}");
+        assert!(err.reason.contains("does not support tools"), "{err}");
+    }
+    let requests = h.openai.requests();
+    assert_eq!(requests.len(), 2, "no retry without tools");
+    assert!(requests.iter().all(|r| r["tools"].is_array()));
+}
+
+#[tokio::test]
+async fn auto_tools_fall_back_once_per_process_and_keep_the_conversation() {
+    let h = Harness::start(&[]).await;
+    h.openai.set_rejects_tools(true);
+    let agent = h.agent();
+    let history = vec![Exchange::new("前の質問", "前の答えなのだ。")];
+    let answer = agent.answer(&question("今の質問"), &history).await.unwrap();
+    assert_eq!(answer, "「今の質問」の答えなのだ。");
+    agent.answer(&question("次の質問"), &[]).await.unwrap();
+    let requests = h.openai.requests();
+    assert_eq!(requests.len(), 3);
+    // The retry is the same conversation, minus the tools.
+    let mut without_tools = requests[0].clone();
+    without_tools.as_object_mut().unwrap().remove("tools");
+    assert_eq!(requests[1], without_tools);
+    assert!(requests[2].get("tools").is_none());
+    // A fresh agent (a new process) tries tools again.
+    h.openai.set_rejects_tools(false);
+    h.agent().answer(&question("再起動後"), &[]).await.unwrap();
+    assert!(h.openai.requests()[3]["tools"].is_array());
+}
+
+#[tokio::test]
+async fn reasoning_is_hidden_from_the_answer_and_counted() {
+    use support::fake_openai::{Shape, THOUGHT};
+    let h = Harness::start(&[]).await;
+    h.openai.script(
+        "考えて",
+        vec![
+            Step::Shaped(
+                Shape::ThinkTags,
+                Box::new(Step::ToolCalls(vec!["ずんだ".into()])),
+            ),
+            Step::Shaped(
+                Shape::ThinkTags,
+                Box::new(Step::Answer("考えたのだ。".into())),
+            ),
+        ],
+    );
+    let answer = h.agent().answer(&question("考えて"), &[]).await.unwrap();
+    assert_eq!(answer, "考えたのだ。");
+    // The tool round's thoughts are not sent back to the model either.
+    let requests = h.openai.requests();
+    assert!(
+        !requests[1].to_string().contains(THOUGHT),
+        "{}",
+        requests[1]
+    );
+    assert!(h
+        .metrics_text()
+        .contains("zundamon_reasoning_answers_total 1"));
+    h.agent().answer(&question("普通に"), &[]).await.unwrap();
+    assert!(h
+        .metrics_text()
+        .contains("zundamon_reasoning_answers_total 1"));
+}
+
+#[tokio::test]
+async fn a_retry_after_of_1e20_fails_at_once_without_panicking() {
+    let h = Harness::start(&[("ZUNDA_ANSWER_TIMEOUT_SECS", "10")]).await;
+    h.openai
+        .script("永遠", vec![Step::RetryAfterRaw("1e20".into())]);
+    let started = Instant::now();
+    let err = h
+        .agent()
+        .answer(&question("永遠に待つ？"), &[])
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(err.reason.contains("HTTP 429"), "{err}");
+    assert!(
+        err.reason.contains("would pass the answer deadline"),
+        "{err}"
+    );
+    assert_eq!(h.openai.request_count(), 1);
+}

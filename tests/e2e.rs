@@ -961,11 +961,14 @@ async fn probes_pass_while_the_gateway_is_still_connecting() {
     let db = temp_dir("startup").join("zundamon.db");
     let bot = Bot::start(bot_env(&discord, &openai, &search, &db, &[])).await;
     assert_eq!(bot.get("/").await, (200, "ack".to_owned()));
+    // The lookup starts on the gateway's own thread, shortly after the probes are up.
     let lookup = discord
-        .requests()
+        .wait_for_requests(|r| r.is("GET", "/gateway"), 1, Duration::from_secs(3))
+        .await
         .into_iter()
-        .find(|r| r.is("GET", "/gateway"))
+        .next()
         .expect("the bot looked up the gateway");
+    assert_eq!(bot.get("/").await, (200, "ack".to_owned()));
     assert!(
         lookup.at.elapsed() < lookup_delay,
         "probes must answer while the gateway lookup is still pending"

@@ -1,36 +1,35 @@
-//! The chat model client: one non-streaming chat completion against any OpenAI-compatible server,
-//! with timeouts, bounded retries and a global cap on requests in flight.
+//! The chat model client: one chat completion (plain or streamed) against any OpenAI-compatible
+//! server, with timeouts, bounded retries and a global cap on requests in flight.
 //!
-//! Requests and responses are async-openai's wire types (`CreateChatCompletionRequest`,
-//! `CreateChatCompletionResponse`, its error body), but the HTTP exchange is ours. async-openai 0.43
+//! Requests are async-openai's wire type (`CreateChatCompletionRequest`); responses are read
+//! leniently by [`super::response`] and [`super::stream`], because real servers leave out or
+//! rename fields async-openai's response types require. The HTTP exchange is ours. async-openai 0.43
 //! always wraps its transport in a fixed retry layer (3 retries) that cannot be switched off without
 //! its `middleware` feature, hides `Retry-After` from the caller and does not retry timeouts; a loop
 //! of ours around it would multiply retries. Owning the exchange gives exactly `max_retries` retries,
 //! one metric per attempt, a semaphore permit per attempt (not held while backing off), and error
 //! texts we know never carry the API key.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_openai::error::WrappedError;
-use async_openai::types::chat::{
-    ChatCompletionResponseMessage, CreateChatCompletionRequest, CreateChatCompletionResponse,
-};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use async_openai::types::chat::CreateChatCompletionRequest;
+use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::response::{parse_completion, AssistantMessage, ResponseError};
+use super::stream::{read_stream, StreamEvent, StreamFailure};
 use crate::config::{OpenAiConfig, Secret};
 use crate::metrics::Metrics;
+use crate::retry::{self, Backoff};
 
-/// First backoff delay; doubled per retry up to [`MAX_BACKOFF`], with jitter.
-const BASE_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Backoff between retries: 250 ms doubling up to 8 s, with jitter.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
 /// Longest upstream error message kept in an error (characters).
 const MAX_DETAIL_CHARS: usize = 200;
 /// Largest response body accepted; a chat completion is a few KiB.
@@ -76,6 +75,28 @@ impl LlmError {
             }
             Self::Timeout { .. } | Self::Transport { .. } => true,
             Self::InvalidResponse { .. } | Self::DeadlineTooClose { .. } | Self::Setup(_) => false,
+        }
+    }
+
+    /// Whether this is a server refusing the `tools` of a request (Ollama: "… does not support
+    /// tools"; vLLM and llama.cpp name the flag that enables tool calling).
+    pub fn rejects_tools(&self) -> bool {
+        match self {
+            Self::Status { status, detail, .. } => {
+                let detail = detail.to_ascii_lowercase();
+                matches!(status, 400 | 422)
+                    && (detail.contains("tool") || detail.contains("function"))
+            }
+            _ => false,
+        }
+    }
+
+    /// The HTTP status of a rejected request.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::DeadlineTooClose { cause, .. } => cause.status(),
+            _ => None,
         }
     }
 
@@ -149,12 +170,36 @@ impl ChatClient {
     }
 
     /// Sends `request` until it succeeds, fails permanently, `max_retries` retries are spent, or
-    /// the next wait would end after `deadline`. Returns the first choice's message.
+    /// the next wait would end after `deadline`. Returns the first choice's message, reasoning
+    /// removed. A server that answers with an event stream anyway is read as one.
     pub async fn complete(
         &self,
         request: &CreateChatCompletionRequest,
         deadline: Instant,
-    ) -> Result<ChatCompletionResponseMessage, LlmError> {
+    ) -> Result<AssistantMessage, LlmError> {
+        self.exchange(request, deadline, &mut |_| {}).await
+    }
+
+    /// Like [`ChatClient::complete`], asking for a streamed answer: `on_event` gets the visible
+    /// text as it is written (reasoning removed) and a notice while the model thinks. Retries
+    /// happen only until text has been shown, so nothing is ever shown twice.
+    pub async fn stream(
+        &self,
+        request: &CreateChatCompletionRequest,
+        deadline: Instant,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<AssistantMessage, LlmError> {
+        let mut request = request.clone();
+        request.stream = Some(true);
+        self.exchange(&request, deadline, on_event).await
+    }
+
+    async fn exchange(
+        &self,
+        request: &CreateChatCompletionRequest,
+        deadline: Instant,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<AssistantMessage, LlmError> {
         let body = serde_json::to_vec(request)
             .map_err(|err| LlmError::Setup(format!("cannot serialize the request: {err}")))?;
         let mut attempt = 0u32;
@@ -166,7 +211,7 @@ impl ChatClient {
                     .acquire()
                     .await
                     .map_err(|_| LlmError::Setup("the request limiter is closed".into()))?;
-                self.send_once(&body).await
+                self.send_once(&body, &mut *on_event).await
             };
             let err = match result {
                 Ok(message) => {
@@ -181,33 +226,83 @@ impl ChatClient {
                 warn!(error = %err, attempts = attempt + 1, "chat model request failed");
                 return Err(err);
             }
-            let wait = err.retry_after().unwrap_or_else(|| backoff(attempt));
-            if Instant::now() + wait >= deadline {
-                warn!(error = %err, wait_ms = wait.as_millis() as u64, "chat model retry would pass the deadline");
+            let wait = err.retry_after().unwrap_or_else(|| BACKOFF.delay(attempt));
+            if !retry::fits_before(wait, deadline) {
+                warn!(error = %err, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "chat model retry would pass the deadline");
                 return Err(LlmError::DeadlineTooClose {
                     wait_secs: wait.as_secs_f64().ceil() as u64,
                     cause: Box::new(err),
                 });
             }
-            warn!(error = %err, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, "chat model request failed; retrying");
+            warn!(error = %err, attempt = attempt + 1, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "chat model request failed; retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
 
-    async fn send_once(&self, body: &[u8]) -> Result<ChatCompletionResponseMessage, LlmError> {
+    async fn send_once(
+        &self,
+        body: &[u8],
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<AssistantMessage, LlmError> {
         let started = std::time::Instant::now();
         let mut response = self
             .http
             .post(&self.endpoint)
             .bearer_auth(self.api_key.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json")
             .body(body.to_vec())
             .send()
             .await
             .map_err(|err| self.transport_error(err))?;
         let status = response.status();
-        let retry_after = retry_after(response.headers());
+        let retry_after = retry::server_wait(response.headers());
+        let is_event_stream = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+        if status.is_success() && is_event_stream {
+            // Read up to MAX_BODY_BYTES, like a plain body: a runaway stream ends there and is
+            // assembled from what arrived.
+            let chunks = Box::pin(futures::stream::unfold(
+                (response, 0usize),
+                |(mut response, read)| async move {
+                    if read >= MAX_BODY_BYTES {
+                        return None;
+                    }
+                    match response.chunk().await {
+                        Ok(Some(bytes)) => {
+                            let read = read + bytes.len();
+                            Some((Ok(bytes), (response, read)))
+                        }
+                        Ok(None) => None,
+                        Err(err) => Some((Err(err), (response, read))),
+                    }
+                },
+            ));
+            let result = read_stream(chunks, on_event).await;
+            debug!(
+                status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "chat model stream ended"
+            );
+            return result.map_err(|failure| match failure {
+                StreamFailure::Response(err) => self.invalid(err),
+                StreamFailure::Transport {
+                    error,
+                    emitted_text: false,
+                } => self.transport_error(error),
+                // Part of the answer was shown: a retry would show it twice.
+                StreamFailure::Transport { error, .. } => LlmError::InvalidResponse {
+                    upstream: self.upstream.clone(),
+                    reason: format!(
+                        "the stream broke off after part of the answer: {}",
+                        innermost(&error.without_url())
+                    ),
+                },
+            });
+        }
         let bytes = read_capped(&mut response)
             .await
             .map_err(|err| self.transport_error(err))?;
@@ -225,20 +320,34 @@ impl ChatClient {
                 retry_after,
             });
         }
-        let parsed: CreateChatCompletionResponse =
-            serde_json::from_slice(&bytes).map_err(|err| LlmError::InvalidResponse {
-                upstream: self.upstream.clone(),
-                reason: err.to_string(),
-            })?;
-        parsed
-            .choices
-            .into_iter()
-            .next()
-            .map(|choice| choice.message)
-            .ok_or_else(|| LlmError::InvalidResponse {
-                upstream: self.upstream.clone(),
-                reason: "no choices".into(),
-            })
+        // Some proxies stream even when not asked to, under a generic content type.
+        let text_start = bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(bytes.len());
+        let looks_like_sse =
+            bytes[text_start..].starts_with(b"data:") || bytes[text_start..].starts_with(b":");
+        if looks_like_sse {
+            let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
+            return read_stream(chunks, on_event)
+                .await
+                .map_err(|failure| match failure {
+                    StreamFailure::Response(err) => self.invalid(err),
+                    StreamFailure::Transport { error, .. } => match error {},
+                });
+        }
+        let message = parse_completion(&bytes).map_err(|err| self.invalid(err))?;
+        if let Some(text) = &message.content {
+            on_event(StreamEvent::Text(text.clone()));
+        }
+        Ok(message)
+    }
+
+    fn invalid(&self, err: ResponseError) -> LlmError {
+        LlmError::InvalidResponse {
+            upstream: self.upstream.clone(),
+            reason: scrub(&err.to_string(), self.api_key.expose()),
+        }
     }
 
     fn transport_error(&self, err: reqwest::Error) -> LlmError {
@@ -286,42 +395,6 @@ impl ChatClient {
         }
         format!(": {}", truncate_chars(&text, MAX_DETAIL_CHARS))
     }
-}
-
-/// Exponential backoff with "equal jitter": half fixed, half random, so many channels hitting the
-/// same rate limit do not retry in lockstep.
-fn backoff(attempt: u32) -> Duration {
-    let full = BASE_BACKOFF
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(MAX_BACKOFF);
-    let half = full / 2;
-    let jitter_nanos = random_u64() % (half.as_nanos() as u64).max(1);
-    half + Duration::from_nanos(jitter_nanos)
-}
-
-/// A random number without a `rand` dependency: `RandomState` is seeded per instance by the OS.
-fn random_u64() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(0x5a75_6e64_616d_6f6e);
-    hasher.finish()
-}
-
-/// The wait a response asks for: `retry-after-ms` (OpenAI), `Retry-After` in seconds or as an
-/// HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    let value = header(RETRY_AFTER.as_str())?.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
@@ -388,44 +461,7 @@ fn truncate_chars(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        for attempt in 0..12 {
-            let full = BASE_BACKOFF
-                .saturating_mul(2u32.saturating_pow(attempt))
-                .min(MAX_BACKOFF);
-            let wait = backoff(attempt);
-            assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
-        }
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
-        headers.insert("retry-after-ms", HeaderValue::from_static("1500"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
-
-        let mut headers = HeaderMap::new();
-        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(&soon).unwrap());
-        let wait = retry_after(&headers).unwrap();
-        assert!(
-            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
-            "{wait:?}"
-        );
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Mon, 01 Jan 2001 00:00:00 GMT"),
-        );
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
-    }
 
     #[test]
     fn keys_are_scrubbed_from_upstream_text() {
@@ -463,6 +499,30 @@ mod tests {
         assert!(status(503, "").is_retryable());
         assert!(!status(400, "").is_retryable());
         assert!(!status(401, "").is_retryable());
+    }
+
+    #[test]
+    fn tool_rejections_are_recognised() {
+        let status = |status: u16, detail: &str| LlmError::Status {
+            upstream: "u".into(),
+            status,
+            detail: detail.into(),
+            retry_after: None,
+        };
+        assert!(status(
+            400,
+            ": registry.ollama.ai/library/gemma:2b does not support tools"
+        )
+        .rejects_tools());
+        assert!(status(
+            400,
+            ": \"auto\" tool choice requires --enable-auto-tool-choice"
+        )
+        .rejects_tools());
+        assert!(status(422, ": Functions are not supported").rejects_tools());
+        assert!(!status(400, ": context length exceeded").rejects_tools());
+        assert!(!status(500, ": tool server crashed").rejects_tools());
+        assert!(!status(401, ": tools").rejects_tools());
     }
 
     #[test]

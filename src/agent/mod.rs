@@ -4,15 +4,23 @@
 //! channel actor can use it without knowing about OpenAI or DuckDuckGo.
 //!
 //! - [`llm`]: the chat completion client (timeouts, retries, a global request limit);
+//! - [`response`], [`stream`], [`reasoning`]: lenient reading of plain and streamed responses,
+//!   with reasoning kept out of answers;
+//! - [`check`]: `zundamon check-model`, a plain-words report on the configured server;
 //! - [`search`]: the DuckDuckGo tool (parsing, caching, untrusted-data framing);
 //! - [`prompt`]: the message order and the question framing;
 //! - `tool_loop`: the rounds of tool calls that end in an answer.
 
+pub mod check;
 pub mod llm;
 pub mod prompt;
+pub mod reasoning;
+pub mod response;
 pub mod search;
+pub mod stream;
 mod tool_loop;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +31,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 use zundamon_actors::{AnswerError, Answerer, Exchange, Question};
 
-use crate::config::Config;
+use crate::config::{Config, ToolMode};
 use crate::metrics::Metrics;
 use llm::{ChatClient, LlmError};
 use search::{SearchError, WebSearch};
@@ -55,6 +63,7 @@ struct AgentSettings {
     persona: String,
     closing_reminder: String,
     time_zone: Tz,
+    tool_mode: ToolMode,
 }
 
 /// Answers questions in Zundamon's voice with the configured chat model and web search.
@@ -63,6 +72,10 @@ pub struct ZundaAgent {
     search: WebSearch,
     settings: AgentSettings,
     clock: Clock,
+    metrics: Arc<Metrics>,
+    /// Set once the server rejected a request for carrying tools (`ZUNDA_TOOLS=auto`): this
+    /// process then asks without them.
+    no_tool_support: AtomicBool,
 }
 
 impl std::fmt::Debug for ZundaAgent {
@@ -92,7 +105,7 @@ impl ZundaAgent {
         let openai = &config.openai;
         Ok(Self {
             llm: ChatClient::new(openai, metrics.clone())?,
-            search: WebSearch::new(&config.search, metrics)?,
+            search: WebSearch::new(&config.search, metrics.clone())?,
             settings: AgentSettings {
                 model: openai.model.clone(),
                 temperature: openai.temperature,
@@ -101,8 +114,11 @@ impl ZundaAgent {
                 persona: config.persona.system_prompt.clone(),
                 closing_reminder: config.persona.closing_reminder.clone(),
                 time_zone: config.persona.tz(),
+                tool_mode: openai.tool_mode(),
             },
             clock,
+            metrics,
+            no_tool_support: AtomicBool::new(false),
         })
     }
 

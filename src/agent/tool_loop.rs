@@ -2,22 +2,26 @@
 //! the searches concurrently and send their results back; then return its text.
 //!
 //! After `max_tool_rounds` rounds the request goes out without tools, so the model has to answer
-//! with what it has instead of looping. Every tool call gets a tool message with its id, even a
+//! with what it has instead of looping. A server that rejects `tools` (HTTP 400 naming them) gets
+//! the same question again without them, and with `ZUNDA_TOOLS=auto` is never offered tools again
+//! by this process. Every tool call gets a tool message with its id, even a
 //! malformed or unknown one: OpenAI rejects a conversation with unanswered tool calls.
 
 use async_openai::types::chat::{
-    ChatCompletionMessageToolCalls, ChatCompletionTool, ChatCompletionTools,
-    CreateChatCompletionRequest, FunctionObject,
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionTool,
+    ChatCompletionTools, CreateChatCompletionRequest, FunctionCall, FunctionObject,
 };
 use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 use zundamon_actors::{Exchange, Question};
 
 use super::prompt::{format_now, frame_question, Conversation};
+use super::response::ToolCall;
 use super::{AgentError, ZundaAgent};
+use crate::config::ToolMode;
 
 /// The tool's name as the model sees it.
 pub const WEB_SEARCH: &str = "web_search";
@@ -31,7 +35,7 @@ struct WebSearchArgs {
 }
 
 /// The `web_search` function definition sent with every request that allows tools.
-fn web_search_tool() -> ChatCompletionTools {
+pub(super) fn web_search_tool() -> ChatCompletionTools {
     ChatCompletionTools::Function(ChatCompletionTool {
         function: FunctionObject {
             name: WEB_SEARCH.into(),
@@ -72,25 +76,52 @@ impl ZundaAgent {
             &settings.closing_reminder,
         );
         let mut round = 0u32;
+        let mut had_reasoning = false;
         loop {
-            let tools_allowed = round < settings.max_tool_rounds;
-            let request = CreateChatCompletionRequest {
+            let offer_tools = round < settings.max_tool_rounds && self.offers_tools();
+            let mut request = CreateChatCompletionRequest {
                 model: settings.model.clone(),
                 messages: conversation.messages(),
                 temperature: Some(settings.temperature),
-                tools: tools_allowed.then(|| vec![web_search_tool()]),
+                tools: offer_tools.then(|| vec![web_search_tool()]),
                 ..Default::default()
             };
-            let message = self.llm.complete(&request, deadline).await?;
-            let calls = message.tool_calls.unwrap_or_default();
-            if calls.is_empty() || !tools_allowed {
-                let answer = message.content.unwrap_or_default().trim().to_owned();
+            let message = match self.llm.complete(&request, deadline).await {
+                Ok(message) => message,
+                Err(err)
+                    if offer_tools
+                        && settings.tool_mode == ToolMode::Auto
+                        && err.rejects_tools() =>
+                {
+                    self.no_tool_support
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    warn!(
+                        upstream = self.llm.upstream(),
+                        model = %settings.model,
+                        error = %err,
+                        "the chat model rejected tools: answering from the model's own knowledge, \
+                         without web search, from now on (ZUNDA_TOOLS=auto)"
+                    );
+                    request.tools = None;
+                    self.llm.complete(&request, deadline).await?
+                }
+                Err(err) => return Err(err.into()),
+            };
+            had_reasoning |= message.had_reasoning;
+            let calls = message.tool_calls;
+            if calls.is_empty() || !offer_tools {
+                let answer = message.content.unwrap_or_default();
                 debug!(
                     channel_id = question.channel_id,
                     rounds = round,
                     chars = answer.chars().count(),
+                    had_reasoning,
+                    finish_reason = ?message.finish_reason,
                     "model answered"
                 );
+                if had_reasoning {
+                    self.metrics.reasoning_answer();
+                }
                 return if answer.is_empty() {
                     Err(AgentError::EmptyAnswer)
                 } else {
@@ -111,28 +142,26 @@ impl ZundaAgent {
                     .map(|(n, call)| self.run_tool(call, n)),
             )
             .await;
+            let calls = calls.into_iter().map(request_call).collect();
             conversation.push_tool_round(message.content, calls, results);
         }
     }
 
+    /// Whether this request may offer tools: not with `ZUNDA_TOOLS=off`, nor once the server
+    /// rejected them (`auto`).
+    fn offers_tools(&self) -> bool {
+        match self.settings.tool_mode {
+            ToolMode::Off => false,
+            ToolMode::On => true,
+            ToolMode::Auto => !self
+                .no_tool_support
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Runs one tool call; returns `(tool_call_id, result text)`.
-    async fn run_tool(
-        &self,
-        call: &ChatCompletionMessageToolCalls,
-        position: usize,
-    ) -> (String, String) {
-        let (id, name, arguments) = match call {
-            ChatCompletionMessageToolCalls::Function(call) => (
-                call.id.clone(),
-                call.function.name.as_str(),
-                call.function.arguments.as_str(),
-            ),
-            ChatCompletionMessageToolCalls::Custom(call) => (
-                call.id.clone(),
-                call.custom_tool.name.as_str(),
-                call.custom_tool.input.as_str(),
-            ),
-        };
+    async fn run_tool(&self, call: &ToolCall, position: usize) -> (String, String) {
+        let (id, name, arguments) = (call.id.clone(), call.name.as_str(), call.arguments.as_str());
         if name != WEB_SEARCH {
             return (
                 id,
@@ -158,4 +187,15 @@ impl ZundaAgent {
         debug!(query = %query, "web_search");
         (id, self.search.tool_result(&query).await)
     }
+}
+
+/// A tool call as sent back to the model in the next request (always `"type": "function"`).
+fn request_call(call: ToolCall) -> ChatCompletionMessageToolCalls {
+    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+        id: call.id,
+        function: FunctionCall {
+            name: call.name,
+            arguments: call.arguments,
+        },
+    })
 }

@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::retry;
+
 /// The User-Agent Discord asks bots to send: `DiscordBot ($url, $version)`.
 pub const USER_AGENT: &str = concat!(
     "DiscordBot (https://github.com/zundamon, ",
@@ -50,9 +52,6 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Wait after a 429 that says nothing about how long to wait.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
-/// Longest wait accepted from a server; anything longer is clamped (and then usually exceeds the
-/// deadline anyway).
-const MAX_SERVER_WAIT_SECS: f64 = 3600.0;
 /// Discord's JSON error code for "Interaction has already been acknowledged".
 const ALREADY_ACKNOWLEDGED: u64 = 40060;
 /// Discord's JSON error code for "Unknown interaction" (expired or never acknowledged).
@@ -628,7 +627,7 @@ impl Delivery {
                 ),
             };
 
-            if attempt >= policy.max_attempts || Instant::now() + wait >= policy.deadline {
+            if attempt >= policy.max_attempts || !retry::fits_before(wait, policy.deadline) {
                 return Err(DeliveryError::GaveUp {
                     route,
                     attempts: attempt,
@@ -685,41 +684,25 @@ pub(super) fn check_token(route: Route, token: &str) -> Result<(), DeliveryError
     }
 }
 
-/// Exponential backoff for attempt `attempt` (1-based): 0.5 s, 1 s, 2 s, 4 s… capped at 30 s.
+/// Backoff for attempt `attempt` (1-based) of a delivery, from the shared retry policy: 0.5 s,
+/// 1 s, 2 s, 4 s… capped at 30 s, each plus up to half again of random jitter.
 fn backoff(attempt: u32) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP)
+    retry::Backoff::new(BACKOFF_BASE, BACKOFF_CAP).delay(attempt.saturating_sub(1))
 }
 
-/// How long a 429 asks us to wait: `Retry-After`, else `X-RateLimit-Reset-After`, else the body's
-/// `retry_after`, else 1 s. All are seconds, possibly fractional.
+/// How long a 429 asks us to wait: the headers as the shared policy reads them (`Retry-After`,
+/// else `X-RateLimit-Reset-After`), else the body's `retry_after`, else 1 s. Absurd values are
+/// clamped to an hour (past any delivery deadline), nonsense ones ignored.
 pub(super) fn rate_limit_wait(headers: &HeaderMap, body: &[u8]) -> Duration {
-    header_seconds(headers, "retry-after")
-        .or_else(|| header_seconds(headers, "x-ratelimit-reset-after"))
+    retry::server_wait(headers)
         .or_else(|| {
             serde_json::from_slice::<Value>(body)
                 .ok()?
                 .get("retry_after")?
                 .as_f64()
-                .and_then(seconds)
+                .and_then(retry::seconds)
         })
         .unwrap_or(DEFAULT_RATE_LIMIT_WAIT)
-}
-
-fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
-    headers
-        .get(name)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(seconds)
-}
-
-fn seconds(value: f64) -> Option<Duration> {
-    (value.is_finite() && value >= 0.0)
-        .then(|| Duration::from_secs_f64(value.min(MAX_SERVER_WAIT_SECS)))
 }
 
 /// Discord's `{"code": …, "message": …}` error body, if that is what came back.
@@ -808,18 +791,41 @@ mod tests {
             Duration::from_millis(500)
         );
         let huge = headers(&[("retry-after", "1e300")]);
-        assert_eq!(
-            rate_limit_wait(&huge, b""),
-            Duration::from_secs_f64(MAX_SERVER_WAIT_SECS)
-        );
+        assert_eq!(rate_limit_wait(&huge, b""), retry::MAX_SERVER_WAIT);
     }
 
     #[test]
     fn backoff_doubles_from_half_a_second_and_caps_at_thirty() {
-        let waits: Vec<f64> = (1..=9).map(|a| backoff(a).as_secs_f64()).collect();
-        assert_eq!(waits, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]);
-        assert_eq!(backoff(0), BACKOFF_BASE);
-        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+        let ceilings = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0];
+        for (attempt, ceiling) in (1..=9).zip(ceilings) {
+            let wait = backoff(attempt).as_secs_f64();
+            assert!(
+                wait >= ceiling && wait <= ceiling * 1.5,
+                "{attempt}: {wait}"
+            );
+        }
+        assert!(backoff(0) >= BACKOFF_BASE && backoff(0) <= BACKOFF_BASE * 3 / 2);
+        assert!(backoff(u32::MAX) >= BACKOFF_CAP && backoff(u32::MAX) <= BACKOFF_CAP * 3 / 2);
+    }
+
+    #[test]
+    fn rate_limit_wait_survives_absurd_values() {
+        for value in [
+            "1e20",
+            "inf",
+            "-inf",
+            "NaN",
+            "-1",
+            "99999999999999999999999999",
+        ] {
+            let wait = rate_limit_wait(&headers(&[("retry-after", value)]), b"");
+            assert!(wait <= retry::MAX_SERVER_WAIT, "{value}: {wait:?}");
+        }
+        let body = br#"{"retry_after":1e300}"#;
+        assert_eq!(
+            rate_limit_wait(&HeaderMap::new(), body),
+            retry::MAX_SERVER_WAIT
+        );
     }
 
     #[test]

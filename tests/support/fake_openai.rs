@@ -16,7 +16,13 @@
 //! - otherwise `「{question}」の答えなのだ。`, where `{question}` is the last user message after its
 //!   first blank line (the bot frames questions as `私の名前は…\n\n{question}`), or all of it.
 //!
-//! Responses are `chat.completion` objects that async-openai 0.43 deserializes.
+//! Responses are `chat.completion` objects in OpenAI's shape by default. The *shape* knob
+//! ([`FakeOpenAi::set_shape`] for every response, [`Step::Shaped`] for one) makes them look like
+//! other real servers' answers instead: missing ids, no role, tool calls without `type`, unknown
+//! finish reasons, content parts, `<think>` tags, reasoning fields, and server-sent-event streams
+//! with empty `choices`, keep-alive comments or no `[DONE]`. A request with `"stream": true` is
+//! answered with a stream. Knobs for setup problems: a required API key, a list of known models,
+//! and a server that rejects `tools` the way Ollama does.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -39,11 +45,74 @@ use tokio::task::{JoinHandle, JoinSet};
 /// The prefix of the default answer to a conversation that ends in a tool result.
 pub const TOOL_ANSWER_PREFIX: &str = "検索結果を見たのだ: ";
 
+/// The reasoning the reasoning shapes send: it must never reach a user or the store.
+pub const THOUGHT: &str = "SECRET-THOUGHT ユーザーには見せない考え";
+
+/// How a response is written, after the shapes of real OpenAI-compatible servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// OpenAI's own shape.
+    Standard,
+    /// No `id`, `object`, `created` or `system_fingerprint`.
+    MissingIds,
+    /// The message has no `role`.
+    NoRole,
+    /// Tool calls without `"type"` (and without `id`).
+    ToolCallWithoutType,
+    /// `finish_reason: ""`.
+    FinishEmpty,
+    /// `finish_reason: "eos_token"` (text-generation-inference).
+    FinishEosToken,
+    /// No `usage`.
+    NoUsage,
+    /// Unknown fields everywhere.
+    ExtraFields,
+    /// `content: null` spelled out next to tool calls, and no `refusal`.
+    NullContentWithToolCalls,
+    /// `content` as an array of `{type: "text", text}` parts.
+    ContentParts,
+    /// Thinking in the content: `<think>…</think>` before the answer (Ollama, llama.cpp).
+    ThinkTags,
+    /// Thinking in `reasoning_content` and `reasoning` beside the content (vLLM, DeepSeek, OpenRouter).
+    ReasoningContent,
+    /// A server-sent-event stream in OpenAI's shape.
+    Stream,
+    /// A stream whose first chunk has empty `choices` (Azure).
+    StreamEmptyChoices,
+    /// A stream with `: keep-alive` comments between chunks.
+    StreamKeepAlive,
+    /// A stream that ends without `data: [DONE]`.
+    StreamNoDone,
+    /// A stream with `<think>` tags split across chunks.
+    StreamThink,
+    /// Unusable: `choices: []`.
+    NoChoices,
+    /// Unusable: a message with neither content nor tool calls.
+    EmptyMessage,
+    /// Unusable: only an unterminated `<think>`.
+    OnlyThinking,
+}
+
+impl Shape {
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Shape::Stream
+                | Shape::StreamEmptyChoices
+                | Shape::StreamKeepAlive
+                | Shape::StreamNoDone
+                | Shape::StreamThink
+        )
+    }
+}
+
 /// What the fake does with one request.
 #[derive(Debug, Clone)]
 pub enum Step {
     /// A final answer with this content (`finish_reason: stop`). An empty string is allowed.
     Answer(String),
+    /// The answer given when no step is scripted (see the module docs).
+    DefaultAnswer,
     /// `web_search` tool calls, one per query (ids `call_<n>`, unique per server).
     ToolCalls(Vec<String>),
     /// Tool calls with raw `(name, arguments)`, e.g. malformed JSON or an unknown tool.
@@ -53,6 +122,10 @@ pub enum Step {
     Status(u16),
     /// HTTP 429 with `Retry-After: retry_after_secs` and a `rate_limit_exceeded` error body.
     RateLimited { retry_after_secs: u64 },
+    /// HTTP 429 with this exact `Retry-After` value (e.g. `1e20`, `-1`, `NaN`).
+    RetryAfterRaw(String),
+    /// The inner step, written in this shape.
+    Shaped(Shape, Box<Step>),
     /// Waits, then does the inner step.
     Delay(Duration, Box<Step>),
     /// Never answers (the connection stays open): for timeouts.
@@ -83,6 +156,10 @@ struct State {
     scripts: Mutex<Vec<Script>>,
     delay: Mutex<Duration>,
     next_id: AtomicU64,
+    shape: Mutex<Option<Shape>>,
+    rejects_tools: Mutex<bool>,
+    api_key: Mutex<Option<String>>,
+    models: Mutex<Vec<String>>,
 }
 
 impl State {
@@ -140,6 +217,26 @@ impl FakeOpenAi {
             contains: contains.to_owned(),
             steps: steps.into(),
         });
+    }
+
+    /// Writes every response in `shape` (a step's own [`Step::Shaped`] wins).
+    pub fn set_shape(&self, shape: Shape) {
+        *self.state.shape.lock().unwrap() = Some(shape);
+    }
+
+    /// Answers requests that carry `tools` with Ollama's 400 "does not support tools".
+    pub fn set_rejects_tools(&self, rejects: bool) {
+        *self.state.rejects_tools.lock().unwrap() = rejects;
+    }
+
+    /// Requires `Authorization: Bearer {key}`; other keys get OpenAI's 401.
+    pub fn set_api_key(&self, key: &str) {
+        *self.state.api_key.lock().unwrap() = Some(key.to_owned());
+    }
+
+    /// Only these models exist; others get OpenAI's 404 `model_not_found`.
+    pub fn set_models(&self, models: &[&str]) {
+        *self.state.models.lock().unwrap() = models.iter().map(|m| (*m).to_owned()).collect();
     }
 
     /// Delays every response (after the request is recorded, before any step runs).
@@ -254,19 +351,74 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
         ));
     }
 
+    let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
+    if let Some(key) = state.api_key.lock().unwrap().clone() {
+        if authorization.as_deref() != Some(&*format!("Bearer {key}")) {
+            let given = authorization.clone().unwrap_or_default();
+            return Ok(error_response_with_code(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                &format!(
+                    "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                    given.trim_start_matches("Bearer ")
+                ),
+            ));
+        }
+    }
+    let models = state.models.lock().unwrap().clone();
+    if !models.is_empty() && !models.contains(&model) {
+        return Ok(error_response_with_code(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            &format!("The model `{model}` does not exist or you do not have access to it."),
+        ));
+    }
+    let has_tools = body["tools"]
+        .as_array()
+        .is_some_and(|tools| !tools.is_empty());
+    if has_tools && *state.rejects_tools.lock().unwrap() {
+        return Ok(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": {
+                "message": format!("registry.ollama.ai/library/{model} does not support tools"),
+                "type": "api_error", "param": null, "code": null
+            }}),
+        ));
+    }
+
     let mut step = state.next_step(&body);
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    while let Some(Step::Delay(wait, inner)) = step {
-        tokio::time::sleep(wait).await;
-        step = Some(*inner);
+    let mut shape = state.shape.lock().unwrap().unwrap_or(Shape::Standard);
+    loop {
+        match step {
+            Some(Step::Delay(wait, inner)) => {
+                tokio::time::sleep(wait).await;
+                step = Some(*inner);
+            }
+            Some(Step::Shaped(step_shape, inner)) => {
+                shape = step_shape;
+                step = Some(*inner);
+            }
+            _ => break,
+        }
     }
+    if body["stream"] == true && !shape.is_stream() {
+        shape = Shape::Stream;
+    }
+    let completion =
+        |state: &State, model: &str, content: Option<String>, calls: Vec<(String, String)>| {
+            shaped_completion(state, model, content, calls, shape)
+        };
 
-    let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
     Ok(match step {
-        None => completion(&state, &model, Some(default_answer(&body)), Vec::new()),
+        None | Some(Step::DefaultAnswer) => {
+            completion(&state, &model, Some(default_answer(&body)), Vec::new())
+        }
         Some(Step::Answer(text)) => completion(&state, &model, Some(text), Vec::new()),
         Some(Step::ToolCalls(queries)) => {
             let calls = queries
@@ -306,6 +458,17 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             );
             response
         }
+        Some(Step::RetryAfterRaw(value)) => {
+            let mut response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests. Please try again later.",
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_str(&value).unwrap());
+            response
+        }
         Some(Step::Hang) => {
             std::future::pending::<()>().await;
             unreachable!("pending never completes")
@@ -316,7 +479,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
                 "scripted connection close",
             ))
         }
-        Some(Step::Delay(..)) => unreachable!("delays are unwrapped above"),
+        Some(Step::Delay(..) | Step::Shaped(..)) => unreachable!("unwrapped above"),
     })
 }
 
@@ -332,57 +495,226 @@ fn default_answer(body: &Value) -> String {
     format!("「{question}」の答えなのだ。")
 }
 
-fn completion(
+/// One tool call as `(id, name, arguments)`.
+type Call = (String, String, String);
+
+fn shaped_completion(
     state: &State,
     model: &str,
     content: Option<String>,
     calls: Vec<(String, String)>,
+    shape: Shape,
 ) -> Response<Full<Bytes>> {
     let id = state.id();
+    let calls: Vec<Call> = calls
+        .into_iter()
+        .map(|(name, arguments)| (format!("call_{}", state.id()), name, arguments))
+        .collect();
+    let finish_reason = match shape {
+        Shape::FinishEmpty => "",
+        Shape::FinishEosToken => "eos_token",
+        _ if calls.is_empty() => "stop",
+        _ => "tool_calls",
+    };
+    let content = match shape {
+        // Reasoning models think before a tool call too.
+        Shape::ThinkTags | Shape::StreamThink => Some(format!(
+            "<think>\n{THOUGHT}\n</think>\n\n{}",
+            content.unwrap_or_default()
+        )),
+        Shape::OnlyThinking => Some(format!("<think>{THOUGHT}")),
+        Shape::EmptyMessage => None,
+        _ => content,
+    };
+    if shape.is_stream() {
+        return stream_response(id, model, content, &calls, finish_reason, shape);
+    }
+
     let mut message = json!({ "role": "assistant", "content": content, "refusal": null });
-    let finish_reason = if calls.is_empty() {
-        "stop"
-    } else {
+    match shape {
+        Shape::NoRole => {
+            message.as_object_mut().unwrap().remove("role");
+        }
+        Shape::ContentParts => {
+            if let Some(text) = &content {
+                let (a, b) = split_half(text);
+                message["content"] =
+                    json!([{"type": "text", "text": a}, {"type": "text", "text": b}]);
+            }
+        }
+        Shape::ReasoningContent => {
+            message["reasoning_content"] = json!(THOUGHT);
+            message["reasoning"] = json!(THOUGHT);
+        }
+        Shape::ExtraFields => {
+            message["annotations"] = json!([]);
+            message["x_vendor"] = json!({"nested": [1, 2, 3]});
+        }
+        Shape::NullContentWithToolCalls => {
+            message.as_object_mut().unwrap().remove("refusal");
+            if !calls.is_empty() {
+                message["content"] = Value::Null;
+            }
+        }
+        Shape::EmptyMessage => message = json!({}),
+        _ => {}
+    }
+    if !calls.is_empty() && shape != Shape::EmptyMessage {
         let calls: Vec<Value> = calls
-            .into_iter()
-            .map(|(name, arguments)| {
-                json!({
-                    "id": format!("call_{}", state.id()),
-                    "type": "function",
-                    "function": { "name": name, "arguments": arguments }
-                })
+            .iter()
+            .map(|(id, name, arguments)| {
+                if shape == Shape::ToolCallWithoutType {
+                    json!({ "function": { "name": name, "arguments": arguments } })
+                } else {
+                    json!({
+                        "id": id,
+                        "type": "function",
+                        "function": { "name": name, "arguments": arguments }
+                    })
+                }
             })
             .collect();
         message["tool_calls"] = Value::Array(calls);
-        "tool_calls"
-    };
+    }
     let completion_tokens = content_len(&message);
-    json_response(
-        StatusCode::OK,
-        &json!({
+    let mut body = json!({
+        "id": format!("chatcmpl-fake-{id}"),
+        "object": "chat.completion",
+        "created": 1_700_000_000u32,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": finish_reason
+        }],
+        "usage": {
+            "prompt_tokens": 100,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 100 + completion_tokens
+        }
+    });
+    let fields = body.as_object_mut().unwrap();
+    match shape {
+        Shape::MissingIds => {
+            for key in ["id", "object", "created"] {
+                fields.remove(key);
+            }
+        }
+        Shape::NoUsage => {
+            fields.remove("usage");
+        }
+        Shape::ExtraFields => {
+            fields.insert("system_fingerprint".into(), json!("fp_fake"));
+            fields.insert("x_groq".into(), json!({"id": "req_1", "queue_time": 0.1}));
+            fields.insert("prompt_filter_results".into(), json!([]));
+            body["choices"][0]["stop_reason"] = json!(128009);
+            body["choices"][0]["content_filter_results"] = json!({});
+        }
+        Shape::NoChoices => {
+            fields.insert("choices".into(), json!([]));
+        }
+        _ => {}
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// Splits a text in two at a character boundary near its middle.
+fn split_half(text: &str) -> (String, String) {
+    let chars: Vec<char> = text.chars().collect();
+    let middle = chars.len() / 2;
+    (
+        chars[..middle].iter().collect(),
+        chars[middle..].iter().collect(),
+    )
+}
+
+/// A server-sent-event stream of chat completion chunks.
+fn stream_response(
+    id: u64,
+    model: &str,
+    content: Option<String>,
+    calls: &[Call],
+    finish_reason: &str,
+    shape: Shape,
+) -> Response<Full<Bytes>> {
+    let chunk = |choices: Value| {
+        json!({
             "id": format!("chatcmpl-fake-{id}"),
-            "object": "chat.completion",
+            "object": "chat.completion.chunk",
             "created": 1_700_000_000u32,
             "model": model,
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "logprobs": null,
-                "finish_reason": finish_reason
-            }],
-            "usage": {
-                "prompt_tokens": 100,
-                "completion_tokens": completion_tokens,
-                "total_tokens": 100 + completion_tokens
-            }
-        }),
-    )
+            "choices": choices,
+        })
+    };
+    let delta =
+        |delta: Value| chunk(json!([{ "index": 0, "delta": delta, "finish_reason": null }]));
+    let mut chunks = Vec::new();
+    if shape == Shape::StreamEmptyChoices {
+        chunks.push(
+            json!({"id": "", "object": "", "created": 0, "model": "", "choices": [],
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}),
+        );
+    }
+    chunks.push(delta(json!({ "role": "assistant", "content": "" })));
+    if let Some(text) = content {
+        // Three characters per chunk, so tags and multi-byte characters are split.
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(3) {
+            chunks.push(delta(
+                json!({ "content": piece.iter().collect::<String>() }),
+            ));
+        }
+    }
+    for (index, (call_id, name, arguments)) in calls.iter().enumerate() {
+        chunks.push(delta(json!({ "tool_calls": [{
+            "index": index, "id": call_id, "type": "function",
+            "function": { "name": name, "arguments": "" }
+        }]})));
+        let (a, b) = split_half(arguments);
+        for part in [a, b] {
+            chunks.push(delta(
+                json!({ "tool_calls": [{ "index": index, "function": { "arguments": part } }] }),
+            ));
+        }
+    }
+    chunks.push(chunk(
+        json!([{ "index": 0, "delta": {}, "finish_reason": finish_reason }]),
+    ));
+    let mut body = String::new();
+    for chunk in chunks {
+        body.push_str(&format!("data: {chunk}\n\n"));
+        if shape == Shape::StreamKeepAlive {
+            body.push_str(": keep-alive\n\n");
+        }
+    }
+    if shape != Shape::StreamNoDone {
+        body.push_str("data: [DONE]\n\n");
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    response
 }
 
 fn content_len(message: &Value) -> u64 {
     message["content"]
         .as_str()
         .map_or(1, |c| c.chars().count() as u64)
+}
+
+fn error_response_with_code(
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        &json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }),
+    )
 }
 
 fn error_response(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
