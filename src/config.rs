@@ -179,6 +179,11 @@ pub struct LimitsConfig {
 pub struct HttpConfig {
     pub bind_addr: String,
     pub port: u16,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub metrics_bind: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -321,6 +326,31 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
     ),
     ("ZUNDA_BIND_ADDR", "http", "bind_addr", Kind::Str),
     ("PORT", "http", "port", Kind::Int),
+    (
+        "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
+        "http",
+        "header_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_HTTP_BODY_TIMEOUT_SECS",
+        "http",
+        "body_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_HTTP_IDLE_TIMEOUT_SECS",
+        "http",
+        "idle_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_HTTP_MAX_CONNECTIONS",
+        "http",
+        "max_connections",
+        Kind::Int,
+    ),
+    ("ZUNDA_METRICS_BIND", "http", "metrics_bind", Kind::Str),
     (
         "ZUNDA_SHUTDOWN_GRACE_SECS",
         "shutdown",
@@ -499,6 +529,28 @@ impl Config {
             if value == 0 {
                 problems.push(format!("{name} must be at least 1"));
             }
+        }
+        for (name, value) in [
+            (
+                "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
+                self.http.header_timeout_secs,
+            ),
+            ("ZUNDA_HTTP_BODY_TIMEOUT_SECS", self.http.body_timeout_secs),
+            ("ZUNDA_HTTP_IDLE_TIMEOUT_SECS", self.http.idle_timeout_secs),
+            (
+                "ZUNDA_HTTP_MAX_CONNECTIONS",
+                self.http.max_connections as u64,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        let metrics_bind = self.http.metrics_bind.trim();
+        if !metrics_bind.is_empty() && metrics_bind.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "ZUNDA_METRICS_BIND={metrics_bind:?} is not an address: use IP:PORT, e.g. 127.0.0.1:9090"
+            ));
         }
         if self.channels.window_exchanges > 100 {
             problems.push("ZUNDA_WINDOW_EXCHANGES must be at most 100".into());

@@ -129,6 +129,11 @@ pub const EMPTY_QUESTION_REPLY: &str =
 pub const SHUTTING_DOWN_REPLY: &str =
     "ずんだもんは今、再起動の準備中なのだ。少し待ってからもう一度聞いてほしいのだ！";
 
+/// The reply when a question cannot be taken in time (the bot is too busy to queue it within
+/// Discord's 3-second budget).
+pub const BUSY_REPLY: &str =
+    "いまとても混んでいるのだ。少し待ってから、もう一度質問してほしいのだ。";
+
 /// The reply to a question longer than `limit` characters.
 pub fn too_long_reply(chars: usize, limit: usize) -> String {
     format!(
@@ -379,6 +384,7 @@ mod tests {
     fn replies_speak_as_zundamon() {
         assert_zundamon_voice(EMPTY_QUESTION_REPLY);
         assert_zundamon_voice(SHUTTING_DOWN_REPLY);
+        assert_zundamon_voice(BUSY_REPLY);
         assert_zundamon_voice(&too_long_reply(2500, 2000));
         assert_zundamon_voice(&rate_limited_reply(10 * SEC));
         assert!(EMPTY_QUESTION_REPLY.contains("/zunda question:"));
