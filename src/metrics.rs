@@ -93,7 +93,7 @@ impl Metrics {
         );
         registry.register(
             "zundamon_http_connections",
-            "Open connections to the HTTP server(s)",
+            "Open HTTP connections counted against the cap (one closed to make room leaves at once)",
             metrics.http_connections.clone(),
         );
         registry.register(

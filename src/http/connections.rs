@@ -3,8 +3,10 @@
 //!
 //! At the cap a new connection closes the *oldest* connection that has no request in progress —
 //! one still sending its headers, or kept alive with nothing to do. Slow or silent clients are
-//! exactly those, so they cannot fill the table and lock out a well-behaved client. When every
-//! connection is busy (each has a request whose handler is running), the new one is refused.
+//! exactly those, so they cannot fill the table and lock out a well-behaved client. A connection
+//! younger than [`EVICTION_GRACE`] is not closed this way, so clients reconnecting in a tight loop
+//! cannot close a well-behaved client's connection before its headers are read. When no
+//! connection can make room (each is busy with a request or brand new), the new one is refused.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,6 +21,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+
+/// How long a new connection is safe from being closed to make room: a well-behaved client
+/// sends its headers well within it.
+pub const EVICTION_GRACE: Duration = Duration::from_millis(250);
 
 pub struct ConnectionTable {
     cap: usize,
@@ -37,6 +43,7 @@ struct Table {
 /// What the server, the service and the watchdog of one connection share.
 pub struct ConnState {
     epoch: Instant,
+    opened: Instant,
     /// Requests whose handler is running.
     busy: AtomicUsize,
     /// Milliseconds since `epoch` of the last byte received or request finished.
@@ -90,9 +97,11 @@ impl ConnectionTable {
         let mut table = self.lock();
         let mut evicted = false;
         if table.open.len() >= self.cap {
+            let now = Instant::now();
             let oldest_idle = table
                 .open
                 .iter()
+                .take_while(|(_, state)| state.opened + EVICTION_GRACE <= now)
                 .find(|(_, state)| state.busy() == 0)
                 .map(|(id, _)| *id);
             let Some(id) = oldest_idle else {
@@ -102,6 +111,7 @@ impl ConnectionTable {
             if let Some(state) = table.open.remove(&id) {
                 // Stored as a permit if the connection's task is not waiting right now.
                 state.close.notify_one();
+                self.metrics.http_connection(-1);
             }
             self.metrics.http_connection_shed("evicted");
             evicted = true;
@@ -110,6 +120,7 @@ impl ConnectionTable {
         table.next_id += 1;
         let state = Arc::new(ConnState {
             epoch: self.epoch,
+            opened: Instant::now(),
             busy: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             close: Notify::new(),
@@ -131,8 +142,10 @@ impl ConnectionTable {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.table.lock().open.remove(&self.id);
-        self.table.metrics.http_connection(-1);
+        // An evicted connection has already left the table (and the gauge).
+        if self.table.lock().open.remove(&self.id).is_some() {
+            self.table.metrics.http_connection(-1);
+        }
     }
 }
 
@@ -243,12 +256,13 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn at_the_cap_the_oldest_idle_connection_makes_room() {
         let table = ConnectionTable::new(3, Arc::new(Metrics::new()));
         let first = admitted(&table);
         let second = admitted(&table);
         let third = admitted(&table);
+        tokio::time::advance(EVICTION_GRACE).await;
         // The oldest is busy with a request: the next oldest (idle) one is evicted instead.
         let _request = first.state.start_request();
         let Admission::Admitted {
@@ -270,11 +284,27 @@ mod tests {
         assert_eq!(table.len(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn new_connections_are_safe_for_a_moment() {
+        let table = ConnectionTable::new(2, Arc::new(Metrics::new()));
+        let _a = admitted(&table);
+        tokio::time::advance(EVICTION_GRACE / 2).await;
+        let _b = admitted(&table);
+        // Both are too new to be closed for a third.
+        assert!(matches!(table.admit(), Admission::Refused));
+        tokio::time::advance(EVICTION_GRACE / 2).await;
+        // The first one has had its chance to send a request.
+        let third = table.admit();
+        assert!(matches!(third, Admission::Admitted { evicted: true, .. }));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn when_every_connection_is_busy_the_new_one_is_refused() {
         let table = ConnectionTable::new(2, Arc::new(Metrics::new()));
         let a = admitted(&table);
         let b = admitted(&table);
+        tokio::time::advance(EVICTION_GRACE).await;
         let _ra = a.state.start_request();
         let rb = b.state.start_request();
         assert!(matches!(table.admit(), Admission::Refused));
