@@ -244,7 +244,8 @@ async fn probes_and_signed_commands_stay_prompt_while_hundreds_of_clients_trickl
 
     // 400 connections send a header byte a second and never finish it; 100 send a POST head
     // and then one body byte a second. 500 in all, above the cap of 256.
-    let load = SlowClients::start(world.addr(), 400, 100, Duration::from_secs(1));
+    let tick = Duration::from_secs(1);
+    let load = SlowClients::start(world.addr(), 400, 100, tick, tick);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut probe_times = Vec::new();

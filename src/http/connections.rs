@@ -5,8 +5,13 @@
 //! one still sending its headers, or kept alive with nothing to do. Slow or silent clients are
 //! exactly those, so they cannot fill the table and lock out a well-behaved client. A connection
 //! younger than [`EVICTION_GRACE`] is not closed this way, so clients reconnecting in a tight loop
-//! cannot close a well-behaved client's connection before its headers are read. When no
-//! connection can make room (each is busy with a request or brand new), the new one is refused.
+//! cannot close a well-behaved client's connection before its headers are read.
+//!
+//! When no connection can make room (each is busy with a request or brand new), the listener
+//! waits for one before accepting more: new connections queue in the kernel's accept backlog in
+//! arrival order, so a flood of reconnecting clients delays a well-behaved one by about one turn
+//! of the table instead of winning every race for a free slot. A connection that finds no room
+//! within the wait given to [`ConnectionTable::admit_within`] is refused.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -31,6 +36,8 @@ pub struct ConnectionTable {
     epoch: Instant,
     metrics: Arc<Metrics>,
     table: Mutex<Table>,
+    /// Notified when a connection leaves the table.
+    freed: Notify,
 }
 
 #[derive(Default)]
@@ -56,8 +63,8 @@ pub struct ConnState {
 pub enum Admission {
     /// Served; an older idle connection was told to close if the table was full.
     Admitted { guard: ConnGuard, evicted: bool },
-    /// Every connection is busy: the new one is refused.
-    Refused,
+    /// No room now: every connection is busy or too new to be closed.
+    Full,
 }
 
 /// Keeps a connection's place in the table until dropped.
@@ -74,6 +81,7 @@ impl ConnectionTable {
             epoch: Instant::now(),
             metrics,
             table: Mutex::default(),
+            freed: Notify::new(),
         })
     }
 
@@ -105,8 +113,7 @@ impl ConnectionTable {
                 .find(|(_, state)| state.busy() == 0)
                 .map(|(id, _)| *id);
             let Some(id) = oldest_idle else {
-                self.metrics.http_connection_shed("refused");
-                return Admission::Refused;
+                return Admission::Full;
             };
             if let Some(state) = table.open.remove(&id) {
                 // Stored as a permit if the connection's task is not waiting right now.
@@ -138,13 +145,35 @@ impl ConnectionTable {
             evicted,
         }
     }
+
+    /// Admits a new connection, waiting up to `wait` for room; `None` (counted as refused)
+    /// when there was none.
+    pub async fn admit_within(self: &Arc<Self>, wait: Duration) -> Option<(ConnGuard, bool)> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Admission::Admitted { guard, evicted } = self.admit() {
+                return Some((guard, evicted));
+            }
+            if Instant::now() >= deadline {
+                self.metrics.http_connection_shed("refused");
+                return None;
+            }
+            // Room comes from a connection leaving, a request ending or a new connection
+            // outgrowing its grace: the first is notified, the others are polled.
+            let _ = tokio::time::timeout(ROOM_POLL, self.freed.notified()).await;
+        }
+    }
 }
+
+/// How often a full table is looked at again for room.
+const ROOM_POLL: Duration = Duration::from_millis(10);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         // An evicted connection has already left the table (and the gauge).
         if self.table.lock().open.remove(&self.id).is_some() {
             self.table.metrics.http_connection(-1);
+            self.table.freed.notify_waiters();
         }
     }
 }
@@ -252,7 +281,7 @@ mod tests {
     fn admitted(table: &Arc<ConnectionTable>) -> ConnGuard {
         match table.admit() {
             Admission::Admitted { guard, .. } => guard,
-            Admission::Refused => panic!("refused"),
+            Admission::Full => panic!("full"),
         }
     }
 
@@ -291,7 +320,7 @@ mod tests {
         tokio::time::advance(EVICTION_GRACE / 2).await;
         let _b = admitted(&table);
         // Both are too new to be closed for a third.
-        assert!(matches!(table.admit(), Admission::Refused));
+        assert!(matches!(table.admit(), Admission::Full));
         tokio::time::advance(EVICTION_GRACE / 2).await;
         // The first one has had its chance to send a request.
         let third = table.admit();
@@ -300,18 +329,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn when_every_connection_is_busy_the_new_one_is_refused() {
-        let table = ConnectionTable::new(2, Arc::new(Metrics::new()));
+    async fn when_every_connection_is_busy_the_new_one_waits_for_room() {
+        let metrics = Arc::new(Metrics::new());
+        let table = ConnectionTable::new(2, metrics.clone());
         let a = admitted(&table);
         let b = admitted(&table);
         tokio::time::advance(EVICTION_GRACE).await;
         let _ra = a.state.start_request();
         let rb = b.state.start_request();
-        assert!(matches!(table.admit(), Admission::Refused));
+        assert!(matches!(table.admit(), Admission::Full));
+        // Nothing frees up within the wait: refused, and counted.
+        assert!(table
+            .admit_within(Duration::from_millis(100))
+            .await
+            .is_none());
+        assert!(metrics
+            .render(&Default::default())
+            .contains("zundamon_http_connections_shed_total{reason=\"refused\"} 1"));
+        // A request ends while a newcomer waits: it gets the now idle connection's place.
+        let waiting = tokio::spawn({
+            let table = table.clone();
+            async move { table.admit_within(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished());
         drop(rb);
-        assert!(matches!(
-            table.admit(),
-            Admission::Admitted { evicted: true, .. }
-        ));
+        let (_guard, evicted) = waiting.await.unwrap().expect("admitted");
+        assert!(evicted);
     }
 }

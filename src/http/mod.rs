@@ -9,7 +9,8 @@
 //! - **idle**: a connection that receives no byte for the idle timeout while no request is in
 //!   progress is closed;
 //! - **count**: at most `max_connections` are open; a new one closes the oldest without a request
-//!   in progress, or is refused with 503 when all are busy (see [`connections`]).
+//!   in progress; when all are busy (or brand new) the listener waits for room before accepting
+//!   more, and refuses with 503 a connection that waited a header timeout (see [`connections`]).
 
 pub mod connections;
 pub mod routes;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use self::connections::{Admission, ConnGuard, ConnectionTable, Tracked};
+use self::connections::{ConnGuard, ConnectionTable, Tracked};
 pub use self::routes::Routes;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
@@ -110,15 +111,20 @@ impl Server {
                 },
                 _ = stop.changed() => return,
             };
-            let guard = match connections.admit() {
-                Admission::Admitted { guard, evicted } => {
+            // At the cap with no room, later connections wait in the accept backlog, in order.
+            let admitted = tokio::select! {
+                admitted = connections.admit_within(settings.header_timeout) => admitted,
+                _ = stop.changed() => return,
+            };
+            let guard = match admitted {
+                Some((guard, evicted)) => {
                     if evicted {
                         debug!(%peer, "connection cap reached: closed the oldest idle connection");
                     }
                     guard
                 }
-                Admission::Refused => {
-                    debug!(%peer, "connection cap reached and every connection busy: refused");
+                None => {
+                    debug!(%peer, "connection cap reached and no room in time: refused");
                     // Best effort and never waiting: the socket buffer of a fresh connection
                     // takes these few bytes.
                     let _ = stream.try_write(REFUSED);

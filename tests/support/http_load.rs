@@ -101,9 +101,15 @@ pub struct SlowClients {
 impl SlowClients {
     /// `tricklers` connections that send a never-ending header one byte per `every`, and
     /// `holders` that send a `POST /interactions` head announcing a 1000-byte body, then one
-    /// body byte per `every`. Each connection the server ends is replaced after `every`: each
-    /// client does one thing per tick, send a byte or reconnect.
-    pub fn start(addr: SocketAddr, tricklers: usize, holders: usize, every: Duration) -> Self {
+    /// body byte per `every`. Each connection the server ends is replaced after `reconnect`
+    /// (`every`: each client does one thing per tick, send a byte or reconnect; zero: a storm).
+    pub fn start(
+        addr: SocketAddr,
+        tricklers: usize,
+        holders: usize,
+        every: Duration,
+        reconnect: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(LoadReport::default());
         let mut tasks = Vec::new();
@@ -111,6 +117,7 @@ impl SlowClients {
             tasks.push(tokio::spawn(trickle(
                 addr,
                 every,
+                reconnect,
                 false,
                 stop.clone(),
                 report.clone(),
@@ -120,6 +127,7 @@ impl SlowClients {
             tasks.push(tokio::spawn(trickle(
                 addr,
                 every,
+                reconnect,
                 true,
                 stop.clone(),
                 report.clone(),
@@ -144,6 +152,7 @@ impl SlowClients {
 async fn trickle(
     addr: SocketAddr,
     every: Duration,
+    reconnect: Duration,
     body: bool,
     stop: Arc<AtomicBool>,
     report: Arc<LoadReport>,
@@ -204,7 +213,9 @@ async fn trickle(
             }
         };
         report.open_now.fetch_sub(1, Ordering::Relaxed);
-        tokio::time::sleep(every).await;
+        if !reconnect.is_zero() {
+            tokio::time::sleep(reconnect).await;
+        }
         if ended {
             report.ended_by_server.fetch_add(1, Ordering::Relaxed);
             if body {
