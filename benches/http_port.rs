@@ -5,8 +5,9 @@
 //! A well-behaved client meanwhile sends, every 100 ms, each on a new connection: `GET /`,
 //! `GET /healthz` and a signed PING to `POST /interactions`; and every 500 ms a signed `/zunda`
 //! command. Printed per scenario: latency p50/p95/p99/max of the probes and of the commands,
-//! failed requests, the most connections held (`zundamon_http_connections`, sampled every
-//! 100 ms), connections shed at the cap (`zundamon_http_connections_shed_total`), the longest a
+//! failed requests, the most connections held (`zundamon_http_connections`, and the sockets the
+//! process holds from /proc/PID/fd — listeners and upstream connections included — both sampled
+//! every 100 ms), connections shed at the cap (`zundamon_http_connections_shed_total`), the longest a
 //! trickling connection stayed open, and the bot's resident memory before, at peak and after.
 //!
 //! Scenarios (each a fresh bot, 10 s of load after 2 s of ramp-up):
@@ -32,8 +33,8 @@ use support::fake_discord::{interaction_payload, FakeDiscord};
 use support::fake_openai::FakeOpenAi;
 use support::fake_search::FakeSearch;
 use support::http_load::{
-    fresh_client, percentile, public_key_hex, rss_kib, signed, signing_key, unix_now, SlowClients,
-    PING,
+    fresh_client, open_sockets, percentile, public_key_hex, rss_kib, signed, signing_key, unix_now,
+    SlowClients, PING,
 };
 
 const RAMP: Duration = Duration::from_secs(2);
@@ -89,9 +90,9 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "| scenario | probes | probe p50 | p95 | p99 | max | failed | commands | command p50 | max | failed | held max | evicted | refused | longest trickle | RSS before → peak → after |"
+        "| scenario | probes | probe p50 | p95 | p99 | max | failed | commands | command p50 | max | failed | held max | sockets max | evicted | refused | longest trickle | RSS before → peak → after | sockets after |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for scenario in &SCENARIOS {
         if !filter.is_empty() && !filter.iter().any(|f| scenario.name.contains(f.as_str())) {
             continue;
@@ -152,7 +153,7 @@ async fn run(scenario: &Scenario) {
         let client = client.clone();
         let pid = bot.pid();
         async move {
-            let (mut held, mut rss) = (0f64, 0u64);
+            let (mut held, mut rss, mut sockets) = (0f64, 0u64, 0usize);
             let until = Instant::now() + LOAD;
             while Instant::now() < until {
                 if let Ok(response) = client.get(format!("http://{addr}/metrics")).send().await {
@@ -161,9 +162,10 @@ async fn run(scenario: &Scenario) {
                     }
                 }
                 rss = rss.max(rss_kib(pid).unwrap_or(0));
+                sockets = sockets.max(open_sockets(pid).unwrap_or(0));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            (held, rss)
+            (held, rss, sockets)
         }
     });
 
@@ -216,10 +218,11 @@ async fn run(scenario: &Scenario) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (held, rss_peak) = sampler.await.unwrap();
+    let (held, rss_peak, sockets) = sampler.await.unwrap();
     let report = load.stop().await;
     tokio::time::sleep(Duration::from_secs(6)).await; // past the idle timeout
     let rss_after = rss_kib(bot.pid()).unwrap_or(0);
+    let sockets_after = open_sockets(bot.pid()).unwrap_or(0);
     let text = client
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -238,7 +241,7 @@ async fn run(scenario: &Scenario) {
     );
     let longest = report.longest_trickle_ms.load(Ordering::Relaxed);
     println!(
-        "| {} | {} | {} | {} | {} | {} | {probe_failures} | {} | {} | {} | {command_failures} | {held} | {evicted} | {refused} | {} | {:.1} → {:.1} → {:.1} MiB |",
+        "| {} | {} | {} | {} | {} | {} | {probe_failures} | {} | {} | {} | {command_failures} | {held} | {sockets} | {evicted} | {refused} | {} | {:.1} → {:.1} → {:.1} MiB | {sockets_after} |",
         scenario.name,
         probes.len(),
         ms(percentile(&mut probes, 50.0)),

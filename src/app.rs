@@ -126,7 +126,7 @@ impl Application {
                 )),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
-                metrics,
+                metrics: metrics.clone(),
                 in_flight: in_flight.clone(),
             },
         )
@@ -135,7 +135,9 @@ impl Application {
         if !config.discord.public_key.trim().is_empty() {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
-            let _ = interactions_endpoint.set(InteractionsEndpoint::new(verifier, router.clone()));
+            let endpoint =
+                InteractionsEndpoint::new(verifier, router.clone()).with_metrics(metrics);
+            let _ = interactions_endpoint.set(endpoint);
             info!(
                 "Discord interactions endpoint enabled on POST {}",
                 interactions::PATH

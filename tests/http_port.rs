@@ -448,15 +448,18 @@ async fn a_router_that_does_not_answer_gets_the_busy_reply_in_time() {
         .unwrap();
     let verifier = interactions::verifier(&public_key_hex(&key)).unwrap();
     let endpoint = Arc::new(OnceLock::new());
-    let _ = endpoint.set(InteractionsEndpoint::new(verifier, router.clone()));
     let metrics = Arc::new(Metrics::new());
+    let _ = endpoint
+        .set(InteractionsEndpoint::new(verifier, router.clone()).with_metrics(metrics.clone()));
     let routes = Routes::new()
         .probes(Arc::new(Health::new(metrics.clone())))
         .interactions(endpoint);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_stop, stopped) = watch::channel(false);
-    tokio::spawn(Server::new(routes, HttpSettings::default(), metrics).serve(listener, stopped));
+    tokio::spawn(
+        Server::new(routes, HttpSettings::default(), metrics.clone()).serve(listener, stopped),
+    );
     let client = fresh_client();
 
     let payload = interaction_payload(
@@ -499,8 +502,13 @@ async fn a_router_that_does_not_answer_gets_the_busy_reply_in_time() {
 
     // The request reached the event actor, and its reply port is closed: the actor sees the
     // request gone and starts no answer behind the busy reply.
-    let held = held.lock().unwrap();
-    assert_eq!(held.len(), 1);
-    assert!(held[0].is_closed());
+    {
+        let held = held.lock().unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(held[0].is_closed());
+    }
+    assert!(metrics
+        .render(&Default::default())
+        .contains("zundamon_replies_total{kind=\"busy\"} 1"));
     router.stop(None);
 }

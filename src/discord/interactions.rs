@@ -14,6 +14,7 @@
 
 mod replay;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::{HeaderMap, StatusCode};
@@ -27,6 +28,7 @@ use self::replay::ReplayGuard;
 use super::router::{CommandEvent, RouterMsg};
 use super::{COMMAND_NAME, OPTION_NAME};
 use crate::limits::BUSY_REPLY;
+use crate::metrics::Metrics;
 
 /// The endpoint's path.
 pub const PATH: &str = "/interactions";
@@ -59,6 +61,7 @@ pub struct InteractionsEndpoint {
     verifier: Verifier,
     router: ActorRef<RouterMsg>,
     seen: ReplayGuard,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl InteractionsEndpoint {
@@ -67,7 +70,14 @@ impl InteractionsEndpoint {
             verifier,
             router,
             seen: ReplayGuard::new(MAX_CLOCK_SKEW_SECS),
+            metrics: None,
         }
+    }
+
+    /// Counts the busy replies the endpoint gives itself (`zundamon_replies_total{kind="busy"}`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Answers one request that arrived at `received`: the status and the JSON body (or a short
@@ -147,6 +157,9 @@ impl InteractionsEndpoint {
                     budget_ms = BUDGET.as_millis() as u64,
                     "interactions endpoint: the event actor did not take the question in time"
                 );
+                if let Some(metrics) = &self.metrics {
+                    metrics.reply("busy");
+                }
                 BUSY_REPLY.to_owned()
             }
             Ok(_) => {
