@@ -512,3 +512,113 @@ async fn a_router_that_does_not_answer_gets_the_busy_reply_in_time() {
         .contains("zundamon_replies_total{kind=\"busy\"} 1"));
     router.stop(None);
 }
+
+/// Starts the real server in process with short limits, a stalled event actor behind
+/// `POST /interactions`.
+async fn small_server(settings: HttpSettings) -> (SocketAddr, ActorRef<RouterMsg>) {
+    let key = signing_key();
+    let (router, _) = Actor::spawn(None, StalledRouter, Held::default())
+        .await
+        .unwrap();
+    let verifier = interactions::verifier(&public_key_hex(&key)).unwrap();
+    let endpoint = Arc::new(OnceLock::new());
+    let _ = endpoint.set(InteractionsEndpoint::new(verifier, router.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let routes = Routes::new()
+        .probes(Arc::new(Health::new(metrics.clone())))
+        .interactions(endpoint);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        Server::new(routes, settings, metrics)
+            .serve(listener, stopped)
+            .await;
+        drop(stop);
+    });
+    (addr, router)
+}
+
+/// Sends `bytes` (ignoring a reset once the server has had enough) and returns what the server
+/// answered before closing, and how long it took to close.
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server never closed the connection");
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_cut_off() {
+    let settings = HttpSettings {
+        header_timeout: Duration::from_secs(2),
+        body_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        max_connections: 16,
+    };
+    let (addr, router) = small_server(settings).await;
+
+    // A connection that never sends anything is closed after the idle timeout.
+    let (answer, took) = raw_exchange(addr, b"").await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(
+        took < Duration::from_secs(4),
+        "silent connection open {took:?}"
+    );
+
+    // A kept-alive connection is closed once it has been silent for the idle timeout.
+    let (answer, took) = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        took < Duration::from_secs(4),
+        "kept-alive connection open {took:?}"
+    );
+
+    // A head far larger than any real request is refused, not buffered.
+    let mut huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let (answer, _) = raw_exchange(addr, &huge).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A body larger than an interaction can be is refused unread.
+    let mut big_body =
+        b"POST /interactions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+    big_body.extend(std::iter::repeat_n(b'{', 200 * 1024));
+    let (answer, _) = raw_exchange(addr, &big_body).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // A body that stops short gets 408 after the body timeout.
+    let (answer, took) = raw_exchange(
+        addr,
+        b"POST /interactions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+
+    // Zero spacing: many connections opened at once, above the cap, all get an answer.
+    let client = fresh_client();
+    let answers = futures::future::join_all((0..64).map(|_| get(&client, addr, "/"))).await;
+    assert!(answers.iter().all(|(status, _)| *status == 200));
+    router.stop(None);
+}

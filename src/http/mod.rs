@@ -38,6 +38,9 @@ use crate::metrics::Metrics;
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
 content-type: text/plain; charset=utf-8\r\ncontent-length: 5\r\n\r\nbusy\n";
 
+/// A request head must fit in this (Discord's are well under 4 KiB).
+const MAX_BUF_BYTES: usize = 64 * 1024;
+
 /// The limits of one listener.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -166,6 +169,9 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
+        // Bounds what one connection buffers (hyper's default is ~400 KiB): the cap times this
+        // is the most the read buffers can take.
+        .max_buf_size(MAX_BUF_BYTES)
         .serve_connection(TokioIo::new(Tracked::new(stream, state.clone())), service);
     tokio::pin!(connection);
     let mut closing = false;
