@@ -704,6 +704,41 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_are_read_and_checked() {
+        let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
+        assert_eq!(
+            (
+                config.http.header_timeout_secs,
+                config.http.body_timeout_secs,
+                config.http.idle_timeout_secs,
+                config.http.max_connections,
+                config.http.metrics_bind.as_str()
+            ),
+            (10, 5, 5, 256, "")
+        );
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_HTTP_MAX_CONNECTIONS", "1000"));
+        env.push(("ZUNDA_METRICS_BIND", "127.0.0.1:9090"));
+        let config = Config::load_with(None, Purpose::Bot, env_of(&env)).unwrap();
+        assert_eq!(config.http.max_connections, 1000);
+        assert_eq!(config.http.metrics_bind, "127.0.0.1:9090");
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_HTTP_HEADER_TIMEOUT_SECS", "0"));
+        env.push(("ZUNDA_HTTP_MAX_CONNECTIONS", "0"));
+        env.push(("ZUNDA_METRICS_BIND", "localhost"));
+        let text = Config::load_with(None, Purpose::Bot, env_of(&env))
+            .unwrap_err()
+            .to_string();
+        for name in [
+            "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
+            "ZUNDA_HTTP_MAX_CONNECTIONS",
+            "ZUNDA_METRICS_BIND",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
     fn every_env_name_is_documented_in_default_toml() {
         for name in env_names() {
             assert!(
