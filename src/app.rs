@@ -2,7 +2,7 @@
 //! gracefully. `main` calls `Application::build(config).await?.run_until_stopped().await`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,7 +20,8 @@ use crate::discord::deliver::Delivery;
 use crate::discord::gateway::Gateway;
 use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::discord::router::{Router, RouterArgs, RouterMsg};
-use crate::health::{self, Health};
+use crate::health::Health;
+use crate::http::{HttpSettings, Routes, Server};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, InFlight};
 use crate::store::{PendingStore, SqliteStore};
@@ -36,7 +37,8 @@ const TEARDOWN_STEP: Duration = Duration::from_secs(1);
 pub struct Application {
     config: Config,
     local_addr: SocketAddr,
-    http: JoinHandle<()>,
+    metrics_addr: Option<SocketAddr>,
+    http: Vec<JoinHandle<()>>,
     stop_http: watch::Sender<bool>,
     health: Arc<Health>,
     channels: Channels,
@@ -70,13 +72,47 @@ impl Application {
             format!("cannot listen on {address} for health checks: set PORT to a free port")
         })?;
 
-        let health = Arc::new(Health::new(metrics.clone(), channels.clone()));
+        let metrics_bind = config.http.metrics_bind.trim();
+        let metrics_listener = if metrics_bind.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(metrics_bind).await.with_context(|| {
+                format!("cannot listen on {metrics_bind} for metrics: set ZUNDA_METRICS_BIND to a free address")
+            })?)
+        };
+
+        let health = Arc::new(Health::new(metrics.clone()));
+        let interactions_endpoint = Arc::new(OnceLock::new());
+        let stats = {
+            let channels = channels.clone();
+            Arc::new(move || channels.stats())
+        };
+        let settings = HttpSettings::from_config(&config.http);
+        let mut routes = Routes::new()
+            .probes(health.clone())
+            .interactions(interactions_endpoint.clone());
+        if metrics_listener.is_none() {
+            routes = routes.metrics(metrics.clone(), stats.clone());
+        }
         // Probes are served from here on, so the platform sees a live container while the
         // gateway is still connecting (`/readyz` says 503 until it is ready).
         let local_addr = listener.local_addr().context("health listener")?;
         let (stop_http, http_stopped) = watch::channel(false);
-        let http = tokio::spawn(health::serve(listener, health.clone(), http_stopped));
+        let mut http = vec![tokio::spawn(
+            Server::new(routes, settings.clone(), metrics.clone())
+                .serve(listener, http_stopped.clone()),
+        )];
         info!("health server listening on http://{local_addr}");
+        let mut metrics_addr = None;
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr().context("metrics listener")?;
+            let routes = Routes::new().metrics(metrics.clone(), stats);
+            http.push(tokio::spawn(
+                Server::new(routes, settings, metrics.clone()).serve(listener, http_stopped),
+            ));
+            info!("metrics server listening on http://{addr}");
+            metrics_addr = Some(addr);
+        }
         let in_flight = InFlight::default();
         let (router, _) = Actor::spawn(
             None,
@@ -90,7 +126,7 @@ impl Application {
                 )),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
-                metrics,
+                metrics: metrics.clone(),
                 in_flight: in_flight.clone(),
                 store: store.clone(),
                 answer_budget: Duration::from_secs(config.openai.answer_timeout_secs.max(1)),
@@ -117,7 +153,9 @@ impl Application {
         if !config.discord.public_key.trim().is_empty() {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
-            health.enable_interactions(InteractionsEndpoint::new(verifier, router.clone()));
+            let endpoint =
+                InteractionsEndpoint::new(verifier, router.clone()).with_metrics(metrics);
+            let _ = interactions_endpoint.set(endpoint);
             info!(
                 "Discord interactions endpoint enabled on POST {}",
                 interactions::PATH
@@ -134,6 +172,7 @@ impl Application {
         Ok(Self {
             config,
             local_addr,
+            metrics_addr,
             http,
             stop_http,
             health,
@@ -150,6 +189,11 @@ impl Application {
         self.local_addr
     }
 
+    /// The address `/metrics` is served on when `ZUNDA_METRICS_BIND` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Serves until SIGTERM/SIGINT, then drains: `/readyz` turns 503, accepted questions are
     /// answered, new ones get the restarting reply, the store is flushed. Returns an error if
     /// the gateway fails for good (e.g. an invalid token).
@@ -157,6 +201,7 @@ impl Application {
         let Self {
             config,
             local_addr: _,
+            metrics_addr: _,
             http,
             stop_http,
             health,
@@ -225,7 +270,9 @@ impl Application {
         }
         pruner.abort();
         let _ = stop_http.send(true);
-        let _ = http.await;
+        for server in http {
+            let _ = server.await;
+        }
         info!("stopped");
         outcome
     }

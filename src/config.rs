@@ -237,6 +237,11 @@ pub struct LimitsConfig {
 pub struct HttpConfig {
     pub bind_addr: String,
     pub port: u16,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub metrics_bind: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -388,6 +393,31 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
     ("ZUNDA_MAX_PENDING", "limits", "max_pending", Kind::Int),
     ("ZUNDA_BIND_ADDR", "http", "bind_addr", Kind::Str),
     ("PORT", "http", "port", Kind::Int),
+    (
+        "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
+        "http",
+        "header_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_HTTP_BODY_TIMEOUT_SECS",
+        "http",
+        "body_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_HTTP_IDLE_TIMEOUT_SECS",
+        "http",
+        "idle_timeout_secs",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_HTTP_MAX_CONNECTIONS",
+        "http",
+        "max_connections",
+        Kind::Int,
+    ),
+    ("ZUNDA_METRICS_BIND", "http", "metrics_bind", Kind::Str),
     (
         "ZUNDA_SHUTDOWN_GRACE_SECS",
         "shutdown",
@@ -588,6 +618,28 @@ impl Config {
                 problems.push(format!("{name} must be at least 1"));
             }
         }
+        for (name, value) in [
+            (
+                "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
+                self.http.header_timeout_secs,
+            ),
+            ("ZUNDA_HTTP_BODY_TIMEOUT_SECS", self.http.body_timeout_secs),
+            ("ZUNDA_HTTP_IDLE_TIMEOUT_SECS", self.http.idle_timeout_secs),
+            (
+                "ZUNDA_HTTP_MAX_CONNECTIONS",
+                self.http.max_connections as u64,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        let metrics_bind = self.http.metrics_bind.trim();
+        if !metrics_bind.is_empty() && metrics_bind.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "ZUNDA_METRICS_BIND={metrics_bind:?} is not an address: use IP:PORT, e.g. 127.0.0.1:9090"
+            ));
+        }
         if self.channels.window_exchanges > 100 {
             problems.push("ZUNDA_WINDOW_EXCHANGES must be at most 100".into());
         }
@@ -768,6 +820,41 @@ mod tests {
                 .contains("ZUNDA_TOOLS=\"maybe\" must be auto, on or off"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_limits_are_read_and_checked() {
+        let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
+        assert_eq!(
+            (
+                config.http.header_timeout_secs,
+                config.http.body_timeout_secs,
+                config.http.idle_timeout_secs,
+                config.http.max_connections,
+                config.http.metrics_bind.as_str()
+            ),
+            (10, 5, 5, 256, "")
+        );
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_HTTP_MAX_CONNECTIONS", "1000"));
+        env.push(("ZUNDA_METRICS_BIND", "127.0.0.1:9090"));
+        let config = Config::load_with(None, Purpose::Bot, env_of(&env)).unwrap();
+        assert_eq!(config.http.max_connections, 1000);
+        assert_eq!(config.http.metrics_bind, "127.0.0.1:9090");
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_HTTP_HEADER_TIMEOUT_SECS", "0"));
+        env.push(("ZUNDA_HTTP_MAX_CONNECTIONS", "0"));
+        env.push(("ZUNDA_METRICS_BIND", "localhost"));
+        let text = Config::load_with(None, Purpose::Bot, env_of(&env))
+            .unwrap_err()
+            .to_string();
+        for name in [
+            "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
+            "ZUNDA_HTTP_MAX_CONNECTIONS",
+            "ZUNDA_METRICS_BIND",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
     }
 
     #[test]

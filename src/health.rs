@@ -1,26 +1,15 @@
-//! The HTTP server operators and platforms probe (hyper): `/` (App Runner's default health
-//! check), `/healthz` (liveness), `/readyz` (readiness: the gateway session is up and the bot is
-//! not draining), `/metrics` (Prometheus), and Discord's HTTP interactions endpoint
-//! (`POST /interactions`) when a public key is configured.
+//! What operators and platforms probe: `/` (App Runner's default health check), `/healthz`
+//! (liveness) and `/readyz` (readiness: the gateway session is up and the bot is not draining).
+//!
+//! Every answer reads two flags and nothing else: a probe never waits on the event actor, the
+//! store or the model, so it stays fast however busy the bot is. The HTTP server that mounts
+//! these routes lives in [`crate::http`].
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{debug, warn};
-use zundamon_actors::Channels;
+use hyper::StatusCode;
 
-use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::metrics::Metrics;
 
 /// What the probes report on; shared with the gateway and the shutdown sequence.
@@ -28,24 +17,15 @@ pub struct Health {
     gateway_ready: AtomicBool,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
-    channels: Channels,
-    interactions: OnceLock<InteractionsEndpoint>,
 }
 
 impl Health {
-    pub fn new(metrics: Arc<Metrics>, channels: Channels) -> Self {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             gateway_ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             metrics,
-            channels,
-            interactions: OnceLock::new(),
         }
-    }
-
-    /// Serves Discord's HTTP interactions endpoint on `POST /interactions` from now on.
-    pub fn enable_interactions(&self, endpoint: InteractionsEndpoint) {
-        let _ = self.interactions.set(endpoint);
     }
 
     pub fn set_gateway_ready(&self, ready: bool) {
@@ -65,97 +45,39 @@ impl Health {
         self.gateway_ready.load(Ordering::Acquire) && !self.is_draining()
     }
 
-    async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        if request.uri().path() == interactions::PATH {
-            return self.interaction(request).await;
-        }
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        }
-        match request.uri().path() {
-            "/" => text(StatusCode::OK, "ack"),
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.is_ready() => text(StatusCode::OK, "ready\n"),
-            "/readyz" if self.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n"),
-            "/metrics" => {
-                let mut response =
-                    text(StatusCode::OK, self.metrics.render(&self.channels.stats()));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                response
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
-        }
-    }
-
-    async fn interaction(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(endpoint) = self.interactions.get() else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "the interactions endpoint needs DISCORD_PUBLIC_KEY\n",
-            );
-        };
-        if request.method() != Method::POST {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        }
-        let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, interactions::MAX_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request too large\n"),
-        };
-        let (status, json) = endpoint.handle(&parts.headers, &body).await;
-        let mut response = text(status, json.to_string());
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
+    /// The answer to a probe of `path`, or `None` when `path` is not a probe.
+    pub fn probe(&self, path: &str) -> Option<(StatusCode, &'static str)> {
+        Some(match path {
+            "/" => (StatusCode::OK, "ack"),
+            "/healthz" => (StatusCode::OK, "ok\n"),
+            "/readyz" if self.is_ready() => (StatusCode::OK, "ready\n"),
+            "/readyz" if self.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n"),
+            _ => return None,
+        })
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Serves probes until `stop` changes. Each connection is served on its own task.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!("health server accept failed: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let health = health.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let health = health.clone();
-                async move { Ok::<_, Infallible>(health.respond(request).await) }
-            });
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, "health connection ended: {err}");
-            }
-        });
+    #[test]
+    fn readiness_follows_the_gateway_and_draining() {
+        let health = Health::new(Arc::new(Metrics::new()));
+        assert_eq!(health.probe("/").unwrap().0, StatusCode::OK);
+        assert_eq!(health.probe("/healthz").unwrap().0, StatusCode::OK);
+        assert_eq!(
+            health.probe("/readyz").unwrap(),
+            (StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n")
+        );
+        health.set_gateway_ready(true);
+        assert_eq!(health.probe("/readyz").unwrap().0, StatusCode::OK);
+        health.start_draining();
+        assert_eq!(
+            health.probe("/readyz").unwrap(),
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        );
+        assert!(health.probe("/metrics").is_none());
     }
 }

@@ -10,6 +10,7 @@ pub mod ask;
 pub mod config;
 pub mod discord;
 pub mod health;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod retry;

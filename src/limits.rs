@@ -384,6 +384,7 @@ mod tests {
     fn replies_speak_as_zundamon() {
         assert_zundamon_voice(EMPTY_QUESTION_REPLY);
         assert_zundamon_voice(SHUTTING_DOWN_REPLY);
+        assert_zundamon_voice(BUSY_REPLY);
         assert_zundamon_voice(&too_long_reply(2500, 2000));
         assert_zundamon_voice(&rate_limited_reply(10 * SEC));
         assert!(EMPTY_QUESTION_REPLY.contains("/zunda question:"));

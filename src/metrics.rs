@@ -1,12 +1,16 @@
 //! The bot's Prometheus metrics: one registry per application, rendered on `GET /metrics`.
-//! Counts owned by the actor system are copied from its [`StatsSnapshot`] at scrape time.
+//! Counts owned by the actor system are encoded straight from the [`StatsSnapshot`] taken for the
+//! scrape (a collector), never copied into shared counters, so concurrent scrapes cannot
+//! double-count.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use zundamon_actors::StatsSnapshot;
@@ -20,9 +24,6 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 pub struct Metrics {
     registry: Registry,
-    channel_actors: Gauge<i64, AtomicI64>,
-    questions_in_flight: Gauge<i64, AtomicI64>,
-    evictions: Counter<u64, AtomicU64>,
     interactions: Counter<u64, AtomicU64>,
     ack_latency: Histogram,
     answer_seconds: Histogram,
@@ -34,6 +35,8 @@ pub struct Metrics {
     resumed: Family<Outcome, Counter>,
     live_edits: Histogram,
     reasoning_answers: Counter<u64, AtomicU64>,
+    http_connections: Gauge<i64, AtomicI64>,
+    http_connections_shed: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -46,9 +49,6 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let metrics = Self {
-            channel_actors: Gauge::default(),
-            questions_in_flight: Gauge::default(),
-            evictions: Counter::default(),
             interactions: Counter::default(),
             ack_latency: Histogram::new(LATENCY_BUCKETS),
             answer_seconds: Histogram::new(LATENCY_BUCKETS),
@@ -60,23 +60,10 @@ impl Metrics {
             resumed: Family::default(),
             live_edits: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             reasoning_answers: Counter::default(),
+            http_connections: Gauge::default(),
+            http_connections_shed: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "zundamon_channel_actors",
-            "Live channel actors",
-            metrics.channel_actors.clone(),
-        );
-        registry.register(
-            "zundamon_questions_in_flight",
-            "Questions accepted and not yet answered",
-            metrics.questions_in_flight.clone(),
-        );
-        registry.register(
-            "zundamon_evictions",
-            "Channel actors evicted (idle timeout or cap)",
-            metrics.evictions.clone(),
-        );
         registry.register(
             "zundamon_interactions",
             "/zunda interactions received",
@@ -147,6 +134,17 @@ impl Metrics {
             "Answers whose model response contained reasoning (hidden from users)",
             metrics.reasoning_answers.clone(),
         );
+        registry.register(
+            "zundamon_http_connections",
+            "Open HTTP connections counted against the cap (one closed to make room leaves at once)",
+            metrics.http_connections.clone(),
+        );
+        registry.register(
+            "zundamon_http_connections_shed",
+            "HTTP connections closed to stay under the connection cap (evicted: an idle one made \
+             room; refused: every connection was busy)",
+            metrics.http_connections_shed.clone(),
+        );
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
@@ -159,10 +157,27 @@ impl Metrics {
                 .search_requests
                 .get_or_create(&vec![("outcome".into(), outcome.into())]);
         }
+        for reason in ["evicted", "refused"] {
+            let _ = metrics
+                .http_connections_shed
+                .get_or_create(&vec![("reason".into(), reason.into())]);
+        }
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// One HTTP connection opened (`+1`) or closed (`-1`).
+    pub fn http_connection(&self, delta: i64) {
+        self.http_connections.inc_by(delta);
+    }
+
+    /// One HTTP connection shed at the cap; `reason` is `evicted` or `refused`.
+    pub fn http_connection_shed(&self, reason: &str) {
+        self.http_connections_shed
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
     }
 
     pub fn interaction_received(&self) {
@@ -227,17 +242,51 @@ impl Metrics {
         self.gateway_ready.set(i64::from(ready));
     }
 
-    /// The Prometheus text exposition, with the actor system's counts as of now.
+    /// The Prometheus text exposition, with the actor system's counts as of `stats`.
+    ///
+    /// Nothing shared is written: the actor counts are encoded from `stats` by a collector in a
+    /// registry of this scrape's own, so any number of scrapes may run at once.
     pub fn render(&self, stats: &StatsSnapshot) -> String {
-        self.channel_actors.set(stats.live_channels as i64);
-        self.questions_in_flight.set(stats.in_flight as i64);
-        let seen = self.evictions.get();
-        if stats.evictions > seen {
-            self.evictions.inc_by(stats.evictions - seen);
-        }
+        let mut actors = Registry::default();
+        actors.register_collector(Box::new(ActorStats(*stats)));
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &actors))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The actor system's counts, encoded as they are in one snapshot.
+#[derive(Debug)]
+struct ActorStats(StatsSnapshot);
+
+impl Collector for ActorStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.0;
+        for (name, help, value) in [
+            (
+                "zundamon_channel_actors",
+                "Live channel actors",
+                stats.live_channels,
+            ),
+            (
+                "zundamon_questions_in_flight",
+                "Questions accepted and not yet answered",
+                stats.in_flight,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let evictions = ConstCounter::new(stats.evictions);
+        evictions.encode(encoder.encode_descriptor(
+            "zundamon_evictions",
+            "Channel actors evicted (idle timeout or cap)",
+            None,
+            evictions.metric_type(),
+        )?)
     }
 }
 
@@ -276,5 +325,41 @@ mod tests {
         assert!(metrics
             .render(&stats)
             .contains("zundamon_evictions_total 2"));
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// Scrapes racing each other each see exactly the snapshot they were given: a collector
+    /// encodes it, nothing is accumulated between scrapes.
+    #[test]
+    fn concurrent_scrapes_never_double_count() {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let threads = 8;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let metrics = metrics.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for round in 0..200u64 {
+                        // The actor system's counter only grows; each scrape sees some value of it.
+                        let evictions = round * 10 + thread as u64;
+                        let stats = StatsSnapshot {
+                            evictions,
+                            live_channels: 5,
+                            ..StatsSnapshot::default()
+                        };
+                        let text = metrics.render(&stats);
+                        let expected = format!("zundamon_evictions_total {evictions}\n");
+                        assert!(text.contains(&expected), "{expected} missing from\n{text}");
+                        assert!(text.contains("zundamon_channel_actors 5\n"));
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
     }
 }

@@ -6,8 +6,16 @@
 //! probes the endpoint with bad signatures and expects 401). PING is answered with PONG; `/zunda`
 //! is answered in the HTTP response itself (`ちょっと待ってね。`, or a limit reply), and the answer
 //! then replaces that message, exactly as after a deferral on the gateway path.
+//!
+//! A signed command is used once: its interaction id is remembered for as long as its timestamp
+//! would be accepted, and a replay gets 409 without reaching the event actor. The endpoint keeps
+//! inside Discord's 3-second budget whatever the event actor does: if the question is not taken
+//! within [`BUDGET`] of the request's arrival, the answer is [`BUSY_REPLY`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod replay;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::{HeaderMap, StatusCode};
 use ractor::ActorRef;
@@ -16,8 +24,11 @@ use serenity::interactions_endpoint::Verifier;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
+use self::replay::ReplayGuard;
 use super::router::{CommandEvent, RouterMsg};
 use super::{COMMAND_NAME, OPTION_NAME};
+use crate::limits::BUSY_REPLY;
+use crate::metrics::Metrics;
 
 /// The endpoint's path.
 pub const PATH: &str = "/interactions";
@@ -26,6 +37,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Signed requests older (or newer) than this are refused, so a captured request cannot be
 /// replayed later.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
+/// Time from a request's arrival (its headers read) to the latest moment the event actor's answer
+/// is waited for: Discord gives up after 3 s, and the response still has to travel back.
+pub const BUDGET: Duration = Duration::from_millis(2500);
 
 /// Parses the application's public key (64 hex digits, from the Developer Portal).
 pub fn verifier(public_key: &str) -> Result<Verifier, String> {
@@ -46,16 +60,34 @@ pub fn verifier(public_key: &str) -> Result<Verifier, String> {
 pub struct InteractionsEndpoint {
     verifier: Verifier,
     router: ActorRef<RouterMsg>,
+    seen: ReplayGuard,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl InteractionsEndpoint {
     pub fn new(verifier: Verifier, router: ActorRef<RouterMsg>) -> Self {
-        Self { verifier, router }
+        Self {
+            verifier,
+            router,
+            seen: ReplayGuard::new(MAX_CLOCK_SKEW_SECS),
+            metrics: None,
+        }
     }
 
-    /// Answers one request: the status and the JSON body (or a short error text).
-    pub async fn handle(&self, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) {
-        let received = Instant::now();
+    /// Counts the busy replies the endpoint gives itself (`zundamon_replies_total{kind="busy"}`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Answers one request that arrived at `received`: the status and the JSON body (or a short
+    /// error text). Returns within [`BUDGET`] of `received` whatever the event actor does.
+    pub async fn handle(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        received: Instant,
+    ) -> (StatusCode, Value) {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(signature), Some(timestamp)) = (
             header("x-signature-ed25519"),
@@ -63,9 +95,12 @@ impl InteractionsEndpoint {
         ) else {
             return unauthorized();
         };
-        if self.verifier.verify(signature, timestamp, body).is_err() || !is_fresh(timestamp) {
+        if self.verifier.verify(signature, timestamp, body).is_err() {
             return unauthorized();
         }
+        let Some(sent) = fresh(timestamp, unix_now()) else {
+            return unauthorized();
+        };
         let Ok(interaction) = serde_json::from_slice::<Value>(body) else {
             return (
                 StatusCode::BAD_REQUEST,
@@ -74,7 +109,7 @@ impl InteractionsEndpoint {
         };
         match interaction["type"].as_u64() {
             Some(1) => (StatusCode::OK, json!({"type": 1})),
-            Some(2) => self.command(&interaction, received).await,
+            Some(2) => self.command(&interaction, sent, received).await,
             other => {
                 warn!(kind = ?other, "interactions endpoint: unsupported interaction type");
                 (
@@ -85,7 +120,12 @@ impl InteractionsEndpoint {
         }
     }
 
-    async fn command(&self, interaction: &Value, received: Instant) -> (StatusCode, Value) {
+    async fn command(
+        &self,
+        interaction: &Value,
+        sent: u64,
+        received: Instant,
+    ) -> (StatusCode, Value) {
         let Some(event) = command_event(interaction, received) else {
             warn!("interactions endpoint: a command without the fields of /zunda");
             return (
@@ -93,13 +133,36 @@ impl InteractionsEndpoint {
                 json!({"error": "not a /zunda command"}),
             );
         };
-        let text = match self
+        let interaction_id = event.interaction_id;
+        if !self.seen.first_use(interaction_id, sent, unix_now()) {
+            warn!(
+                interaction_id,
+                "interactions endpoint: a replayed command, not answered again"
+            );
+            return (
+                StatusCode::CONFLICT,
+                json!({"error": "interaction already received"}),
+            );
+        }
+        // Dropping the call at the deadline drops its reply port: the event actor then sees the
+        // request gone and starts no answer (Discord already has the busy reply).
+        let call = self
             .router
-            .call(|reply| RouterMsg::HttpCommand(event, reply), None)
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(text)) => text,
-            _ => {
+            .call(|reply| RouterMsg::HttpCommand(event, reply), None);
+        let text = match tokio::time::timeout_at(received + BUDGET, call).await {
+            Ok(Ok(ractor::rpc::CallResult::Success(text))) => text,
+            Err(_) => {
+                warn!(
+                    interaction_id,
+                    budget_ms = BUDGET.as_millis() as u64,
+                    "interactions endpoint: the event actor did not take the question in time"
+                );
+                if let Some(metrics) = &self.metrics {
+                    metrics.reply("busy");
+                }
+                BUSY_REPLY.to_owned()
+            }
+            Ok(_) => {
                 error!("interactions endpoint: the event actor did not answer");
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -119,15 +182,17 @@ fn unauthorized() -> (StatusCode, Value) {
     )
 }
 
-fn is_fresh(timestamp: &str) -> bool {
-    let Ok(sent) = timestamp.trim().parse::<u64>() else {
-        return false;
-    };
-    let now = SystemTime::now()
+fn unix_now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or_default();
-    now.abs_diff(sent) <= MAX_CLOCK_SKEW_SECS
+        .unwrap_or_default()
+}
+
+/// The request's timestamp (Unix seconds) when it is within the accepted window around `now`.
+fn fresh(timestamp: &str, now: u64) -> Option<u64> {
+    let sent = timestamp.trim().parse::<u64>().ok()?;
+    (now.abs_diff(sent) <= MAX_CLOCK_SKEW_SECS).then_some(sent)
 }
 
 fn snowflake(value: &Value) -> Option<u64> {
@@ -191,13 +256,15 @@ mod tests {
 
     #[test]
     fn stale_timestamps_are_refused() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        assert!(is_fresh(&now.to_string()));
-        assert!(!is_fresh(&(now - 3600).to_string()));
-        assert!(!is_fresh("yesterday"));
+        let now = unix_now();
+        assert_eq!(fresh(&now.to_string(), now), Some(now));
+        assert_eq!(fresh(&(now - 300).to_string(), now), Some(now - 300));
+        assert_eq!(fresh(&(now + 300).to_string(), now), Some(now + 300));
+        assert!(fresh(&(now - 301).to_string(), now).is_none());
+        assert!(fresh(&(now + 301).to_string(), now).is_none());
+        assert!(fresh(&(now - 3600).to_string(), now).is_none());
+        assert!(fresh("yesterday", now).is_none());
+        assert!(fresh("", now).is_none());
     }
 
     #[test]
