@@ -249,6 +249,12 @@ fn on_command(
     let metrics = state.args.metrics.clone();
     metrics.interaction_received();
     let span = span_of(event.interaction_id, event.channel_id, event.user_id);
+    if http_reply.as_ref().is_some_and(RpcReplyPort::is_closed) {
+        // The endpoint already answered "busy" (its 3 s budget ran out): nothing to do, and no
+        // rate-limit token or queue place to spend.
+        span.in_scope(|| warn!("the HTTP request gave up before the question was taken"));
+        return;
+    }
     let lifecycle = state.lifecycle(event.application_id);
     let Some(active) = state.active.claim(event.interaction_id) else {
         // A replay of an interaction already in hand (e.g. events re-sent after a RESUME).
