@@ -182,6 +182,8 @@ pub struct PersonaConfig {
     pub system_prompt_file: String,
     pub closing_reminder: String,
     pub time_zone: String,
+    /// Rewrite, once, a final answer that has none of Zundamon's voice markers.
+    pub guard: bool,
     /// The resolved persona prompt (from the file, or the built-in one).
     #[serde(skip)]
     pub system_prompt: String,
@@ -356,6 +358,7 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         Kind::Str,
     ),
     ("ZUNDA_TIME_ZONE", "persona", "time_zone", Kind::Str),
+    ("ZUNDA_PERSONA_GUARD", "persona", "guard", Kind::Bool),
     (
         "ZUNDA_CHANNEL_IDLE_SECS",
         "channels",

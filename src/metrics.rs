@@ -35,6 +35,7 @@ pub struct Metrics {
     resumed: Family<Outcome, Counter>,
     live_edits: Histogram,
     reasoning_answers: Counter<u64, AtomicU64>,
+    persona_rewrites: Counter<u64, AtomicU64>,
     http_connections: Gauge<i64, AtomicI64>,
     http_connections_shed: Family<Outcome, Counter>,
 }
@@ -60,6 +61,7 @@ impl Metrics {
             resumed: Family::default(),
             live_edits: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             reasoning_answers: Counter::default(),
+            persona_rewrites: Counter::default(),
             http_connections: Gauge::default(),
             http_connections_shed: Family::default(),
             registry: Registry::default(),
@@ -133,6 +135,11 @@ impl Metrics {
             "zundamon_reasoning_answers",
             "Answers whose model response contained reasoning (hidden from users)",
             metrics.reasoning_answers.clone(),
+        );
+        registry.register(
+            "zundamon_persona_rewrites",
+            "Answers without Zundamon's voice that were sent back once to be rewritten",
+            metrics.persona_rewrites.clone(),
         );
         registry.register(
             "zundamon_http_connections",
@@ -236,6 +243,11 @@ impl Metrics {
     /// Counts one answer that came with reasoning (think tags or a reasoning field).
     pub fn reasoning_answer(&self) {
         self.reasoning_answers.inc();
+    }
+
+    /// Counts one answer sent back to be rewritten in Zundamon's voice.
+    pub fn persona_rewrite(&self) {
+        self.persona_rewrites.inc();
     }
 
     pub fn set_gateway_ready(&self, ready: bool) {

@@ -1,6 +1,23 @@
-//! Texts users see from the channel memory commands, in Zundamon's voice.
+//! Texts users see from the channel memory commands and the live view of an answer, in
+//! Zundamon's voice.
 
 use std::time::Duration;
+
+/// The status line while the model searches the web for `query`.
+pub fn searching_status(query: &str) -> String {
+    let query: String = query
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '`' | '*' | '_' | '~' | '|'))
+        .take(60)
+        .collect();
+    format!("🔍『{}』を調べているのだ…", query.trim())
+}
+
+/// The status line while a reasoning model thinks (its thoughts are never shown).
+pub const THINKING_STATUS: &str = "🤔 考えているのだ…";
+
+/// The status line while an answer is rewritten in Zundamon's voice.
+pub const REWRITING_STATUS: &str = "✏️ ずんだもんの言葉で書き直しているのだ…";
 
 /// The reply to `/zunda-reset` from a member without Manage Messages.
 pub const RESET_FORBIDDEN_REPLY: &str =
@@ -59,6 +76,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_search_status_shows_a_clean_query() {
+        assert_eq!(
+            searching_status("ずんだ `餅`\n**レシピ**"),
+            "🔍『ずんだ 餅レシピ』を調べているのだ…"
+        );
+        assert!(searching_status(&"あ".repeat(500)).chars().count() < 80);
+    }
+
+    #[test]
     fn durations_read_naturally() {
         assert_eq!(duration_in_words(Duration::from_secs(600)), "10分");
         assert_eq!(duration_in_words(Duration::from_secs(5400)), "1時間30分");
@@ -75,6 +101,9 @@ mod tests {
             reset_reply(3),
             memory_reply(2, 5, true, Duration::from_secs(600)),
             memory_reply(2, 5, false, Duration::from_secs(600)),
+            searching_status("ずんだ餅"),
+            THINKING_STATUS.to_owned(),
+            REWRITING_STATUS.to_owned(),
         ] {
             assert!(text.contains("のだ"), "{text}");
         }

@@ -81,6 +81,8 @@ impl Harness {
     }
 }
 
+use zundamon::agent::sources::strip_sources;
+
 fn question(text: &str) -> Question {
     Question {
         channel_id: 10,
@@ -530,7 +532,9 @@ async fn exhausted_tool_rounds_force_an_answer_without_tools() {
         .answer(&question("しつこく調べて"), &[])
         .await
         .unwrap();
-    assert_eq!(answer, "もう調べないのだ。");
+    // The searches' results are cited after the answer.
+    assert_eq!(strip_sources(&answer), "もう調べないのだ。");
+    assert!(answer.contains("\n\n参考: <https://"), "{answer}");
     let requests = h.openai.requests();
     assert_eq!(requests.len(), 3);
     assert!(requests[0].get("tools").is_some());
@@ -685,7 +689,7 @@ async fn reasoning_is_hidden_from_the_answer_and_counted() {
         ],
     );
     let answer = h.agent().answer(&question("考えて"), &[]).await.unwrap();
-    assert_eq!(answer, "考えたのだ。");
+    assert_eq!(strip_sources(&answer), "考えたのだ。");
     // The tool round's thoughts are not sent back to the model either.
     let requests = h.openai.requests();
     assert!(

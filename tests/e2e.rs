@@ -299,7 +299,8 @@ async fn each_channel_remembers_its_last_five_exchanges() {
 
 #[tokio::test]
 async fn a_long_answer_arrives_complete_in_parts_within_the_limit() {
-    let world = World::start("long", &[]).await;
+    // The parts as sent, without intermediate streamed edits (tests/live.rs covers streaming).
+    let world = World::start("long", &[("ZUNDA_STREAM", "false")]).await;
     let answer: String = (0..100)
         .map(|n| {
             format!("これは{n:03}番目のとても長い説明の文なのだ。ずんだ餅はおいしいのだ！😀\n")
@@ -822,7 +823,7 @@ async fn ask_answers_from_the_console_and_remembers_the_conversation() {
 
 #[tokio::test]
 async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
-    let world = World::start("runaway", &[]).await;
+    let world = World::start("runaway", &[("ZUNDA_STREAM", "false")]).await;
     world
         .openai
         .script("止まらない", vec![Step::Answer("ずんだ".repeat(10_000))]);

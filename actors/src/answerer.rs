@@ -72,4 +72,10 @@ pub trait Answerer: Send + Sync + 'static {
         let _ = progress;
         self.answer(question, history).await
     }
+
+    /// The part of `answer` the channel remembers; by default all of it. An answerer that
+    /// decorates its answers for the reader (a sources line, say) leaves the decoration out.
+    fn remembered(&self, answer: &str) -> String {
+        answer.to_owned()
+    }
 }

@@ -239,7 +239,8 @@ impl ChannelState {
             ));
         }
         let answer = self.answer(question, ticket.progress.as_ref()).await?;
-        let exchange = Exchange::new(question.text.clone(), answer.clone()).with_id(ticket.id);
+        let remembered = self.args.answerer.remembered(&answer);
+        let exchange = Exchange::new(question.text.clone(), remembered).with_id(ticket.id);
         self.window.push(exchange.clone());
         self.unsaved.push(exchange);
         self.save(myself).await;

@@ -12,11 +12,13 @@
 //! - `tool_loop`: the rounds of tool calls that end in an answer.
 
 pub mod check;
+pub mod guard;
 pub mod llm;
 pub mod prompt;
 pub mod reasoning;
 pub mod response;
 pub mod search;
+pub mod sources;
 pub mod stream;
 mod tool_loop;
 
@@ -29,7 +31,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use thiserror::Error;
 use tracing::{info, warn};
-use zundamon_actors::{AnswerError, Answerer, Exchange, Question};
+use zundamon_actors::{AnswerError, Answerer, Exchange, Live, Progress, Question};
 
 use crate::config::{Config, ToolMode};
 use crate::metrics::Metrics;
@@ -64,6 +66,7 @@ struct AgentSettings {
     closing_reminder: String,
     time_zone: Tz,
     tool_mode: ToolMode,
+    persona_guard: bool,
 }
 
 /// Answers questions in Zundamon's voice with the configured chat model and web search.
@@ -115,6 +118,7 @@ impl ZundaAgent {
                 closing_reminder: config.persona.closing_reminder.clone(),
                 time_zone: config.persona.tz(),
                 tool_mode: openai.tool_mode(),
+                persona_guard: config.persona.guard,
             },
             clock,
             metrics,
@@ -129,10 +133,29 @@ impl ZundaAgent {
         question: &Question,
         history: &[Exchange],
     ) -> Result<String, AgentError> {
+        self.answer_with_progress(question, history, None).await
+    }
+
+    /// Like [`answer_question`](Self::answer_question), showing the work on `progress`: the
+    /// search status and the text as the model streams it. The answer ends with a 「参考」 line
+    /// when search results were used.
+    pub async fn answer_with_progress(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+        progress: Option<&Progress>,
+    ) -> Result<String, AgentError> {
         let started = std::time::Instant::now();
         let budget = self.settings.answer_timeout;
         let deadline = tokio::time::Instant::now() + budget;
-        let result = tokio::time::timeout(budget, self.run_turn(question, history, deadline))
+        let answering = async {
+            let turn = self.run_turn(question, history, deadline, progress).await?;
+            let answer = sources::strip_sources(&turn.answer).to_owned();
+            let answer = self.guard_voice(answer, deadline, progress).await;
+            let line = sources::sources_line(&turn.urls, &answer);
+            Ok(sources::with_sources(&answer, line.as_deref()))
+        };
+        let result = tokio::time::timeout(budget, answering)
             .await
             .unwrap_or(Err(AgentError::Timeout(budget.as_secs())));
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -155,6 +178,48 @@ impl ZundaAgent {
     }
 }
 
+impl ZundaAgent {
+    /// The persona guard: an answer without Zundamon's voice is rewritten once. A failed or
+    /// still voiceless rewrite keeps the original (logged).
+    async fn guard_voice(
+        &self,
+        answer: String,
+        deadline: tokio::time::Instant,
+        progress: Option<&Progress>,
+    ) -> String {
+        let settings = &self.settings;
+        if !settings.persona_guard || guard::has_voice(&answer) {
+            return answer;
+        }
+        if let Some(progress) = progress {
+            progress.send_replace(Live::Status(crate::voice::REWRITING_STATUS.to_owned()));
+        }
+        let request = guard::rewrite_request(
+            &settings.model,
+            settings.temperature,
+            &settings.persona,
+            &answer,
+        );
+        match self.llm.complete(&request, deadline).await {
+            Ok(message) => {
+                let rewritten = message.content.unwrap_or_default();
+                self.metrics.persona_rewrite();
+                if guard::has_voice(&rewritten) {
+                    info!("the answer lacked Zundamon's voice: rewritten");
+                    rewritten
+                } else {
+                    warn!("the rewrite still lacks Zundamon's voice: keeping the original");
+                    answer
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot rewrite the answer in Zundamon's voice: keeping it");
+                answer
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Answerer for ZundaAgent {
     async fn answer(
@@ -165,5 +230,20 @@ impl Answerer for ZundaAgent {
         self.answer_question(question, history)
             .await
             .map_err(|err| AnswerError::new(err.to_string()))
+    }
+
+    async fn answer_live(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+        progress: &Progress,
+    ) -> Result<String, AnswerError> {
+        self.answer_with_progress(question, history, Some(progress))
+            .await
+            .map_err(|err| AnswerError::new(err.to_string()))
+    }
+
+    fn remembered(&self, answer: &str) -> String {
+        sources::strip_sources(answer).to_owned()
     }
 }

@@ -118,7 +118,7 @@ impl Conversation {
     }
 }
 
-fn system(text: &str) -> ChatCompletionRequestMessage {
+pub(super) fn system(text: &str) -> ChatCompletionRequestMessage {
     ChatCompletionRequestSystemMessage {
         content: ChatCompletionRequestSystemMessageContent::Text(text.to_owned()),
         name: None,
@@ -126,7 +126,7 @@ fn system(text: &str) -> ChatCompletionRequestMessage {
     .into()
 }
 
-fn user(text: String) -> ChatCompletionRequestMessage {
+pub(super) fn user(text: String) -> ChatCompletionRequestMessage {
     ChatCompletionRequestUserMessage {
         content: ChatCompletionRequestUserMessageContent::Text(text),
         name: None,

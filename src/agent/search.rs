@@ -138,6 +138,26 @@ impl WebSearch {
         }
     }
 
+    /// Like [`tool_result`](Self::tool_result), with the URLs of the results the model is shown
+    /// (the only ones a sources line may cite).
+    pub async fn tool_result_with_urls(&self, query: &str) -> (String, Vec<String>) {
+        match self.search(query).await {
+            Ok(results) => {
+                let text = format_results(&normalize_query(query), &results);
+                let urls = results
+                    .iter()
+                    .filter(|result| text.contains(&neutralize(&result.url)))
+                    .map(|result| result.url.clone())
+                    .collect();
+                (text, urls)
+            }
+            Err(err) => {
+                warn!(error = %err, "web search unavailable");
+                (UNAVAILABLE.to_owned(), Vec::new())
+            }
+        }
+    }
+
     /// The top `max_results` results for `query`, from the cache when fresh.
     pub async fn search(&self, query: &str) -> Result<Arc<[SearchResult]>, SearchError> {
         let query = normalize_query(query);

@@ -16,12 +16,20 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
-use zundamon_actors::{Exchange, Question};
+use zundamon_actors::{Exchange, Live, Progress, Question};
 
 use super::prompt::{format_now, frame_question, Conversation};
-use super::response::ToolCall;
+use super::response::{AssistantMessage, ToolCall};
+use super::stream::StreamEvent;
 use super::{AgentError, ZundaAgent};
 use crate::config::ToolMode;
+use crate::voice;
+
+/// The model's final text and the URLs the search tool returned during the turn.
+pub(super) struct Turn {
+    pub answer: String,
+    pub urls: Vec<String>,
+}
 
 /// The tool's name as the model sees it.
 pub const WEB_SEARCH: &str = "web_search";
@@ -66,7 +74,8 @@ impl ZundaAgent {
         question: &Question,
         history: &[Exchange],
         deadline: Instant,
-    ) -> Result<String, AgentError> {
+        progress: Option<&Progress>,
+    ) -> Result<Turn, AgentError> {
         let settings = &self.settings;
         let now = format_now((self.clock)(), settings.time_zone);
         let mut conversation = Conversation::new(
@@ -77,6 +86,7 @@ impl ZundaAgent {
         );
         let mut round = 0u32;
         let mut had_reasoning = false;
+        let mut urls: Vec<String> = Vec::new();
         loop {
             let offer_tools = round < settings.max_tool_rounds && self.offers_tools();
             let mut request = CreateChatCompletionRequest {
@@ -86,7 +96,7 @@ impl ZundaAgent {
                 tools: offer_tools.then(|| vec![web_search_tool()]),
                 ..Default::default()
             };
-            let message = match self.llm.complete(&request, deadline).await {
+            let message = match self.ask_model(&request, deadline, progress).await {
                 Ok(message) => message,
                 Err(err)
                     if offer_tools
@@ -103,7 +113,7 @@ impl ZundaAgent {
                          without web search, from now on (ZUNDA_TOOLS=auto)"
                     );
                     request.tools = None;
-                    self.llm.complete(&request, deadline).await?
+                    self.ask_model(&request, deadline, progress).await?
                 }
                 Err(err) => return Err(err.into()),
             };
@@ -125,7 +135,7 @@ impl ZundaAgent {
                 return if answer.is_empty() {
                     Err(AgentError::EmptyAnswer)
                 } else {
-                    Ok(answer)
+                    Ok(Turn { answer, urls })
                 };
             }
             round += 1;
@@ -135,6 +145,9 @@ impl ZundaAgent {
                 calls = calls.len(),
                 "model called tools"
             );
+            if let (Some(progress), Some(query)) = (progress, first_query(&calls)) {
+                progress.send_replace(Live::Status(voice::searching_status(&query)));
+            }
             let results = join_all(
                 calls
                     .iter()
@@ -142,6 +155,17 @@ impl ZundaAgent {
                     .map(|(n, call)| self.run_tool(call, n)),
             )
             .await;
+            let results = results
+                .into_iter()
+                .map(|(id, text, found)| {
+                    for url in found {
+                        if !urls.contains(&url) {
+                            urls.push(url);
+                        }
+                    }
+                    (id, text)
+                })
+                .collect();
             let calls = calls.into_iter().map(request_call).collect();
             conversation.push_tool_round(message.content, calls, results);
         }
@@ -159,19 +183,47 @@ impl ZundaAgent {
         }
     }
 
-    /// Runs one tool call; returns `(tool_call_id, result text)`.
-    async fn run_tool(&self, call: &ToolCall, position: usize) -> (String, String) {
+    /// Asks the model: streamed when someone watches the answer, so the text shows as it is
+    /// written (a status while a reasoning model thinks); plain otherwise.
+    async fn ask_model(
+        &self,
+        request: &CreateChatCompletionRequest,
+        deadline: Instant,
+        progress: Option<&Progress>,
+    ) -> Result<AssistantMessage, super::llm::LlmError> {
+        let Some(progress) = progress else {
+            return self.llm.complete(request, deadline).await;
+        };
+        let mut shown = String::new();
+        let mut on_event = |event: StreamEvent| match event {
+            StreamEvent::Text(delta) => {
+                shown.push_str(&delta);
+                progress.send_replace(Live::Text(shown.clone()));
+            }
+            StreamEvent::Thinking => {
+                if shown.is_empty() {
+                    progress.send_replace(Live::Status(voice::THINKING_STATUS.to_owned()));
+                }
+            }
+        };
+        self.llm.stream(request, deadline, &mut on_event).await
+    }
+
+    /// Runs one tool call; returns `(tool_call_id, result text, URLs it returned)`.
+    async fn run_tool(&self, call: &ToolCall, position: usize) -> (String, String, Vec<String>) {
         let (id, name, arguments) = (call.id.clone(), call.name.as_str(), call.arguments.as_str());
         if name != WEB_SEARCH {
             return (
                 id,
                 format!("そのツールはないのだ（unknown tool `{name}`; the only tool is `{WEB_SEARCH}`）。"),
+                Vec::new(),
             );
         }
         if position >= MAX_CALLS_PER_ROUND {
             return (
                 id,
                 format!("一度に検索できるのは{MAX_CALLS_PER_ROUND}回までなのだ（too many searches in one round）。"),
+                Vec::new(),
             );
         }
         let query = match serde_json::from_str::<WebSearchArgs>(arguments) {
@@ -181,12 +233,24 @@ impl ZundaAgent {
                 return (
                     id,
                     "引数が正しくないのだ（invalid arguments: expected {\"query\": \"<non-empty string>\"}）。".to_owned(),
+                    Vec::new(),
                 );
             }
         };
         debug!(query = %query, "web_search");
-        (id, self.search.tool_result(&query).await)
+        let (text, urls) = self.search.tool_result_with_urls(&query).await;
+        (id, text, urls)
     }
+}
+
+/// The query of the first well-formed `web_search` call, for the status line.
+fn first_query(calls: &[ToolCall]) -> Option<String> {
+    calls
+        .iter()
+        .filter(|call| call.name == WEB_SEARCH)
+        .find_map(|call| serde_json::from_str::<WebSearchArgs>(&call.arguments).ok())
+        .map(|args| args.query)
+        .filter(|query| !query.trim().is_empty())
 }
 
 /// A tool call as sent back to the model in the next request (always `"type": "function"`).
