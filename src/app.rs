@@ -23,7 +23,7 @@ use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, InFlight};
-use crate::store::SqliteStore;
+use crate::store::{self as stores, Backend};
 use crate::telemetry;
 
 /// How often stored history past its retention is deleted.
@@ -40,7 +40,7 @@ pub struct Application {
     stop_http: watch::Sender<bool>,
     health: Arc<Health>,
     channels: Channels,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Backend>,
     router: ActorRef<RouterMsg>,
     in_flight: InFlight,
     gateway: Gateway,
@@ -51,8 +51,7 @@ impl Application {
     /// says what to fix.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         telemetry::install_crypto();
-        let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
-        let store = Arc::new(SqliteStore::open(&config.store.db_path, retention)?);
+        let store = stores::open(&config.store).await?;
 
         let metrics = Arc::new(Metrics::new());
         let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
@@ -60,7 +59,7 @@ impl Application {
         let channels = Channels::start(SupervisorArgs::new(
             settings,
             Arc::new(agent),
-            store.clone(),
+            store.clone().conversations(),
         ))
         .await
         .context("cannot start the channel supervisor")?;
@@ -148,7 +147,7 @@ impl Application {
             in_flight,
             gateway,
         } = self;
-        let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
+        let pruner = stores::spawn_pruner(store.clone(), PRUNE_EVERY);
 
         let shard_manager = gateway.shard_manager();
         let readiness = gateway.watch_readiness(health.clone());

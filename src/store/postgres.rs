@@ -1,0 +1,727 @@
+//! The PostgreSQL-backed store, chosen by `ZUNDA_DATABASE_URL=postgres://…`: the same windows and
+//! pending questions as the SQLite store, shared by every process of the bot that points at the
+//! same database (shard ranges, an HTTP fleet, a replacement process).
+//!
+//! This module owns the connection pool (deadpool over tokio-postgres), the migrations in
+//! `migrations/postgres/` (applied under an advisory lock, so processes starting together migrate
+//! once), and the queries. The few extra queries the HTTP fleet needs (per-channel leases, wake-ups)
+//! live in [`crate::fleet`] and use [`PostgresStore::pool`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use thiserror::Error;
+use tokio_postgres::NoTls;
+use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
+
+use super::sqlite::{channel_key, unkey, Clock};
+use super::{from_unix_millis, unix_millis, PendingQuestion, PendingStore};
+use crate::config::Secret;
+
+/// How long a caller waits for a free pooled connection, or for a new one to be made.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the PostgreSQL store could not be opened. Messages name the server without its password.
+#[derive(Debug, Error)]
+pub enum PostgresOpenError {
+    #[error("ZUNDA_DATABASE_URL is not a PostgreSQL URL ({detail}) — use postgres://USER:PASSWORD@HOST:5432/DATABASE")]
+    BadUrl { detail: String },
+    #[error("cannot open conversation store at {target}: {detail} — check that PostgreSQL runs there and the user, password and database in ZUNDA_DATABASE_URL")]
+    Connect { target: String, detail: String },
+    #[error("cannot open conversation store at {target}: its schema version {found} is newer than this build knows ({known}) — run a newer zundamon")]
+    TooNew {
+        target: String,
+        found: i64,
+        known: usize,
+    },
+    #[error("cannot open conversation store at {target}: migrating the schema failed: {detail}")]
+    Migrate { target: String, detail: String },
+}
+
+/// Stores windows and pending questions in PostgreSQL through a small connection pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    target: Arc<str>,
+    retention: Duration,
+    clock: Clock,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` without its password, for logs and errors.
+pub fn redacted_target(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("redacted"));
+            }
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "a malformed URL".into(),
+    }
+}
+
+/// Parses a `postgres://` URL (or key=value string) into a driver configuration.
+pub fn parse_url(url: &Secret) -> Result<tokio_postgres::Config, PostgresOpenError> {
+    url.expose()
+        .parse::<tokio_postgres::Config>()
+        // The driver's message never repeats the URL, so it cannot leak the password.
+        .map_err(|err| PostgresOpenError::BadUrl {
+            detail: err.to_string(),
+        })
+}
+
+impl PostgresStore {
+    /// Connects to `url`, migrates the schema and checks it can be used. At most `pool_size`
+    /// connections are opened.
+    pub async fn open(
+        url: &Secret,
+        pool_size: usize,
+        retention: Duration,
+    ) -> Result<Self, PostgresOpenError> {
+        let config = parse_url(url)?;
+        Self::open_config(
+            config,
+            &redacted_target(url.expose()),
+            pool_size,
+            retention,
+            Arc::new(SystemTime::now),
+        )
+        .await
+    }
+
+    /// Like [`open`](Self::open) with a parsed configuration and a clock (for tests).
+    pub async fn open_config(
+        mut config: tokio_postgres::Config,
+        target: &str,
+        pool_size: usize,
+        retention: Duration,
+        clock: Clock,
+    ) -> Result<Self, PostgresOpenError> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("zundamon");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let connect = |detail: String| PostgresOpenError::Connect {
+            target: target.to_owned(),
+            detail,
+        };
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
+            .build()
+            .map_err(|err| connect(err.to_string()))?;
+        let store = Self {
+            pool,
+            target: target.into(),
+            retention,
+            clock,
+        };
+        let mut client = store
+            .pool
+            .get()
+            .await
+            .map_err(|err| connect(err.to_string()))?;
+        let version = migrate(&mut client, target).await?;
+        tracing::info!(target, schema_version = version, "conversation store open");
+        Ok(store)
+    }
+
+    /// The pool, for the fleet's lease and wake-up queries.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The server, without its password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Deletes the exchanges older than the retention period; returns how many.
+    pub async fn prune(&self) -> Result<usize, StoreError> {
+        let cutoff = self.cutoff();
+        let client = self.client("prune").await?;
+        let deleted = client
+            .execute("DELETE FROM exchanges WHERE created_at < $1", &[&cutoff])
+            .await
+            .map_err(failed("prune"))?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
+    /// Closes the pool's connections; the data is already committed.
+    pub fn close(&self) {
+        self.pool.close();
+        tracing::info!(target = %self.target, "conversation store closed");
+    }
+
+    /// Every pending question of `channel`, in acceptance order.
+    pub async fn pending_in(&self, channel: ChannelId) -> Result<Vec<PendingQuestion>, StoreError> {
+        let client = self.client("list pending questions").await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "{SELECT_PENDING} WHERE channel_id = $1 ORDER BY seq"
+            ))
+            .await
+            .map_err(failed("list pending questions"))?;
+        let rows = client
+            .query(&statement, &[&channel_key(channel)])
+            .await
+            .map_err(failed("list pending questions"))?;
+        Ok(rows.iter().map(pending_from_row).collect())
+    }
+
+    /// A pooled connection, or a store error naming `what` could not run.
+    pub(crate) async fn client(&self, what: &'static str) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|err| StoreError(format!("{what} failed: no database connection: {err}")))
+    }
+
+    /// Unix seconds from the clock; a clock before 1970 counts as 1970.
+    fn now(&self) -> i64 {
+        let since_epoch = (self.clock)()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn cutoff(&self) -> i64 {
+        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
+        self.now().saturating_sub(retention)
+    }
+}
+
+/// Maps a driver error to a store error naming the operation.
+pub(crate) fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |err| StoreError(format!("{what} failed: {err}"))
+}
+
+/// Applies the migrations not yet recorded in `zundamon_schema`, all in one transaction under
+/// an advisory lock, so two processes starting together never apply one twice. Returns the
+/// schema version.
+async fn migrate(client: &mut Object, target: &str) -> Result<usize, PostgresOpenError> {
+    let known = super::migrations::POSTGRES;
+    let fail = |err: tokio_postgres::Error| PostgresOpenError::Migrate {
+        target: target.to_owned(),
+        detail: err.to_string(),
+    };
+    let tx = client.transaction().await.map_err(fail)?;
+    // Keyed by schema: stores in different schemas of one database migrate independently. The
+    // two-key form never collides with the per-channel locks of `append` (one 64-bit key).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(1515, hashtext('zundamon_schema.' || current_schema()))",
+        &[],
+    )
+    .await
+    .map_err(fail)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS zundamon_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(fail)?;
+    let found: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM zundamon_schema",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    let applied = usize::try_from(found)
+        .ok()
+        .filter(|&applied| applied <= known.len())
+        .ok_or_else(|| PostgresOpenError::TooNew {
+            target: target.to_owned(),
+            found,
+            known: known.len(),
+        })?;
+    for (index, sql) in known.iter().enumerate().skip(applied) {
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        tx.batch_execute(sql).await.map_err(fail)?;
+        tx.execute(
+            "INSERT INTO zundamon_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(fail)?;
+        tracing::info!(target, version, "applied conversation store migration");
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(known.len())
+}
+
+const SELECT_PENDING: &str = "SELECT interaction_id, application_id, token, channel_id, guild_id,
+    user_id, user_name, question, received_at_ms, delivered_parts FROM pending_questions";
+
+fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
+    PendingQuestion {
+        interaction_id: unkey(row.get(0)),
+        application_id: unkey(row.get(1)),
+        token: Secret::new(row.get::<_, String>(2)),
+        channel_id: unkey(row.get(3)),
+        guild_id: row.get::<_, Option<i64>>(4).map(unkey),
+        user_id: unkey(row.get(5)),
+        user_name: row.get(6),
+        question: row.get(7),
+        received_at: from_unix_millis(row.get(8)),
+        delivered_parts: u32::try_from(row.get::<_, i32>(9)).unwrap_or(0),
+    }
+}
+
+#[async_trait]
+impl ConversationStore for PostgresStore {
+    async fn load(&self, channel: ChannelId, limit: usize) -> Result<Vec<Exchange>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client("load").await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT question, answer, exchange_id FROM exchanges
+                 WHERE channel_id = $1 AND created_at >= $2
+                 ORDER BY id DESC LIMIT $3",
+            )
+            .await
+            .map_err(failed("load"))?;
+        let rows = client
+            .query(&statement, &[&channel_key(channel), &self.cutoff(), &limit])
+            .await
+            .map_err(failed("load"))?;
+        let mut exchanges: Vec<Exchange> = rows
+            .iter()
+            .map(|row| Exchange {
+                id: row.get::<_, Option<i64>>(2).map(unkey),
+                question: row.get(0),
+                answer: row.get(1),
+            })
+            .collect();
+        exchanges.reverse();
+        Ok(exchanges)
+    }
+
+    async fn append(
+        &self,
+        channel: ChannelId,
+        exchanges: &[Exchange],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let channel = channel_key(channel);
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let now = self.now();
+        let mut client = self.client("append").await?;
+        let tx = client.transaction().await.map_err(failed("append"))?;
+        // One writer per channel at a time, across every process: a batch gets consecutive ids
+        // and the trim sees every row it must keep. (The lock ends with the transaction.)
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&channel])
+            .await
+            .map_err(failed("append"))?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO exchanges (channel_id, question, answer, created_at, exchange_id)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (channel_id, exchange_id) DO NOTHING",
+            )
+            .await
+            .map_err(failed("append"))?;
+        for exchange in exchanges {
+            let id = exchange.id.map(channel_key);
+            tx.execute(
+                &insert,
+                &[&channel, &exchange.question, &exchange.answer, &now, &id],
+            )
+            .await
+            .map_err(failed("append"))?;
+        }
+        let trim = tx
+            .prepare_cached(
+                "DELETE FROM exchanges WHERE channel_id = $1 AND id <= (
+                     SELECT id FROM exchanges WHERE channel_id = $1
+                     ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .await
+            .map_err(failed("append"))?;
+        tx.execute(&trim, &[&channel, &keep])
+            .await
+            .map_err(failed("append"))?;
+        tx.commit().await.map_err(failed("append"))
+    }
+
+    async fn clear(&self, channel: ChannelId) -> Result<(), StoreError> {
+        let client = self.client("clear").await?;
+        client
+            .execute(
+                "DELETE FROM exchanges WHERE channel_id = $1",
+                &[&channel_key(channel)],
+            )
+            .await
+            .map(drop)
+            .map_err(failed("clear"))
+    }
+}
+
+#[async_trait]
+impl PendingStore for PostgresStore {
+    async fn record(&self, q: &PendingQuestion) -> Result<(), StoreError> {
+        let client = self.client("record pending question").await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO pending_questions (interaction_id, application_id, token,
+                     channel_id, guild_id, user_id, user_name, question, received_at_ms,
+                     delivered_parts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (interaction_id) DO NOTHING",
+            )
+            .await
+            .map_err(failed("record pending question"))?;
+        let parts = i32::try_from(q.delivered_parts).unwrap_or(i32::MAX);
+        client
+            .execute(
+                &statement,
+                &[
+                    &channel_key(q.interaction_id),
+                    &channel_key(q.application_id),
+                    &q.token.expose(),
+                    &channel_key(q.channel_id),
+                    &q.guild_id.map(channel_key),
+                    &channel_key(q.user_id),
+                    &q.user_name,
+                    &q.question,
+                    &unix_millis(q.received_at),
+                    &parts,
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(failed("record pending question"))
+    }
+
+    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError> {
+        let client = self.client("note delivered parts").await?;
+        let parts = i32::try_from(parts).unwrap_or(i32::MAX);
+        client
+            .execute(
+                "UPDATE pending_questions SET delivered_parts = $2 WHERE interaction_id = $1",
+                &[&channel_key(interaction_id), &parts],
+            )
+            .await
+            .map(drop)
+            .map_err(failed("note delivered parts"))
+    }
+
+    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {
+        let client = self.client("remove pending question").await?;
+        client
+            .execute(
+                "DELETE FROM pending_questions WHERE interaction_id = $1",
+                &[&channel_key(interaction_id)],
+            )
+            .await
+            .map(drop)
+            .map_err(failed("remove pending question"))
+    }
+
+    async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError> {
+        let client = self.client("list pending questions").await?;
+        let rows = client
+            .query(&format!("{SELECT_PENDING} ORDER BY seq"), &[])
+            .await
+            .map_err(failed("list pending questions"))?;
+        Ok(rows.iter().map(pending_from_row).collect())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::store::suite;
+
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// A store in a fresh schema of the test database (dropped at the end), or `None` with a
+    /// line saying the test was skipped when `ZUNDA_TEST_DATABASE_URL` is unset.
+    pub(crate) struct TestDb {
+        pub store: PostgresStore,
+        admin: tokio_postgres::Client,
+        pub schema: String,
+        pub config: tokio_postgres::Config,
+    }
+
+    impl TestDb {
+        pub async fn new(test: &str) -> Option<Self> {
+            Self::with_clock(test, Arc::new(SystemTime::now)).await
+        }
+
+        pub async fn with_clock(test: &str, clock: Clock) -> Option<Self> {
+            let Ok(url) = std::env::var("ZUNDA_TEST_DATABASE_URL") else {
+                // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED store::postgres::{test}: ZUNDA_TEST_DATABASE_URL is not set (no PostgreSQL)"
+                );
+                return None;
+            };
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let schema = format!(
+                "zt_store_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let base: tokio_postgres::Config = url.parse().expect("ZUNDA_TEST_DATABASE_URL");
+            let (admin, connection) = base.connect(NoTls).await.expect("connect to PostgreSQL");
+            tokio::spawn(connection);
+            admin
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+                ))
+                .await
+                .unwrap();
+            let mut config = base.clone();
+            config.options(format!("-c search_path={schema}"));
+            let store = PostgresStore::open_config(config.clone(), "test", 4, 30 * DAY, clock)
+                .await
+                .unwrap();
+            Some(Self {
+                store,
+                admin,
+                schema,
+                config,
+            })
+        }
+
+        pub async fn drop_schema(self) {
+            self.store.close();
+            let _ = self
+                .admin
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                .await;
+        }
+
+        pub async fn count(&self, table: &str) -> i64 {
+            self.admin
+                .query_one(
+                    &format!("SELECT count(*) FROM {}.{table}", self.schema),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        }
+    }
+
+    fn ex(n: usize) -> Exchange {
+        Exchange::new(format!("question {n}"), format!("answer {n}"))
+    }
+
+    #[tokio::test]
+    async fn suite_appends_are_idempotent_by_exchange_id() {
+        let Some(db) = TestDb::new("suite_appends_are_idempotent_by_exchange_id").await else {
+            return;
+        };
+        suite::appends_are_idempotent_by_exchange_id(&db.store).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn suite_clear_forgets_one_channel() {
+        let Some(db) = TestDb::new("suite_clear_forgets_one_channel").await else {
+            return;
+        };
+        suite::clear_forgets_one_channel(&db.store).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn suite_pending_questions_round_trip_in_acceptance_order() {
+        let Some(db) = TestDb::new("suite_pending_questions_round_trip_in_acceptance_order").await
+        else {
+            return;
+        };
+        suite::pending_questions_round_trip_in_acceptance_order(&db.store).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn suite_round_trip_keeps_text_and_order() {
+        let Some(db) = TestDb::new("suite_round_trip_keeps_text_and_order").await else {
+            return;
+        };
+        suite::round_trip_keeps_text_and_order(&db.store).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn suite_load_returns_the_newest_limit_oldest_first() {
+        let Some(db) = TestDb::new("suite_load_returns_the_newest_limit_oldest_first").await else {
+            return;
+        };
+        suite::load_returns_the_newest_limit_oldest_first(&db.store).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn suite_append_trims_each_channel_to_keep() {
+        let Some(db) = TestDb::new("suite_append_trims_each_channel_to_keep").await else {
+            return;
+        };
+        suite::append_trims_each_channel_to_keep(&db.store).await;
+        assert_eq!(db.count("exchanges").await, 3 + 1 + 2, "trimmed rows go");
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn suite_channel_ids_use_the_full_u64_range() {
+        let Some(db) = TestDb::new("suite_channel_ids_use_the_full_u64_range").await else {
+            return;
+        };
+        suite::channel_ids_use_the_full_u64_range(&db.store).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_concurrent_appends_are_all_saved_and_atomic() {
+        let Some(db) = TestDb::new("suite_concurrent_appends_are_all_saved_and_atomic").await
+        else {
+            return;
+        };
+        suite::concurrent_appends_are_all_saved_and_atomic(Arc::new(db.store.clone())).await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_a_reopen_and_migrations_run_once() {
+        let Some(db) = TestDb::new("data_survives_a_reopen_and_migrations_run_once").await else {
+            return;
+        };
+        db.store.append(42, &[ex(1), ex(2)], 5).await.unwrap();
+        // Two processes starting together: both open, one migrates.
+        let (a, b) = tokio::join!(
+            PostgresStore::open_config(
+                db.config.clone(),
+                "test",
+                2,
+                DAY,
+                Arc::new(SystemTime::now)
+            ),
+            PostgresStore::open_config(
+                db.config.clone(),
+                "test",
+                2,
+                DAY,
+                Arc::new(SystemTime::now)
+            ),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.load(42, 5).await.unwrap(), vec![ex(1), ex(2)]);
+        b.append(42, &[ex(3)], 5).await.unwrap();
+        assert_eq!(a.load(42, 5).await.unwrap(), vec![ex(1), ex(2), ex(3)]);
+        assert_eq!(
+            db.count("zundamon_schema").await,
+            super::super::migrations::POSTGRES.len() as i64
+        );
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn a_schema_from_a_newer_build_is_refused() {
+        let Some(db) = TestDb::new("a_schema_from_a_newer_build_is_refused").await else {
+            return;
+        };
+        db.admin
+            .batch_execute(&format!(
+                "INSERT INTO {}.zundamon_schema (version) VALUES (99)",
+                db.schema
+            ))
+            .await
+            .unwrap();
+        let err = PostgresStore::open_config(
+            db.config.clone(),
+            "test",
+            1,
+            DAY,
+            Arc::new(SystemTime::now),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, PostgresOpenError::TooNew { found: 99, .. }),
+            "{err:?}"
+        );
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn expired_exchanges_are_hidden_then_pruned() {
+        let secs = Arc::new(AtomicU64::new(1_700_000_000));
+        let clock: Clock = {
+            let secs = Arc::clone(&secs);
+            Arc::new(move || UNIX_EPOCH + Duration::from_secs(secs.load(Ordering::SeqCst)))
+        };
+        let Some(db) = TestDb::with_clock("expired_exchanges_are_hidden_then_pruned", clock).await
+        else {
+            return;
+        };
+        // The test store keeps 30 days.
+        db.store.append(1, &[ex(1), ex(2)], 10).await.unwrap();
+        secs.fetch_add(20 * DAY.as_secs(), Ordering::SeqCst);
+        db.store.append(1, &[ex(3)], 10).await.unwrap();
+        assert_eq!(db.store.prune().await.unwrap(), 0);
+        secs.fetch_add(11 * DAY.as_secs(), Ordering::SeqCst);
+        assert_eq!(db.store.load(1, 10).await.unwrap(), vec![ex(3)]);
+        assert_eq!(db.store.prune().await.unwrap(), 2);
+        assert_eq!(db.store.prune().await.unwrap(), 0);
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_fails_with_a_clear_error_without_the_password() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = Secret::new(format!(
+            "postgres://zunda:hunter2@127.0.0.1:{port}/zundamon"
+        ));
+        let err = PostgresStore::open(&url, 1, DAY).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, PostgresOpenError::Connect { .. }), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.contains("ZUNDA_DATABASE_URL"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused() {
+        let err = parse_url(&Secret::new("postgres://a:b@host:notaport/db")).unwrap_err();
+        assert!(err.to_string().contains("ZUNDA_DATABASE_URL"), "{err}");
+        assert!(!err.to_string().contains(":b@"), "{err}");
+    }
+}
