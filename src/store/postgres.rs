@@ -194,6 +194,55 @@ impl PostgresStore {
         Ok(rows.iter().map(pending_from_row).collect())
     }
 
+    /// Writes one copied exchange with its original age, unless the channel holds it already: the
+    /// same id, or for exchanges from before ids were kept (no id), already `occurrence + 1`
+    /// rows of the same text and time (identical exchanges are told apart by how many there
+    /// are). True if it was written.
+    pub async fn import(
+        &self,
+        row: &super::copy::StoredExchange,
+        occurrence: usize,
+    ) -> Result<bool, StoreError> {
+        const WHAT: &str = "copy an exchange";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.map_err(failed(WHAT))?;
+        let channel = channel_key(row.channel_id);
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&channel])
+            .await
+            .map_err(failed(WHAT))?;
+        let (question, answer, at) = (
+            &row.exchange.question,
+            &row.exchange.answer,
+            &row.created_at,
+        );
+        let written = match row.exchange.id.map(channel_key) {
+            Some(id) => tx
+                .execute(
+                    "INSERT INTO exchanges (channel_id, question, answer, created_at, exchange_id)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (channel_id, exchange_id) DO NOTHING",
+                    &[&channel, question, answer, at, &id],
+                )
+                .await
+                .map_err(failed(WHAT))?,
+            None => {
+                let occurrence = i64::try_from(occurrence).unwrap_or(i64::MAX);
+                tx.execute(
+                    "INSERT INTO exchanges (channel_id, question, answer, created_at)
+                     SELECT $1, $2, $3, $4
+                     WHERE (SELECT count(*) FROM exchanges WHERE channel_id = $1
+                            AND exchange_id IS NULL AND question = $2 AND answer = $3
+                            AND created_at = $4) <= $5",
+                    &[&channel, question, answer, at, &occurrence],
+                )
+                .await
+                .map_err(failed(WHAT))?
+            }
+        };
+        tx.commit().await.map_err(failed(WHAT))?;
+        Ok(written == 1)
+    }
+
     /// A pooled connection, or a store error naming `what` could not run.
     pub(crate) async fn client(&self, what: &'static str) -> Result<Object, StoreError> {
         self.pool

@@ -194,6 +194,30 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Every stored exchange with its channel and age, channel by channel, oldest first (for
+    /// `zundamon store copy`).
+    pub async fn dump(&self) -> Result<Vec<super::copy::StoredExchange>, StoreError> {
+        self.with_conn("read every exchange", |conn| {
+            let mut select = conn.prepare(
+                "SELECT channel_id, question, answer, exchange_id, created_at FROM exchanges
+                 ORDER BY channel_id, id",
+            )?;
+            let rows = select.query_map([], |row| {
+                Ok(super::copy::StoredExchange {
+                    channel_id: unkey(row.get(0)?),
+                    exchange: Exchange {
+                        id: row.get::<_, Option<i64>>(3)?.map(unkey),
+                        question: row.get(1)?,
+                        answer: row.get(2)?,
+                    },
+                    created_at: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Unix seconds from the clock; a clock before 1970 counts as 1970.
     fn now(&self) -> i64 {
         let since_epoch = (self.clock)()

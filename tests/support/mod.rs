@@ -6,3 +6,4 @@ pub mod bot;
 pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_search;
+pub mod pg;
