@@ -106,6 +106,7 @@ impl Application {
         }
         let gateway = Gateway::build(
             &config.discord,
+            &config.gateway,
             config.limits.max_question_chars,
             router.clone(),
         )

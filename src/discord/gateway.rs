@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use ractor::ActorRef;
 use serenity::all::{
-    CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption, EventHandler,
-    GatewayIntents, GuildId, Interaction, Message, Ready, ResumedEvent,
+    Command, CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption,
+    EventHandler, GatewayIntents, GuildId, Interaction, Message, Ready, ResumedEvent,
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
@@ -17,8 +17,9 @@ use tracing::{error, info, warn};
 
 use super::router::{CommandEvent, RouterMsg};
 use super::{COMMAND_DESCRIPTION, COMMAND_NAME, OPTION_DESCRIPTION, OPTION_NAME};
-use crate::config::DiscordConfig;
+use crate::config::{CommandScope, DiscordConfig, GatewayConfig};
 use crate::health::Health;
+use crate::shards::ShardRange;
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not
@@ -31,6 +32,8 @@ pub const INTENTS: GatewayIntents = GatewayIntents::GUILDS.union(GatewayIntents:
 struct Handler {
     router: ActorRef<RouterMsg>,
     guild_id: u64,
+    scope: CommandScope,
+    shards: ShardRange,
     max_question_chars: usize,
     registered: AtomicBool,
 }
@@ -41,13 +44,17 @@ impl EventHandler for Handler {
         info!(
             user = %ready.user.name,
             session = ready.session_id.len(),
+            shard = ?ready.shard.map(|shard| shard.id.0),
+            shards = %self.shards,
             "gateway session ready"
         );
         let _ = self.router.cast(RouterMsg::Ready {
             application_id: ready.application.id.get(),
             bot_user_id: ready.user.id.get(),
         });
-        if !self.registered.swap(true, Ordering::AcqRel) {
+        // With several processes, the one running shard 0 registers the command (once).
+        let registers = self.shards.first == 0;
+        if registers && !self.registered.swap(true, Ordering::AcqRel) {
             self.register_command(&ctx).await;
         }
     }
@@ -83,6 +90,7 @@ impl EventHandler for Handler {
             application_id: command.application_id.get(),
             token: command.token,
             channel_id: command.channel_id.get(),
+            guild_id: command.guild_id.map(|guild| guild.get()),
             user_id: command.user.id.get(),
             user_name,
             question,
@@ -121,16 +129,25 @@ impl Handler {
                 .max_length(self.max_question_chars.min(6000) as u16),
             );
         // Guild commands appear at once; global ones take up to an hour to propagate.
-        match GuildId::new(self.guild_id)
-            .set_commands(&ctx.http, vec![command])
-            .await
-        {
-            Ok(_) => info!(guild_id = self.guild_id, "registered /{COMMAND_NAME}"),
+        let registered = match self.scope {
+            CommandScope::Guild => GuildId::new(self.guild_id)
+                .set_commands(&ctx.http, vec![command])
+                .await
+                .map(drop),
+            CommandScope::Global => Command::set_global_commands(&ctx.http, vec![command])
+                .await
+                .map(drop),
+        };
+        match registered {
+            Ok(()) => {
+                info!(scope = ?self.scope, guild_id = self.guild_id, "registered /{COMMAND_NAME}")
+            }
             Err(err) => {
                 self.registered.store(false, Ordering::Release);
                 error!(
+                    scope = ?self.scope,
                     guild_id = self.guild_id,
-                    "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID and that the bot was invited with the applications.commands scope"
+                    "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID (or ZUNDA_COMMAND_SCOPE) and that the bot was invited with the applications.commands scope"
                 );
             }
         }
@@ -153,6 +170,7 @@ pub struct Gateway {
 impl Gateway {
     pub async fn build(
         config: &DiscordConfig,
+        gateway: &GatewayConfig,
         max_question_chars: usize,
         router: ActorRef<RouterMsg>,
     ) -> Result<Self, serenity::Error> {
@@ -160,9 +178,12 @@ impl Gateway {
         let api_base = config
             .uses_custom_api_base()
             .then(|| config.api_base.trim_end_matches('/').to_owned());
+        let shards = gateway.shards();
         let handler = Handler {
             router,
             guild_id: config.guild_id,
+            scope: gateway.command_scope,
+            shards,
             max_question_chars,
             registered: AtomicBool::new(false),
         };
@@ -202,7 +223,11 @@ impl Gateway {
                     if built_tx.send(Ok(client.shard_manager.clone())).is_err() {
                         return;
                     }
-                    let _ = ended_tx.send(client.start().await);
+                    // serenity 0.12 reads the range's end as the last shard (inclusive).
+                    let started = client
+                        .start_shard_range(shards.first..shards.last, shards.total)
+                        .await;
+                    let _ = ended_tx.send(started);
                 });
             })
             .map_err(serenity::Error::Io)?;

@@ -166,6 +166,7 @@ fn command_event(interaction: &Value, received: Instant) -> Option<CommandEvent>
         application_id: snowflake(&interaction["application_id"])?,
         token: interaction["token"].as_str()?.to_owned(),
         channel_id,
+        guild_id: snowflake(&interaction["guild_id"]),
         user_id: snowflake(&user["id"])?,
         user_name: user_name.to_owned(),
         question: question.to_owned(),

@@ -35,6 +35,8 @@ pub struct CommandEvent {
     /// The interaction token: a secret for 15 minutes, never logged.
     pub token: String,
     pub channel_id: u64,
+    /// The guild the command was used in (`None` in a direct message): decides the shard.
+    pub guild_id: Option<u64>,
     pub user_id: u64,
     pub user_name: String,
     pub question: String,
