@@ -44,6 +44,7 @@ pub struct Application {
     router: ActorRef<RouterMsg>,
     in_flight: InFlight,
     gateway: Gateway,
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Application {
@@ -77,6 +78,15 @@ impl Application {
         let http = tokio::spawn(health::serve(listener, health.clone(), http_stopped));
         info!("health server listening on http://{local_addr}");
         let in_flight = InFlight::default();
+        // HTTP interactions on PostgreSQL: instances behind a load balancer share the channels.
+        let fleet_postgres = store
+            .clone()
+            .postgres()
+            .filter(|_| !config.discord.public_key.trim().is_empty());
+        let fleet_store = fleet_postgres.clone().map(|postgres| {
+            Arc::new(crate::fleet::lease::FleetPending(postgres))
+                as Arc<dyn crate::store::PendingStore>
+        });
         let (router, _) = Actor::spawn(
             None,
             Router,
@@ -91,6 +101,7 @@ impl Application {
                 limits: config.limits.clone(),
                 metrics,
                 in_flight: in_flight.clone(),
+                fleet: fleet_store.clone(),
             },
         )
         .await
@@ -104,6 +115,20 @@ impl Application {
                 interactions::PATH
             );
         }
+        let fleet = match fleet_postgres {
+            Some(postgres) => Some(crate::fleet::Fleet::start(
+                postgres,
+                crate::store::postgres::parse_url(&config.store.database_url)?,
+                router.clone(),
+                crate::fleet::FleetSettings {
+                    lease: Duration::from_secs(config.fleet.lease_secs),
+                    keep_idle: Duration::from_secs(config.channels.idle_secs)
+                        + Duration::from_secs(config.fleet.lease_secs),
+                    holder: crate::fleet::instance_name(),
+                },
+            )),
+            None => None,
+        };
         let gateway = Gateway::build(
             &config.discord,
             &config.gateway,
@@ -124,6 +149,7 @@ impl Application {
             router,
             in_flight,
             gateway,
+            fleet,
         })
     }
 
@@ -147,6 +173,7 @@ impl Application {
             router,
             in_flight,
             gateway,
+            fleet,
         } = self;
         let pruner = stores::spawn_pruner(store.clone(), PRUNE_EVERY);
 
@@ -173,11 +200,17 @@ impl Application {
         health.start_draining();
         readiness.abort();
         let _ = router.cast(RouterMsg::Drain);
+        if let Some(fleet) = &fleet {
+            fleet.drain();
+        }
         let drain_until = deadline
             .checked_sub(TEARDOWN_RESERVE)
             .filter(|until| *until > Instant::now())
             .unwrap_or_else(Instant::now);
         let pending = in_flight.wait_idle(drain_until).await;
+        if let Some(fleet) = fleet {
+            fleet.stop().await;
+        }
         if pending > 0 {
             error!(
                 pending,

@@ -72,6 +72,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
     pub gateway: GatewayConfig,
+    pub fleet: FleetConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +177,14 @@ impl StoreConfig {
     pub fn uses_postgres(&self) -> bool {
         !self.database_url.is_empty()
     }
+}
+
+/// The HTTP fleet (instances behind a load balancer on one PostgreSQL).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Seconds a channel lease lives without renewal: the takeover time after an instance dies.
+    pub lease_secs: u64,
 }
 
 /// Where `/zunda` is registered.
@@ -377,6 +386,7 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
     ("ZUNDA_SHARD_TOTAL", "gateway", "shard_total", Kind::Int),
     ("ZUNDA_SHARD_RANGE", "gateway", "shard_range", Kind::Str),
     ("ZUNDA_COMMAND_SCOPE", "gateway", "command_scope", Kind::Str),
+    ("ZUNDA_FLEET_LEASE_SECS", "fleet", "lease_secs", Kind::Int),
 ];
 
 /// The environment variable names the configuration reads, for documentation and tests.
@@ -579,6 +589,12 @@ impl Config {
             } else if let Err(err) = crate::store::postgres::parse_url(&self.store.database_url) {
                 problems.push(err.to_string());
             }
+        }
+        if self.fleet.lease_secs < 2 {
+            problems.push(
+                "ZUNDA_FLEET_LEASE_SECS must be at least 2 (leases are renewed every second)"
+                    .into(),
+            );
         }
         if self.store.database_pool_size == 0 {
             problems.push("ZUNDA_DATABASE_POOL_SIZE must be at least 1".into());

@@ -9,6 +9,7 @@ pub mod app;
 pub mod ask;
 pub mod config;
 pub mod discord;
+pub mod fleet;
 pub mod health;
 pub mod limits;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! task of its own, hands the question to the channel actors and delivers the answer. It never
 //! waits for an answer itself, so one slow channel cannot delay another's acknowledgement.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
-use zundamon_actors::{AskError, Channels, Question};
+use zundamon_actors::{AskError, Channels, Question, Ticket};
 
 use super::deliver::Delivery;
 use super::split::split_message;
@@ -21,6 +22,7 @@ use crate::config::{LimitsConfig, Secret};
 use crate::limits::{self, QuestionCheck, RateLimiter};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlight;
+use crate::store::{PendingQuestion, PendingStore};
 
 /// Interaction tokens live 15 minutes; stop retrying a delivery a little before.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
@@ -63,6 +65,10 @@ pub enum RouterMsg {
         author_id: u64,
         mentioned: Vec<u64>,
     },
+    /// Answer these recorded and already acknowledged questions, in this order, delivering each
+    /// to its original message and deleting its row when delivered; questions it is already
+    /// handling are ignored.
+    Resume(Vec<PendingQuestion>),
     /// Stop taking questions: from now on, answer them with the restarting message.
     Drain,
     /// Drop idle rate-limit buckets (sent by a timer).
@@ -79,6 +85,10 @@ pub struct RouterArgs {
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
+    /// HTTP fleet mode: questions from the HTTP endpoint are recorded here (for the instance
+    /// holding the channel's lease, which gets them as [`RouterMsg::Resume`]) instead of being
+    /// answered by this instance; resumed questions are removed from here once delivered.
+    pub fleet: Option<Arc<dyn PendingStore>>,
 }
 
 pub struct RouterState {
@@ -86,6 +96,8 @@ pub struct RouterState {
     bot_user_id: Option<u64>,
     limiter: RateLimiter,
     draining: bool,
+    /// Resumed questions taken, by interaction id, with when (forgotten after their token's life).
+    resumed: HashMap<u64, Instant>,
 }
 
 impl RouterState {
@@ -115,6 +127,7 @@ impl Actor for Router {
             args,
             bot_user_id: None,
             draining: false,
+            resumed: HashMap::new(),
         })
     }
 
@@ -169,9 +182,13 @@ impl Actor for Router {
                     }
                 });
             }
+            RouterMsg::Resume(questions) => on_resume(state, questions),
             RouterMsg::Drain => state.draining = true,
             RouterMsg::SweepLimiter => {
                 state.limiter.sweep(Instant::now());
+                state
+                    .resumed
+                    .retain(|_, taken| taken.elapsed() < TOKEN_LIFETIME);
             }
         }
         Ok(())
@@ -269,6 +286,29 @@ fn on_http_command(state: &mut RouterState, mut event: CommandEvent, reply: RpcR
             metrics.reply(kind);
             let _ = reply.send(text);
         }
+        Screening::Ask(question) if state.args.fleet.is_some() => {
+            event.question = question;
+            let fleet = state.args.fleet.clone().expect("checked");
+            let guard = state.args.in_flight.start();
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    // Recorded before the acknowledgement: an accepted question is never lost.
+                    let text = match fleet.record(&pending_of(&event)).await {
+                        Ok(()) => WAIT_REPLY,
+                        Err(err) => {
+                            error!("cannot record the question for the fleet: {err}");
+                            ERROR_REPLY
+                        }
+                    };
+                    if reply.send(text.to_owned()).is_ok() && text == WAIT_REPLY {
+                        metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
+                        info!("recorded for the channel's fleet instance");
+                    }
+                }
+                .instrument(span),
+            );
+        }
         Screening::Ask(question) => {
             event.question = question;
             if reply.send(WAIT_REPLY.to_owned()).is_err() {
@@ -352,5 +392,95 @@ async fn answer(
             metrics.reply("undelivered");
             error!("cannot deliver the answer: {err}");
         }
+    }
+}
+
+/// The pending-table row of an accepted HTTP question.
+fn pending_of(event: &CommandEvent) -> PendingQuestion {
+    let age = event.received.elapsed();
+    PendingQuestion {
+        interaction_id: event.interaction_id,
+        application_id: event.application_id,
+        token: Secret::new(event.token.clone()),
+        channel_id: event.channel_id,
+        guild_id: event.guild_id,
+        user_id: event.user_id,
+        user_name: event.user_name.clone(),
+        question: event.question.clone(),
+        received_at: std::time::SystemTime::now() - age,
+        delivered_parts: 0,
+    }
+}
+
+/// Queues each recorded question not already taken in its channel, in the given order, then
+/// answers and delivers it and deletes its row. While draining, none is taken: another instance
+/// (or the next process) will.
+fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
+    if state.draining {
+        return;
+    }
+    for question in questions {
+        if state.resumed.contains_key(&question.interaction_id) {
+            continue;
+        }
+        state
+            .resumed
+            .insert(question.interaction_id, Instant::now());
+        let store = state.args.fleet.clone();
+        let left = TOKEN_LIFETIME.checked_sub(question.age());
+        let span = info_span!(
+            "interaction",
+            interaction_id = question.interaction_id,
+            channel_id = question.channel_id,
+            user_id = question.user_id,
+            resumed = true
+        );
+        let Some(left) = left else {
+            warn!(parent: &span, "token expired before the question could be answered: dropped");
+            state.args.metrics.reply("expired");
+            tokio::spawn(async move {
+                if let Some(store) = store {
+                    let _ = store.remove(question.interaction_id).await;
+                }
+            });
+            continue;
+        };
+        let delivery = state.delivery(question.application_id);
+        let guard = state.args.in_flight.start();
+        let metrics = state.args.metrics.clone();
+        let now = Instant::now();
+        let deadline = now + left;
+        let pending: PendingAnswer = Box::pin(state.args.channels.submit_with(
+            Question {
+                channel_id: question.channel_id,
+                user_id: question.user_id,
+                user_name: question.user_name.clone(),
+                text: question.question.clone(),
+            },
+            Ticket::new(Some(question.interaction_id), Some(deadline)),
+        ));
+        let event = CommandEvent {
+            interaction_id: question.interaction_id,
+            application_id: question.application_id,
+            token: question.token.expose().to_owned(),
+            channel_id: question.channel_id,
+            guild_id: question.guild_id,
+            user_id: question.user_id,
+            user_name: question.user_name.clone(),
+            question: question.question.clone(),
+            received: now.checked_sub(question.age()).unwrap_or(now),
+        };
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                answer(delivery, pending, metrics, event).await;
+                if let Some(store) = store {
+                    if let Err(err) = store.remove(question.interaction_id).await {
+                        warn!("cannot forget a delivered question: {err}");
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 }

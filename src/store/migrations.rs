@@ -11,4 +11,7 @@ pub const SQLITE: &[&str] = &[
 ];
 
 /// `migrations/postgres/*.sql`, in order.
-pub const POSTGRES: &[&str] = &[include_str!("../../migrations/postgres/0001_store.sql")];
+pub const POSTGRES: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_store.sql"),
+    include_str!("../../migrations/postgres/0002_fleet.sql"),
+];

@@ -178,22 +178,6 @@ impl PostgresStore {
         tracing::info!(target = %self.target, "conversation store closed");
     }
 
-    /// Every pending question of `channel`, in acceptance order.
-    pub async fn pending_in(&self, channel: ChannelId) -> Result<Vec<PendingQuestion>, StoreError> {
-        let client = self.client("list pending questions").await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "{SELECT_PENDING} WHERE channel_id = $1 ORDER BY seq"
-            ))
-            .await
-            .map_err(failed("list pending questions"))?;
-        let rows = client
-            .query(&statement, &[&channel_key(channel)])
-            .await
-            .map_err(failed("list pending questions"))?;
-        Ok(rows.iter().map(pending_from_row).collect())
-    }
-
     /// Writes one copied exchange with its original age, unless the channel holds it already: the
     /// same id, or for exchanges from before ids were kept (no id), already `occurrence + 1`
     /// rows of the same text and time (identical exchanges are told apart by how many there
@@ -241,6 +225,66 @@ impl PostgresStore {
         };
         tx.commit().await.map_err(failed(WHAT))?;
         Ok(written == 1)
+    }
+
+    /// Records a question taken by an instance of the HTTP fleet: the instance holding the
+    /// channel's lease answers it (the insert wakes the listening instances).
+    pub async fn record_for_fleet(&self, question: &PendingQuestion) -> Result<(), StoreError> {
+        self.insert_pending(question, true).await
+    }
+
+    /// `channel`'s fleet questions, oldest interaction first (interaction ids are time-ordered).
+    pub async fn fleet_pending_in(
+        &self,
+        channel: ChannelId,
+    ) -> Result<Vec<PendingQuestion>, StoreError> {
+        let client = self.client("list pending questions").await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "{SELECT_PENDING} WHERE channel_id = $1 AND fleet ORDER BY interaction_id"
+            ))
+            .await
+            .map_err(failed("list pending questions"))?;
+        let rows = client
+            .query(&statement, &[&channel_key(channel)])
+            .await
+            .map_err(failed("list pending questions"))?;
+        Ok(rows.iter().map(pending_from_row).collect())
+    }
+
+    async fn insert_pending(&self, q: &PendingQuestion, fleet: bool) -> Result<(), StoreError> {
+        let client = self.client("record pending question").await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO pending_questions (interaction_id, application_id, token,
+                     channel_id, guild_id, user_id, user_name, question, received_at_ms,
+                     delivered_parts, fleet)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (interaction_id) DO NOTHING",
+            )
+            .await
+            .map_err(failed("record pending question"))?;
+        let parts = i32::try_from(q.delivered_parts).unwrap_or(i32::MAX);
+        client
+            .execute(
+                &statement,
+                &[
+                    &channel_key(q.interaction_id),
+                    &channel_key(q.application_id),
+                    &q.token.expose(),
+                    &channel_key(q.channel_id),
+                    &q.guild_id.map(channel_key),
+                    &channel_key(q.user_id),
+                    &q.user_name,
+                    &q.question,
+                    &unix_millis(q.received_at),
+                    &parts,
+                    &fleet,
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(failed("record pending question"))
     }
 
     /// A pooled connection, or a store error naming `what` could not run.
@@ -435,37 +479,7 @@ impl ConversationStore for PostgresStore {
 #[async_trait]
 impl PendingStore for PostgresStore {
     async fn record(&self, q: &PendingQuestion) -> Result<(), StoreError> {
-        let client = self.client("record pending question").await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO pending_questions (interaction_id, application_id, token,
-                     channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (interaction_id) DO NOTHING",
-            )
-            .await
-            .map_err(failed("record pending question"))?;
-        let parts = i32::try_from(q.delivered_parts).unwrap_or(i32::MAX);
-        client
-            .execute(
-                &statement,
-                &[
-                    &channel_key(q.interaction_id),
-                    &channel_key(q.application_id),
-                    &q.token.expose(),
-                    &channel_key(q.channel_id),
-                    &q.guild_id.map(channel_key),
-                    &channel_key(q.user_id),
-                    &q.user_name,
-                    &q.question,
-                    &unix_millis(q.received_at),
-                    &parts,
-                ],
-            )
-            .await
-            .map(drop)
-            .map_err(failed("record pending question"))
+        self.insert_pending(q, false).await
     }
 
     async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError> {

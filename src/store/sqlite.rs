@@ -423,12 +423,12 @@ impl PendingStore for SqliteStore {
 /// Stores a channel id in SQLite's signed 64-bit integer. Snowflakes are below 2^63 and so are
 /// stored unchanged (readable in a `sqlite3` shell); anything larger wraps to a negative number,
 /// which is still one-to-one, so no two channels ever share rows.
-pub(super) fn channel_key(channel: ChannelId) -> i64 {
+pub(crate) fn channel_key(channel: ChannelId) -> i64 {
     i64::from_ne_bytes(channel.to_ne_bytes())
 }
 
 /// The snowflake stored by [`channel_key`].
-pub(super) fn unkey(key: i64) -> u64 {
+pub(crate) fn unkey(key: i64) -> u64 {
     u64::from_ne_bytes(key.to_ne_bytes())
 }
 
