@@ -6,4 +6,5 @@ pub mod bot;
 pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_search;
+pub mod fleet;
 pub mod pg;
