@@ -30,7 +30,8 @@ use lease::Leases;
 
 /// How often leases are renewed and waiting channels scanned.
 pub const SCAN_EVERY: Duration = Duration::from_secs(1);
-/// The NOTIFY channel the pending table's insert trigger signals.
+/// The NOTIFY channel the pending table's insert trigger signals, followed by `.` and the
+/// table's schema.
 const WAKE_CHANNEL: &str = "zundamon_pending";
 
 /// How the fleet runs.
@@ -260,10 +261,7 @@ async fn listen_for_wakeups(
                         }
                     }
                 });
-                if let Err(err) = client
-                    .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
-                    .await
-                {
+                if let Err(err) = listen(&client).await {
                     warn!("HTTP fleet: cannot LISTEN: {err}");
                 } else {
                     backoff = Duration::from_millis(200);
@@ -280,4 +278,19 @@ async fn listen_for_wakeups(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// LISTENs on the wake-up channel of the schema the pending table resolves to on this
+/// connection (the same search path as the store's).
+async fn listen(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let schema: String = client
+        .query_one(
+            "SELECT n.nspname::TEXT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = 'pending_questions'::regclass",
+            &[],
+        )
+        .await?
+        .get(0);
+    let channel = format!("{WAKE_CHANNEL}.{schema}").replace('"', "\"\"");
+    client.batch_execute(&format!("LISTEN \"{channel}\"")).await
 }

@@ -11,11 +11,12 @@ CREATE TABLE channel_leases (
     expires_at TIMESTAMPTZ NOT NULL
 );
 
--- Wakes every listening instance (LISTEN zundamon_pending) with the channel id, so the holder
--- (or a taker) starts at once instead of at its next scan.
+-- Wakes every listening instance with the channel id, so the holder (or a taker) starts at once
+-- instead of at its next scan. NOTIFY channels are per database, so the name carries the schema:
+-- deployments in different schemas of one database do not wake each other.
 CREATE FUNCTION zundamon_notify_pending() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('zundamon_pending', NEW.channel_id::text);
+    PERFORM pg_notify('zundamon_pending.' || TG_TABLE_SCHEMA, NEW.channel_id::text);
     RETURN NULL;
 END
 $$;

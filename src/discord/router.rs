@@ -204,8 +204,13 @@ enum Screening {
 }
 
 fn screen(state: &RouterState, event: &CommandEvent) -> Screening {
+    screen_while(state, event, state.draining)
+}
+
+/// [`screen`], turning the question away with the restarting message only if `draining`.
+fn screen_while(state: &RouterState, event: &CommandEvent, draining: bool) -> Screening {
     let immediate = |kind, text| Screening::Immediate { kind, text };
-    if state.draining {
+    if draining {
         return immediate("draining", limits::SHUTTING_DOWN_REPLY.to_owned());
     }
     match limits::check_question(&event.question, state.args.limits.max_question_chars) {
@@ -281,7 +286,10 @@ fn on_http_command(state: &mut RouterState, mut event: CommandEvent, reply: RpcR
     metrics.interaction_received();
     let delivery = state.delivery(event.application_id);
     let span = span_of(&event);
-    match screen(state, &event) {
+    // A fleet instance that is draining still records questions: another instance answers them
+    // (the load balancer may send some until it sees this instance is no longer ready).
+    let draining = state.draining && state.args.fleet.is_none();
+    match screen_while(state, &event, draining) {
         Screening::Immediate { kind, text } => {
             metrics.reply(kind);
             let _ = reply.send(text);

@@ -476,6 +476,9 @@ impl ConversationStore for PostgresStore {
     }
 }
 
+/// The HTTP fleet's questions (recorded with [`PostgresStore::record_for_fleet`]) are not part of
+/// [`PendingStore::pending`]: the instance holding their channel's lease answers them, so a
+/// process resuming its own questions at startup never takes them.
 #[async_trait]
 impl PendingStore for PostgresStore {
     async fn record(&self, q: &PendingQuestion) -> Result<(), StoreError> {
@@ -510,7 +513,10 @@ impl PendingStore for PostgresStore {
     async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError> {
         let client = self.client("list pending questions").await?;
         let rows = client
-            .query(&format!("{SELECT_PENDING} ORDER BY seq"), &[])
+            .query(
+                &format!("{SELECT_PENDING} WHERE NOT fleet ORDER BY seq"),
+                &[],
+            )
             .await
             .map_err(failed("list pending questions"))?;
         Ok(rows.iter().map(pending_from_row).collect())
