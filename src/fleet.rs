@@ -242,25 +242,15 @@ async fn listen_for_wakeups(
 ) {
     let mut backoff = Duration::from_millis(200);
     while *mode.borrow() != Mode::Stopped {
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, mut connection)) => {
-                let (notes_tx, mut notes) = mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
-                                let _ = notes_tx.send(note.payload().to_owned());
-                            }
-                            Ok(_) => {}
-                            Err(err) => {
-                                warn!("HTTP fleet: wake-up connection failed: {err}");
-                                break;
-                            }
-                        }
-                    }
-                });
+        let connected = match crate::store::postgres::tls_for(&config) {
+            Some(tls) => config.connect(tls).await.map(|(c, conn)| (c, drive(conn))),
+            None => config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map(|(c, conn)| (c, drive(conn))),
+        };
+        match connected {
+            Ok((client, (mut notes, driver))) => {
                 if let Err(err) = listen(&client).await {
                     warn!("HTTP fleet: cannot LISTEN: {err}");
                 } else {
@@ -278,6 +268,34 @@ async fn listen_for_wakeups(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Drives `connection`, forwarding the payload of each notification; the receiver ends when the
+/// connection fails.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+) -> (mpsc::UnboundedReceiver<String>, JoinHandle<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
+                    let _ = notes_tx.send(note.payload().to_owned());
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    warn!("HTTP fleet: wake-up connection failed: {err}");
+                    break;
+                }
+            }
+        }
+    });
+    (notes, driver)
 }
 
 /// LISTENs on the wake-up channel of the schema the pending table resolves to on this

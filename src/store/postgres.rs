@@ -116,13 +116,13 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("zundamon");
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls_for(&config) {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let connect = |detail: String| PostgresOpenError::Connect {
             target: target.to_owned(),
             detail,
@@ -307,6 +307,27 @@ impl PostgresStore {
         let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
         self.now().saturating_sub(retention)
     }
+}
+
+/// The TLS connector for `config`: with `sslmode=require` the connection is encrypted and the
+/// server's certificate checked against the system's trusted roots (add a private CA, e.g. a
+/// cloud provider's database CA, to the container's store) or, without any, Mozilla's. Without
+/// it (`prefer`, the driver's default, or `disable`) the connection is plain, as on a private
+/// network or a local socket.
+pub fn tls_for(
+    config: &tokio_postgres::Config,
+) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return None;
+    }
+    // The connectors use rustls' process-wide provider; the binary installs ring at startup.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Some(
+        match tokio_postgres_rustls::MakeRustlsConnect::with_native_certs() {
+            Ok((connector, _unreadable)) => connector,
+            Err(_) => tokio_postgres_rustls::MakeRustlsConnect::with_webpki_roots(),
+        },
+    )
 }
 
 /// Maps a driver error to a store error naming the operation.
@@ -792,5 +813,48 @@ pub(crate) mod tests {
         let err = parse_url(&Secret::new("postgres://a:b@host:notaport/db")).unwrap_err();
         assert!(err.to_string().contains("ZUNDA_DATABASE_URL"), "{err}");
         assert!(!err.to_string().contains(":b@"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_encrypts_and_checks_the_certificate() {
+        let Ok(url) = std::env::var("ZUNDA_TEST_DATABASE_URL") else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED store::postgres::sslmode_require_encrypts_and_checks_the_certificate: ZUNDA_TEST_DATABASE_URL is not set (no PostgreSQL)"
+            );
+            return;
+        };
+        let mut config: tokio_postgres::Config = url.parse().unwrap();
+        assert!(tls_for(&config).is_none(), "plain unless required");
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        assert!(tls_for(&config).is_some());
+        let opened =
+            PostgresStore::open_config(config, "test", 1, DAY, Arc::new(SystemTime::now)).await;
+        match opened {
+            // A server with a certificate this machine trusts: the store works over TLS.
+            Ok(store) => {
+                let client = store.client("check").await.unwrap();
+                let ssl: bool = client
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert!(ssl, "the connection is encrypted");
+            }
+            // The local test server's self-signed certificate is refused, or it has no TLS:
+            // never a silent fall-back to a plain connection.
+            Err(err) => {
+                let text = err.to_string();
+                eprintln!("sslmode=require: {text}");
+                assert!(
+                    text.contains("certificate") || text.contains("TLS") || text.contains("SSL"),
+                    "{text}"
+                );
+            }
+        }
     }
 }
