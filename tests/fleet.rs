@@ -28,7 +28,10 @@ fn question(channel: u64, n: usize) -> String {
 
 #[tokio::test]
 async fn thirty_questions_in_three_channels_through_three_instances_are_answered_once_in_order() {
-    let Some(fleet) = Fleet::start("fleet::thirty_questions_in_three_channels", 3).await else {
+    let Some(fleet) = Fleet::start(
+        "fleet::thirty_questions_in_three_channels_through_three_instances_are_answered_once_in_order",
+        3,
+    ).await else {
         return;
     };
     fleet.openai.set_delay(Duration::from_millis(30));
@@ -118,7 +121,11 @@ async fn thirty_questions_in_three_channels_through_three_instances_are_answered
 
 #[tokio::test]
 async fn a_killed_instances_channel_is_taken_over_and_its_question_answered() {
-    let Some(mut fleet) = Fleet::start("fleet::a_killed_instances_channel_is_taken_over", 2).await
+    let Some(mut fleet) = Fleet::start(
+        "fleet::a_killed_instances_channel_is_taken_over_and_its_question_answered",
+        2,
+    )
+    .await
     else {
         return;
     };

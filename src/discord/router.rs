@@ -26,6 +26,9 @@ use crate::store::{PendingQuestion, PendingStore};
 
 /// Interaction tokens live 15 minutes; stop retrying a delivery a little before.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
+/// How long an HTTP fleet instance may take to record a question before it replies with the
+/// error message (Discord waits 3 s for the HTTP reply).
+const FLEET_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often idle rate-limit buckets are dropped.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
@@ -302,10 +305,20 @@ fn on_http_command(state: &mut RouterState, mut event: CommandEvent, reply: RpcR
                 async move {
                     let _guard = guard;
                     // Recorded before the acknowledgement: an accepted question is never lost.
-                    let text = match fleet.record(&pending_of(&event)).await {
-                        Ok(()) => WAIT_REPLY,
-                        Err(err) => {
+                    // Bounded: Discord drops a reply that comes after 3 s.
+                    let recorded = tokio::time::timeout(
+                        FLEET_RECORD_TIMEOUT,
+                        fleet.record(&pending_of(&event)),
+                    )
+                    .await;
+                    let text = match recorded {
+                        Ok(Ok(())) => WAIT_REPLY,
+                        Ok(Err(err)) => {
                             error!("cannot record the question for the fleet: {err}");
+                            ERROR_REPLY
+                        }
+                        Err(_) => {
+                            error!("recording the question for the fleet took too long");
                             ERROR_REPLY
                         }
                     };
