@@ -34,6 +34,7 @@ impl PgSchema {
             .await
             .expect("connect to ZUNDA_TEST_DATABASE_URL");
         tokio::spawn(connection);
+        drop_orphaned_schemas(&client).await;
         client
             .batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
@@ -63,5 +64,32 @@ impl PgSchema {
             .client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .await;
+    }
+}
+
+/// Drops the test schemas left behind by test processes that are gone (a test that panicked
+/// never reached its cleanup). Schemas are named `zt_<kind>_<pid>_<n>`.
+async fn drop_orphaned_schemas(client: &tokio_postgres::Client) {
+    let Ok(rows) = client
+        .query(
+            "SELECT nspname::TEXT FROM pg_namespace WHERE nspname LIKE 'zt\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let schema: String = row.get(0);
+        let pid = schema
+            .split('_')
+            .nth(2)
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if pid.is_some() && !alive {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await;
+        }
     }
 }
