@@ -24,7 +24,7 @@ use crate::health::Health;
 use crate::http::{HttpSettings, Routes, Server};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, InFlight};
-use crate::store::{PendingStore, SqliteStore};
+use crate::store::{self as stores, Backend};
 use crate::telemetry;
 
 /// How often stored history past its retention is deleted.
@@ -42,10 +42,11 @@ pub struct Application {
     stop_http: watch::Sender<bool>,
     health: Arc<Health>,
     channels: Channels,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Backend>,
     router: ActorRef<RouterMsg>,
     in_flight: InFlight,
     gateway: Gateway,
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Application {
@@ -53,8 +54,7 @@ impl Application {
     /// says what to fix.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         telemetry::install_crypto();
-        let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
-        let store = Arc::new(SqliteStore::open(&config.store.db_path, retention)?);
+        let store = stores::open(&config.store).await?;
 
         let metrics = Arc::new(Metrics::new());
         let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
@@ -62,7 +62,7 @@ impl Application {
         let channels = Channels::start(SupervisorArgs::new(
             settings,
             Arc::new(agent),
-            store.clone(),
+            store.clone().conversations(),
         ))
         .await
         .context("cannot start the channel supervisor")?;
@@ -114,6 +114,15 @@ impl Application {
             metrics_addr = Some(addr);
         }
         let in_flight = InFlight::default();
+        // HTTP interactions on PostgreSQL: instances behind a load balancer share the channels.
+        let fleet_postgres = store
+            .clone()
+            .postgres()
+            .filter(|_| !config.discord.public_key.trim().is_empty());
+        let fleet_store = fleet_postgres.clone().map(|postgres| {
+            Arc::new(crate::fleet::lease::FleetPending(postgres))
+                as Arc<dyn crate::store::PendingStore>
+        });
         let (router, _) = Actor::spawn(
             None,
             Router,
@@ -131,6 +140,7 @@ impl Application {
                 store: store.clone(),
                 answer_budget: Duration::from_secs(config.openai.answer_timeout_secs.max(1)),
                 stream_every: config.stream.edit_every(),
+                fleet: fleet_store.clone(),
             },
         )
         .await
@@ -161,8 +171,23 @@ impl Application {
                 interactions::PATH
             );
         }
+        let fleet = match fleet_postgres {
+            Some(postgres) => Some(crate::fleet::Fleet::start(
+                postgres,
+                crate::store::postgres::parse_url(&config.store.database_url)?,
+                router.clone(),
+                crate::fleet::FleetSettings {
+                    lease: Duration::from_secs(config.fleet.lease_secs),
+                    keep_idle: Duration::from_secs(config.channels.idle_secs)
+                        + Duration::from_secs(config.fleet.lease_secs),
+                    holder: crate::fleet::instance_name(),
+                },
+            )),
+            None => None,
+        };
         let gateway = Gateway::build(
             &config.discord,
+            &config.gateway,
             config.limits.max_question_chars,
             router.clone(),
         )
@@ -181,6 +206,7 @@ impl Application {
             router,
             in_flight,
             gateway,
+            fleet,
         })
     }
 
@@ -210,8 +236,9 @@ impl Application {
             router,
             in_flight,
             gateway,
+            fleet,
         } = self;
-        let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
+        let pruner = stores::spawn_pruner(store.clone(), PRUNE_EVERY);
 
         let shard_manager = gateway.shard_manager();
         let readiness = gateway.watch_readiness(health.clone());
@@ -249,11 +276,17 @@ impl Application {
         if let Err(err) = router.call(RouterMsg::Drain, Some(TEARDOWN_STEP)).await {
             warn!("the event actor did not confirm the drain: {err}");
         }
+        if let Some(fleet) = &fleet {
+            fleet.drain();
+        }
         let drain_until = deadline
             .checked_sub(TEARDOWN_RESERVE)
             .filter(|until| *until > Instant::now())
             .unwrap_or_else(Instant::now);
         let pending = in_flight.wait_idle(drain_until).await;
+        if let Some(fleet) = fleet {
+            fleet.stop().await;
+        }
         if pending > 0 {
             in_flight.abandon();
             warn!(

@@ -72,6 +72,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
     pub stream: StreamConfig,
+    pub gateway: GatewayConfig,
+    pub fleet: FleetConfig,
 }
 
 /// Streaming answers into the Discord message as the model writes them.
@@ -220,6 +222,53 @@ impl ChannelsConfig {
 pub struct StoreConfig {
     pub db_path: PathBuf,
     pub retention_days: u32,
+    /// `postgres://…` to keep the store in PostgreSQL; empty for the SQLite file at `db_path`.
+    /// May hold a password, so it is a secret.
+    pub database_url: Secret,
+    pub database_pool_size: usize,
+}
+
+impl StoreConfig {
+    /// Whether the store is PostgreSQL (else SQLite).
+    pub fn uses_postgres(&self) -> bool {
+        !self.database_url.is_empty()
+    }
+}
+
+/// The HTTP fleet (instances behind a load balancer on one PostgreSQL).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Seconds a channel lease lives without renewal: the takeover time after an instance dies.
+    pub lease_secs: u64,
+}
+
+/// Where `/zunda` is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandScope {
+    /// In `DISCORD_GUILD_ID` only (appears at once).
+    Guild,
+    /// In every guild the bot is in (Discord caches global commands for a while).
+    Global,
+}
+
+/// Running the bot as several gateway processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub shard_total: u32,
+    /// `FIRST-LAST`, one shard, or empty for every shard.
+    pub shard_range: String,
+    pub command_scope: CommandScope,
+}
+
+impl GatewayConfig {
+    /// The shards this process runs (validated at load, so this cannot fail afterwards).
+    pub fn shards(&self) -> crate::shards::ShardRange {
+        crate::shards::ShardRange::parse(&self.shard_range, self.shard_total)
+            .unwrap_or(crate::shards::ShardRange::ALL_OF_ONE)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -429,6 +478,17 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
     ),
     ("ZUNDA_STREAM", "stream", "enabled", Kind::Bool),
     ("ZUNDA_STREAM_EDIT_MS", "stream", "edit_ms", Kind::Int),
+    ("ZUNDA_DATABASE_URL", "store", "database_url", Kind::Str),
+    (
+        "ZUNDA_DATABASE_POOL_SIZE",
+        "store",
+        "database_pool_size",
+        Kind::Int,
+    ),
+    ("ZUNDA_SHARD_TOTAL", "gateway", "shard_total", Kind::Int),
+    ("ZUNDA_SHARD_RANGE", "gateway", "shard_range", Kind::Str),
+    ("ZUNDA_COMMAND_SCOPE", "gateway", "command_scope", Kind::Str),
+    ("ZUNDA_FLEET_LEASE_SECS", "fleet", "lease_secs", Kind::Int),
 ];
 
 /// The environment variable names the configuration reads, for documentation and tests.
@@ -534,7 +594,10 @@ impl Config {
                     .into(),
             );
         }
-        if needs_discord && self.discord.guild_id == 0 {
+        if needs_discord
+            && self.discord.guild_id == 0
+            && self.gateway.command_scope == CommandScope::Guild
+        {
             problems.push(
                 "DISCORD_GUILD_ID is not set: export the id of the guild to register /zunda in"
                     .into(),
@@ -653,6 +716,36 @@ impl Config {
         }
         if self.store.db_path.as_os_str().is_empty() {
             problems.push("ZUNDA_DB_PATH is empty".into());
+        }
+        self.validate_scale(problems);
+    }
+
+    /// The settings for running beyond one process: the PostgreSQL URL and the shard range.
+    fn validate_scale(&self, problems: &mut Vec<String>) {
+        if self.store.uses_postgres() {
+            let url = self.store.database_url.expose().trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(
+                    "ZUNDA_DATABASE_URL must be a postgres:// URL (or empty for the SQLite file at ZUNDA_DB_PATH)"
+                        .into(),
+                );
+            } else if let Err(err) = crate::store::postgres::parse_url(&self.store.database_url) {
+                problems.push(err.to_string());
+            }
+        }
+        if self.fleet.lease_secs < 2 {
+            problems.push(
+                "ZUNDA_FLEET_LEASE_SECS must be at least 2 (leases are renewed every second)"
+                    .into(),
+            );
+        }
+        if self.store.database_pool_size == 0 {
+            problems.push("ZUNDA_DATABASE_POOL_SIZE must be at least 1".into());
+        }
+        if let Err(problem) =
+            crate::shards::ShardRange::parse(&self.gateway.shard_range, self.gateway.shard_total)
+        {
+            problems.push(problem);
         }
     }
 
@@ -868,5 +961,54 @@ mod tests {
                 "{name} missing from config/default.toml"
             );
         }
+    }
+
+    #[test]
+    fn scaling_settings_are_read_and_checked() {
+        let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
+        assert!(!config.store.uses_postgres(), "SQLite by default");
+        assert!(config.gateway.shards().is_everything());
+        assert_eq!(config.gateway.command_scope, CommandScope::Guild);
+
+        let mut env = REQUIRED.to_vec();
+        env.extend([
+            (
+                "ZUNDA_DATABASE_URL",
+                "postgres://zunda:pw-secret@db:5432/zunda",
+            ),
+            ("ZUNDA_SHARD_TOTAL", "4"),
+            ("ZUNDA_SHARD_RANGE", "2-3"),
+            ("ZUNDA_COMMAND_SCOPE", "global"),
+            ("DISCORD_GUILD_ID", "0"),
+        ]);
+        let config = Config::load_with(None, Purpose::Bot, env_of(&env)).unwrap();
+        assert!(config.store.uses_postgres());
+        assert_eq!(config.gateway.shards().shards(), 2..=3);
+        assert_eq!(config.gateway.command_scope, CommandScope::Global);
+        assert!(!config.to_redacted_toml().contains("pw-secret"));
+        assert!(!format!("{config:?}").contains("pw-secret"));
+
+        let mut env = REQUIRED.to_vec();
+        env.extend([
+            ("ZUNDA_DATABASE_URL", "mysql://db/zunda"),
+            ("ZUNDA_SHARD_TOTAL", "2"),
+            ("ZUNDA_SHARD_RANGE", "0-3"),
+            ("ZUNDA_DATABASE_POOL_SIZE", "0"),
+        ]);
+        let Err(ConfigError::Invalid(problems)) =
+            Config::load_with(None, Purpose::Bot, env_of(&env))
+        else {
+            panic!("invalid scaling settings must be refused");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("ZUNDA_DATABASE_URL must be a postgres:// URL"),
+            "{all}"
+        );
+        assert!(all.contains("outside ZUNDA_SHARD_TOTAL=2"), "{all}");
+        assert!(
+            all.contains("ZUNDA_DATABASE_POOL_SIZE must be at least 1"),
+            "{all}"
+        );
     }
 }

@@ -44,6 +44,23 @@ enum Command {
         #[arg(long, default_value = "console")]
         name: String,
     },
+    /// Manage the conversation store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every channel's window and the pending questions from a SQLite file into PostgreSQL.
+    /// Running it again copies nothing twice.
+    Copy {
+        /// The SQLite database: sqlite:PATH (the file of ZUNDA_DB_PATH).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST:5432/DATABASE.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,10 +68,26 @@ fn main() -> ExitCode {
     telemetry::init();
     telemetry::install_crypto();
     let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Store(StoreCommand::Copy { from, to }) = &command {
+        // Needs no bot configuration: both stores are named on the command line.
+        let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+        let to = zundamon::config::Secret::new(to.clone());
+        return match runtime.block_on(zundamon::store::copy::run(from, &to)) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("zundamon: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let purpose = match command {
         Command::Run => Purpose::Bot,
         Command::CheckConfig => Purpose::Check,
         Command::Ask { .. } | Command::CheckModel => Purpose::Ask,
+        Command::Store(_) => unreachable!("handled above"),
     };
     let config = match Config::load(cli.config.as_deref(), purpose) {
         Ok(config) => config,
@@ -75,6 +108,7 @@ fn main() -> ExitCode {
         Command::Run => {
             runtime.block_on(async { Application::build(config).await?.run_until_stopped().await })
         }
+        Command::Store(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

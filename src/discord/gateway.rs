@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use ractor::ActorRef;
 use serenity::all::{
-    CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption, EventHandler,
-    GatewayIntents, GuildId, Interaction, Message, Permissions, Ready, ResumedEvent,
+    Command, CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption,
+    EventHandler, GatewayIntents, GuildId, Interaction, Message, Permissions, Ready, ResumedEvent,
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
@@ -21,8 +21,9 @@ use super::{
     COMMAND_DESCRIPTION, COMMAND_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
     OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
 };
-use crate::config::{DiscordConfig, Secret};
+use crate::config::{CommandScope, DiscordConfig, GatewayConfig, Secret};
 use crate::health::Health;
+use crate::shards::ShardRange;
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not
@@ -35,6 +36,8 @@ pub const INTENTS: GatewayIntents = GatewayIntents::GUILDS.union(GatewayIntents:
 struct Handler {
     router: ActorRef<RouterMsg>,
     guild_id: u64,
+    scope: CommandScope,
+    shards: ShardRange,
     max_question_chars: usize,
     registered: AtomicBool,
 }
@@ -45,13 +48,17 @@ impl EventHandler for Handler {
         info!(
             user = %ready.user.name,
             session = ready.session_id.len(),
+            shard = ?ready.shard.map(|shard| shard.id.0),
+            shards = %self.shards,
             "gateway session ready"
         );
         let _ = self.router.cast(RouterMsg::Ready {
             application_id: ready.application.id.get(),
             bot_user_id: ready.user.id.get(),
         });
-        if !self.registered.swap(true, Ordering::AcqRel) {
+        // With several processes, the one running shard 0 registers the command (once).
+        let registers = self.shards.first == 0;
+        if registers && !self.registered.swap(true, Ordering::AcqRel) {
             self.register_command(&ctx).await;
         }
     }
@@ -111,8 +118,8 @@ impl EventHandler for Handler {
             interaction_id: command.id.get(),
             application_id: command.application_id.get(),
             token: Secret::new(command.token),
-            guild_id: command.guild_id.map(|guild| guild.get()),
             channel_id: command.channel_id.get(),
+            guild_id: command.guild_id.map(|guild| guild.get()),
             user_id: command.user.id.get(),
             user_name,
             question,
@@ -160,19 +167,28 @@ impl Handler {
             .dm_permission(false);
         // One bulk overwrite: the set of commands is exactly these, whatever was there before.
         // Guild commands appear at once; global ones take up to an hour to propagate.
-        match GuildId::new(self.guild_id)
-            .set_commands(&ctx.http, vec![command, reset, memory])
-            .await
-        {
-            Ok(_) => info!(
+        let commands = vec![command, reset, memory];
+        let registered = match self.scope {
+            CommandScope::Guild => GuildId::new(self.guild_id)
+                .set_commands(&ctx.http, commands)
+                .await
+                .map(drop),
+            CommandScope::Global => Command::set_global_commands(&ctx.http, commands)
+                .await
+                .map(drop),
+        };
+        match registered {
+            Ok(()) => info!(
+                scope = ?self.scope,
                 guild_id = self.guild_id,
                 "registered /{COMMAND_NAME}, /{RESET_COMMAND_NAME} and /{MEMORY_COMMAND_NAME}"
             ),
             Err(err) => {
                 self.registered.store(false, Ordering::Release);
                 error!(
+                    scope = ?self.scope,
                     guild_id = self.guild_id,
-                    "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID and that the bot was invited with the applications.commands scope"
+                    "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID (or ZUNDA_COMMAND_SCOPE) and that the bot was invited with the applications.commands scope"
                 );
             }
         }
@@ -195,6 +211,7 @@ pub struct Gateway {
 impl Gateway {
     pub async fn build(
         config: &DiscordConfig,
+        gateway: &GatewayConfig,
         max_question_chars: usize,
         router: ActorRef<RouterMsg>,
     ) -> Result<Self, serenity::Error> {
@@ -202,9 +219,12 @@ impl Gateway {
         let api_base = config
             .uses_custom_api_base()
             .then(|| config.api_base.trim_end_matches('/').to_owned());
+        let shards = gateway.shards();
         let handler = Handler {
             router,
             guild_id: config.guild_id,
+            scope: gateway.command_scope,
+            shards,
             max_question_chars,
             registered: AtomicBool::new(false),
         };
@@ -244,7 +264,11 @@ impl Gateway {
                     if built_tx.send(Ok(client.shard_manager.clone())).is_err() {
                         return;
                     }
-                    let _ = ended_tx.send(client.start().await);
+                    // serenity 0.12 reads the range's end as the last shard (inclusive).
+                    let started = client
+                        .start_shard_range(shards.first..shards.last, shards.total)
+                        .await;
+                    let _ = ended_tx.send(started);
                 });
             })
             .map_err(serenity::Error::Io)?;

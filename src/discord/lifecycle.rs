@@ -11,7 +11,7 @@
 //!    row to the next process, which resumes it ([`resume`]): a question already answered is
 //!    replied to from the window, parts already delivered are skipped.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,6 +36,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
 /// answered anyway (unprotected against a crash, and logged): a slow disk must not make Discord
 /// drop the interaction.
 const RECORD_BUDGET: Duration = Duration::from_millis(1000);
+/// Remembered interaction ids beyond which finished ones are swept.
+const SWEEP_ACTIVE_AT: usize = 4096;
 /// How long a live view may take to stop after the answer is complete (one edit in flight).
 const LIVE_STOP_BUDGET: Duration = Duration::from_secs(30);
 /// How long other pending-table writes may take before they are given up (and logged).
@@ -44,10 +46,11 @@ const STORE_BUDGET: Duration = Duration::from_secs(5);
 /// A question on its way through its channel's queue.
 pub type PendingAnswer = Pin<Box<dyn Future<Output = Result<String, AskError>> + Send>>;
 
-/// The interaction ids this process is handling, so a resumed or replayed question already in
-/// hand is not started twice.
+/// The interaction ids this process is handling or has handled within a token's lifetime, so a
+/// resumed or replayed question (a fleet scan that read a row just before it was deleted, events
+/// re-sent after a RESUME) is not started twice.
 #[derive(Clone, Default)]
-pub struct Active(Arc<Mutex<HashSet<u64>>>);
+pub struct Active(Arc<Mutex<HashMap<u64, Option<Instant>>>>);
 
 /// Removes its interaction id from [`Active`] when dropped.
 pub struct ActiveGuard {
@@ -58,12 +61,16 @@ pub struct ActiveGuard {
 impl Active {
     /// Marks `id` as in hand; `None` if it already was.
     pub fn claim(&self, id: u64) -> Option<ActiveGuard> {
-        let fresh = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id);
-        fresh.then(|| ActiveGuard {
+        let mut ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.len() >= SWEEP_ACTIVE_AT {
+            // Finished ones older than a token cannot come back usefully.
+            ids.retain(|_, finished| finished.map_or(true, |at| at.elapsed() < TOKEN_LIFETIME));
+        }
+        if ids.contains_key(&id) {
+            return None;
+        }
+        ids.insert(id, None);
+        Some(ActiveGuard {
             active: self.clone(),
             id,
         })
@@ -76,7 +83,7 @@ impl Drop for ActiveGuard {
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+            .insert(self.id, Some(Instant::now()));
     }
 }
 

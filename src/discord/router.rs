@@ -23,9 +23,12 @@ use crate::config::{LimitsConfig, Secret};
 use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlight;
-use crate::store::{PendingQuestion, Store};
+use crate::store::{PendingQuestion, PendingStore, Store};
 use crate::voice;
 
+/// How long an HTTP fleet instance may take to record a question before it replies with the
+/// error message (Discord waits 3 s for the HTTP reply).
+const FLEET_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often idle rate-limit buckets are dropped.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
@@ -122,6 +125,10 @@ pub struct RouterArgs {
     pub answer_budget: Duration,
     /// The pace of a streamed answer's edits; `None` shows answers only when complete.
     pub stream_every: Option<Duration>,
+    /// HTTP fleet mode: questions from the HTTP endpoint are recorded here (for the instance
+    /// holding the channel's lease, which gets them as [`RouterMsg::Resume`]) instead of being
+    /// answered by this instance; resumed questions are removed from here once delivered.
+    pub fleet: Option<Arc<dyn PendingStore>>,
 }
 
 pub struct RouterState {
@@ -147,7 +154,12 @@ impl RouterState {
         let store: Arc<dyn Store> = self.args.store.clone();
         Lifecycle {
             delivery: self.delivery(application_id),
-            store: store.into_pending(),
+            // In a fleet, the questions this instance answers are the fleet's.
+            store: self
+                .args
+                .fleet
+                .clone()
+                .unwrap_or_else(|| store.into_pending()),
             metrics: self.args.metrics.clone(),
         }
     }
@@ -218,9 +230,9 @@ enum Screening {
     Ask(String),
 }
 
-fn screen(state: &RouterState, event: &CommandEvent) -> Screening {
+fn screen(state: &RouterState, event: &CommandEvent, draining: bool) -> Screening {
     let immediate = |kind, text| Screening::Immediate { kind, text };
-    if state.draining {
+    if draining {
         return immediate("draining", limits::SHUTTING_DOWN_REPLY.to_owned());
     }
     match limits::check_question(&event.question, state.args.limits.max_question_chars) {
@@ -256,6 +268,28 @@ fn on_command(
         return;
     }
     let lifecycle = state.lifecycle(event.application_id);
+    // A fleet instance that is draining still records questions: another instance answers them
+    // (the load balancer may send some until it sees this instance is no longer ready).
+    let fleet = state.args.fleet.clone().filter(|_| http_reply.is_some());
+    let draining = state.draining && fleet.is_none();
+    let question = match screen(state, &event, draining) {
+        Screening::Ask(question) => question,
+        Screening::Immediate { kind, text } => {
+            reply_now(state, event, http_reply, kind, text, span);
+            return;
+        }
+    };
+    let http_reply = match (fleet, http_reply) {
+        (Some(fleet), Some(reply)) => {
+            let guard = state.args.in_flight.start();
+            let recording = record_for_fleet(fleet, event, question, reply, metrics, guard);
+            tokio::spawn(recording.instrument(span));
+            return;
+        }
+        (_, http_reply) => http_reply,
+    };
+    // (A fleet instance only records: the holder of the channel claims the question when it
+    // resumes it.)
     let Some(active) = state.active.claim(event.interaction_id) else {
         // A replay of an interaction already in hand (e.g. events re-sent after a RESUME).
         span.in_scope(|| info!("ignoring an interaction already being answered"));
@@ -263,13 +297,6 @@ fn on_command(
             let _ = reply.send(WAIT_REPLY.to_owned());
         }
         return;
-    };
-    let question = match screen(state, &event) {
-        Screening::Ask(question) => question,
-        Screening::Immediate { kind, text } => {
-            reply_now(state, event, http_reply, kind, text, span);
-            return;
-        }
     };
     let deliver_by = event.received + TOKEN_LIFETIME;
     let start_by = deliver_by
@@ -364,6 +391,49 @@ fn on_command(
     );
 }
 
+/// HTTP fleet mode: the question is recorded in the shared pending table (the instance holding
+/// the channel's lease answers it), then acknowledged with the HTTP response.
+async fn record_for_fleet(
+    fleet: Arc<dyn PendingStore>,
+    event: CommandEvent,
+    question: String,
+    reply: RpcReplyPort<String>,
+    metrics: Arc<Metrics>,
+    _guard: crate::shutdown::InFlightGuard,
+) {
+    let received = event.received;
+    let pending = PendingQuestion {
+        interaction_id: event.interaction_id,
+        application_id: event.application_id,
+        token: event.token,
+        channel_id: event.channel_id,
+        guild_id: event.guild_id,
+        user_id: event.user_id,
+        user_name: event.user_name,
+        question,
+        received_at: event.received_at,
+        delivered_parts: 0,
+    };
+    // Recorded before the acknowledgement: an accepted question is never lost. Bounded: Discord
+    // drops a reply that comes after 3 s.
+    let recorded = tokio::time::timeout(FLEET_RECORD_TIMEOUT, fleet.record(&pending)).await;
+    let text = match recorded {
+        Ok(Ok(())) => WAIT_REPLY,
+        Ok(Err(err)) => {
+            error!("cannot record the question for the fleet: {err}");
+            super::ERROR_REPLY
+        }
+        Err(_) => {
+            error!("recording the question for the fleet took too long");
+            super::ERROR_REPLY
+        }
+    };
+    if reply.send(text.to_owned()).is_ok() && text == WAIT_REPLY {
+        metrics.observe_ack_latency(received.elapsed().as_secs_f64());
+        info!("recorded for the channel's fleet instance");
+    }
+}
+
 /// The HTTP response is the acknowledgement: the endpoint sends it if it is still waiting.
 fn acknowledge_http(
     lifecycle: &Lifecycle,
@@ -425,6 +495,10 @@ fn reply_now(
 /// the order given, which is the order they were accepted), with an open gate: they were
 /// acknowledged already.
 fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
+    if state.draining && state.args.fleet.is_some() {
+        // Leaving the fleet: another instance (or the next process) takes them.
+        return;
+    }
     let metrics = state.args.metrics.clone();
     for question in questions {
         let span = span_of(

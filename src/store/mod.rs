@@ -2,8 +2,13 @@
 //! the questions accepted but not yet answered ([`PendingStore`]), so that a process that dies
 //! (kill -9, OOM, node loss) leaves its unanswered questions to the next one.
 //!
-//! [`sqlite`] is the embedded default.
+//! [`sqlite`] is the embedded default; [`postgres`] is chosen by `ZUNDA_DATABASE_URL` when several
+//! processes share the bot. [`open`] picks one from the configuration; [`copy`] moves a SQLite
+//! store's contents into another store.
 
+pub mod copy;
+pub mod migrations;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -11,11 +16,15 @@ pub(crate) mod suite;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use thiserror::Error;
 use zundamon_actors::{ChannelId, ConversationStore, StoreError};
 
-use crate::config::Secret;
+use crate::config::{Secret, StoreConfig};
 
+pub use postgres::{PostgresOpenError, PostgresStore};
 pub use sqlite::{SqliteStore, StoreOpenError};
 
 /// A question that was accepted (its acknowledgement sent or being sent) and whose answer has not
@@ -105,4 +114,110 @@ pub fn unix_millis(at: SystemTime) -> i64 {
 /// The instant `millis` after the Unix epoch.
 pub fn from_unix_millis(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+/// A store the application runs on: both halves, plus upkeep (pruning old exchanges, closing).
+#[async_trait]
+pub trait Backend: Store {
+    /// Deletes the exchanges older than the retention period; returns how many.
+    async fn prune(&self) -> Result<usize, StoreError>;
+    /// Prepares for shutdown (flushes what needs flushing); the store stays usable.
+    async fn close(&self) -> Result<(), StoreError>;
+    /// The same store, seen as the actor crate's window store.
+    fn conversations(self: Arc<Self>) -> Arc<dyn ConversationStore>;
+    /// The same store, seen as the pending-questions table.
+    fn pending_questions(self: Arc<Self>) -> Arc<dyn PendingStore>;
+    /// The PostgreSQL store, when this is one (the HTTP fleet needs it).
+    fn postgres(self: Arc<Self>) -> Option<Arc<PostgresStore>> {
+        None
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn prune(&self) -> Result<usize, StoreError> {
+        SqliteStore::prune(self).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        SqliteStore::close(self).await
+    }
+
+    fn conversations(self: Arc<Self>) -> Arc<dyn ConversationStore> {
+        self
+    }
+
+    fn pending_questions(self: Arc<Self>) -> Arc<dyn PendingStore> {
+        self
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresStore {
+    async fn prune(&self) -> Result<usize, StoreError> {
+        PostgresStore::prune(self).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        PostgresStore::close(self);
+        Ok(())
+    }
+
+    fn conversations(self: Arc<Self>) -> Arc<dyn ConversationStore> {
+        self
+    }
+
+    fn pending_questions(self: Arc<Self>) -> Arc<dyn PendingStore> {
+        self
+    }
+
+    fn postgres(self: Arc<Self>) -> Option<Arc<PostgresStore>> {
+        Some(self)
+    }
+}
+
+/// Why the configured store could not be opened.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Sqlite(#[from] StoreOpenError),
+    #[error(transparent)]
+    Postgres(#[from] PostgresOpenError),
+}
+
+/// Opens the store the configuration names: PostgreSQL when `ZUNDA_DATABASE_URL` is set, else the
+/// SQLite file at `ZUNDA_DB_PATH`.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Backend>, OpenError> {
+    let retention = Duration::from_secs(u64::from(config.retention_days) * 86_400);
+    if config.uses_postgres() {
+        let store =
+            PostgresStore::open(&config.database_url, config.database_pool_size, retention).await?;
+        Ok(Arc::new(store))
+    } else {
+        // Opening checks and migrates the file: blocking work, done once at startup.
+        let path = config.db_path.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, retention))
+            .await
+            .expect("opening the SQLite store panicked")?;
+        Ok(Arc::new(store))
+    }
+}
+
+/// Prunes now and then every `every` until the task is aborted. Failures are logged and retried
+/// at the next tick: a full disk or a database restart should not stop the bot from answering.
+pub fn spawn_pruner(store: Arc<dyn Backend>, every: Duration) -> tokio::task::JoinHandle<()> {
+    // `interval` panics on a zero period.
+    let every = every.max(Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.prune().await {
+                Ok(0) => tracing::debug!("no expired exchanges to prune"),
+                Ok(deleted) => tracing::info!(deleted, "pruned expired exchanges"),
+                Err(err) => tracing::warn!(error = %err, "pruning expired exchanges failed"),
+            }
+        }
+    })
 }

@@ -2,7 +2,7 @@
 //! conversations survive actor eviction and bot restarts.
 //!
 //! This module owns the database file: opening and checking it at startup (failing with an error
-//! that names the path and says what to do), the schema migrations in `migrations/`, trimming each
+//! that names the path and says what to do), the schema migrations in `migrations/sqlite/`, trimming each
 //! channel to its newest exchanges, pruning exchanges older than the retention period, and the WAL
 //! checkpoint on shutdown. SQLite calls block, so every one of them runs on tokio's blocking pool.
 
@@ -21,10 +21,7 @@ use crate::config::Secret;
 
 /// The schema migrations, in order. `PRAGMA user_version` records how many have been applied, so
 /// a migration must never be edited once released: add a new file instead.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_exchanges.sql"),
-    include_str!("../../migrations/0002_pending.sql"),
-];
+const MIGRATIONS: &[&str] = super::migrations::SQLITE;
 
 /// How long a statement waits for another connection's lock (a second process, or an operator's
 /// `sqlite3` shell) before failing.
@@ -195,6 +192,30 @@ impl SqliteStore {
         self.flush().await?;
         tracing::info!(path = %self.path.display(), "conversation store flushed");
         Ok(())
+    }
+
+    /// Every stored exchange with its channel and age, channel by channel, oldest first (for
+    /// `zundamon store copy`).
+    pub async fn dump(&self) -> Result<Vec<super::copy::StoredExchange>, StoreError> {
+        self.with_conn("read every exchange", |conn| {
+            let mut select = conn.prepare(
+                "SELECT channel_id, question, answer, exchange_id, created_at FROM exchanges
+                 ORDER BY channel_id, id",
+            )?;
+            let rows = select.query_map([], |row| {
+                Ok(super::copy::StoredExchange {
+                    channel_id: unkey(row.get(0)?),
+                    exchange: Exchange {
+                        id: row.get::<_, Option<i64>>(3)?.map(unkey),
+                        question: row.get(1)?,
+                        answer: row.get(2)?,
+                    },
+                    created_at: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     /// Unix seconds from the clock; a clock before 1970 counts as 1970.
@@ -402,12 +423,12 @@ impl PendingStore for SqliteStore {
 /// Stores a channel id in SQLite's signed 64-bit integer. Snowflakes are below 2^63 and so are
 /// stored unchanged (readable in a `sqlite3` shell); anything larger wraps to a negative number,
 /// which is still one-to-one, so no two channels ever share rows.
-fn channel_key(channel: ChannelId) -> i64 {
+pub(crate) fn channel_key(channel: ChannelId) -> i64 {
     i64::from_ne_bytes(channel.to_ne_bytes())
 }
 
 /// The snowflake stored by [`channel_key`].
-fn unkey(key: i64) -> u64 {
+pub(crate) fn unkey(key: i64) -> u64 {
     u64::from_ne_bytes(key.to_ne_bytes())
 }
 
@@ -570,10 +591,6 @@ mod tests {
         Exchange::new(format!("question {n}"), format!("answer {n}"))
     }
 
-    fn questions(exchanges: &[Exchange]) -> Vec<&str> {
-        exchanges.iter().map(|e| e.question.as_str()).collect()
-    }
-
     fn open(dir: &TempDir) -> SqliteStore {
         SqliteStore::open(&dir.db(), 30 * DAY).unwrap()
     }
@@ -597,53 +614,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn round_trip_keeps_text_and_order() {
+    async fn suite_round_trip_keeps_text_and_order() {
         let dir = TempDir::new("round-trip");
-        let store = open(&dir);
-        let first = Exchange::new(
-            "ずんだ餅って何？",
-            "枝豆のお餅なのだ！\n'quotes' and \"more\"",
-        );
-        store.append(7, &[first.clone(), ex(2)], 10).await.unwrap();
-        store.append(7, &[ex(3)], 10).await.unwrap();
-        assert_eq!(store.load(7, 10).await.unwrap(), vec![first, ex(2), ex(3)]);
-        assert!(store.load(8, 10).await.unwrap().is_empty());
+        crate::store::suite::round_trip_keeps_text_and_order(&open(&dir)).await;
     }
 
     #[tokio::test]
-    async fn load_returns_the_newest_limit_oldest_first() {
+    async fn suite_load_returns_the_newest_limit_oldest_first() {
         let dir = TempDir::new("limit");
-        let store = open(&dir);
-        let all: Vec<_> = (1..=6).map(ex).collect();
-        store.append(1, &all, 100).await.unwrap();
-        let newest = store.load(1, 3).await.unwrap();
-        assert_eq!(
-            questions(&newest),
-            ["question 4", "question 5", "question 6"]
-        );
-        assert!(store.load(1, 0).await.unwrap().is_empty());
-        assert_eq!(store.load(1, usize::MAX).await.unwrap(), all);
+        crate::store::suite::load_returns_the_newest_limit_oldest_first(&open(&dir)).await;
     }
 
     #[tokio::test]
-    async fn append_trims_each_channel_to_keep() {
+    async fn suite_append_trims_each_channel_to_keep() {
         let dir = TempDir::new("keep");
         let store = open(&dir);
-        for n in 1..=5 {
-            store.append(1, &[ex(n)], 3).await.unwrap();
-        }
-        store.append(2, &[ex(100)], 3).await.unwrap();
-        // A batch larger than `keep` keeps only its own newest.
-        store
-            .append(3, &[ex(1), ex(2), ex(3), ex(4)], 2)
-            .await
-            .unwrap();
-
-        let kept = store.load(1, 100).await.unwrap();
-        assert_eq!(questions(&kept), ["question 3", "question 4", "question 5"]);
-        assert_eq!(store.load(2, 100).await.unwrap(), vec![ex(100)]);
-        assert_eq!(store.load(3, 100).await.unwrap(), vec![ex(3), ex(4)]);
-
+        crate::store::suite::append_trims_each_channel_to_keep(&store).await;
         let rows: i64 = store
             .with_conn("count", |c| {
                 c.query_row("SELECT count(*) FROM exchanges", [], |r| r.get(0))
@@ -654,19 +640,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn channel_ids_use_the_full_u64_range() {
+    async fn suite_channel_ids_use_the_full_u64_range() {
         let dir = TempDir::new("snowflake");
         let store = open(&dir);
-        let snowflake = 1_234_567_890_123_456_789_u64;
-        let wrapping = u64::MAX;
-        let wrapped_twin = u64::MAX >> 1; // i64::MAX, distinct from u64::MAX as i64 (-1)
-        store.append(snowflake, &[ex(1)], 5).await.unwrap();
-        store.append(wrapping, &[ex(2)], 5).await.unwrap();
-        store.append(wrapped_twin, &[ex(3)], 5).await.unwrap();
-        assert_eq!(store.load(snowflake, 5).await.unwrap(), vec![ex(1)]);
-        assert_eq!(store.load(wrapping, 5).await.unwrap(), vec![ex(2)]);
-        assert_eq!(store.load(wrapped_twin, 5).await.unwrap(), vec![ex(3)]);
-
+        crate::store::suite::channel_ids_use_the_full_u64_range(&store).await;
         let stored: i64 = store
             .with_conn("raw", move |c| {
                 c.query_row(
@@ -772,46 +749,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_are_all_saved_and_atomic() {
+    async fn suite_concurrent_appends_are_all_saved_and_atomic() {
         let dir = TempDir::new("concurrent");
-        let store = Arc::new(open(&dir));
-        let tasks: Vec<_> = (0..64)
-            .map(|task| {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move {
-                    let channel = task % 4;
-                    let pair = [
-                        Exchange::new(format!("{task}a"), "x"),
-                        Exchange::new(format!("{task}b"), "x"),
-                    ];
-                    store.append(channel as u64, &pair, 1000).await.unwrap();
-                    // A channel with a small window under contention.
-                    store.append(99, &pair, 10).await.unwrap();
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-
-        for channel in 0..4_u64 {
-            let saved = store.load(channel, 1000).await.unwrap();
-            assert_eq!(saved.len(), 32, "channel {channel}");
-            for pair in saved.chunks(2) {
-                let first = pair[0].question.strip_suffix('a').unwrap();
-                assert_eq!(
-                    pair[1].question,
-                    format!("{first}b"),
-                    "batches never interleave"
-                );
-            }
-        }
-        let window = store.load(99, 1000).await.unwrap();
-        assert_eq!(window.len(), 10);
-        assert!(
-            window[0].question.ends_with('a'),
-            "trimming never splits the newest batches"
-        );
+        crate::store::suite::concurrent_appends_are_all_saved_and_atomic(Arc::new(open(&dir)))
+            .await;
     }
 
     #[test]

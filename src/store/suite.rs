@@ -77,3 +77,112 @@ pub async fn pending_questions_round_trip_in_acceptance_order(store: &dyn Store)
     b_delivered.delivered_parts = 2;
     assert_eq!(store.pending().await.unwrap(), vec![b_delivered, c]);
 }
+
+fn plain(n: usize) -> Exchange {
+    Exchange::new(format!("question {n}"), format!("answer {n}"))
+}
+
+fn questions(exchanges: &[Exchange]) -> Vec<&str> {
+    exchanges.iter().map(|e| e.question.as_str()).collect()
+}
+
+/// Text (Japanese, quotes, newlines) and order come back as written; channels are separate.
+pub async fn round_trip_keeps_text_and_order(store: &dyn Store) {
+    let first = Exchange::new(
+        "ずんだ餅って何？",
+        "枝豆のお餅なのだ！\n'quotes' and \"more\"",
+    );
+    store
+        .append(7, &[first.clone(), plain(2)], 10)
+        .await
+        .unwrap();
+    store.append(7, &[plain(3)], 10).await.unwrap();
+    assert_eq!(
+        store.load(7, 10).await.unwrap(),
+        vec![first, plain(2), plain(3)]
+    );
+    assert!(store.load(8, 10).await.unwrap().is_empty());
+}
+
+/// `load` gives the newest `limit` exchanges, oldest first.
+pub async fn load_returns_the_newest_limit_oldest_first(store: &dyn Store) {
+    let all: Vec<_> = (1..=6).map(plain).collect();
+    store.append(1, &all, 100).await.unwrap();
+    let newest = store.load(1, 3).await.unwrap();
+    assert_eq!(
+        questions(&newest),
+        ["question 4", "question 5", "question 6"]
+    );
+    assert!(store.load(1, 0).await.unwrap().is_empty());
+    assert_eq!(store.load(1, usize::MAX).await.unwrap(), all);
+}
+
+/// `append` keeps each channel's newest `keep` (the caller checks the rows are deleted).
+pub async fn append_trims_each_channel_to_keep(store: &dyn Store) {
+    for n in 1..=5 {
+        store.append(1, &[plain(n)], 3).await.unwrap();
+    }
+    store.append(2, &[plain(100)], 3).await.unwrap();
+    // A batch larger than `keep` keeps only its own newest.
+    store
+        .append(3, &[plain(1), plain(2), plain(3), plain(4)], 2)
+        .await
+        .unwrap();
+    let kept = store.load(1, 100).await.unwrap();
+    assert_eq!(questions(&kept), ["question 3", "question 4", "question 5"]);
+    assert_eq!(store.load(2, 100).await.unwrap(), vec![plain(100)]);
+    assert_eq!(store.load(3, 100).await.unwrap(), vec![plain(3), plain(4)]);
+}
+
+/// Channel ids above 2^63 (and their signed twins) never share rows.
+pub async fn channel_ids_use_the_full_u64_range(store: &dyn Store) {
+    let snowflake = 1_234_567_890_123_456_789_u64;
+    let wrapping = u64::MAX;
+    let wrapped_twin = u64::MAX >> 1;
+    store.append(snowflake, &[plain(1)], 5).await.unwrap();
+    store.append(wrapping, &[plain(2)], 5).await.unwrap();
+    store.append(wrapped_twin, &[plain(3)], 5).await.unwrap();
+    assert_eq!(store.load(snowflake, 5).await.unwrap(), vec![plain(1)]);
+    assert_eq!(store.load(wrapping, 5).await.unwrap(), vec![plain(2)]);
+    assert_eq!(store.load(wrapped_twin, 5).await.unwrap(), vec![plain(3)]);
+}
+
+/// 64 concurrent two-exchange appends over 4 channels: all saved, batches never interleave, and
+/// trimming under contention never splits the newest batches.
+pub async fn concurrent_appends_are_all_saved_and_atomic(store: std::sync::Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let channel = task % 4;
+                let pair = [
+                    Exchange::new(format!("{task}a"), "x"),
+                    Exchange::new(format!("{task}b"), "x"),
+                ];
+                store.append(channel as u64, &pair, 1000).await.unwrap();
+                store.append(99, &pair, 10).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for channel in 0..4_u64 {
+        let saved = store.load(channel, 1000).await.unwrap();
+        assert_eq!(saved.len(), 32, "channel {channel}");
+        for pair in saved.chunks(2) {
+            let first = pair[0].question.strip_suffix('a').unwrap();
+            assert_eq!(
+                pair[1].question,
+                format!("{first}b"),
+                "batches never interleave"
+            );
+        }
+    }
+    let window = store.load(99, 1000).await.unwrap();
+    assert_eq!(window.len(), 10);
+    assert!(
+        window[0].question.ends_with('a'),
+        "trimming never splits the newest batches"
+    );
+}

@@ -407,7 +407,13 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             _ => break,
         }
     }
-    if body["stream"] == true && !shape.is_stream() {
+    // A stream request gets a stream, except for the unusable shapes, which answer in plain JSON
+    // (as a server that ignores `stream` does) so they stay unusable.
+    let unusable = matches!(
+        shape,
+        Shape::NoChoices | Shape::EmptyMessage | Shape::OnlyThinking
+    );
+    if body["stream"] == true && !shape.is_stream() && !unusable {
         shape = Shape::Stream;
     }
     let completion =

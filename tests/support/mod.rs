@@ -6,5 +6,7 @@ pub mod bot;
 pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_search;
+pub mod fleet;
 pub mod http_load;
+pub mod pg;
 pub mod world;

@@ -1,0 +1,17 @@
+//! Every backend's schema migrations, in one place. Each list is applied in order and each backend
+//! records how many it has applied (SQLite in `PRAGMA user_version`, PostgreSQL in the
+//! `zundamon_schema` table), so a released migration is never edited: add a new file instead.
+//!
+//! The SQLite list keeps its history: an existing database at `user_version` 2 opens unchanged.
+
+/// `migrations/sqlite/*.sql`, in order.
+pub const SQLITE: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_exchanges.sql"),
+    include_str!("../../migrations/sqlite/0002_pending.sql"),
+];
+
+/// `migrations/postgres/*.sql`, in order.
+pub const POSTGRES: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_store.sql"),
+    include_str!("../../migrations/postgres/0002_fleet.sql"),
+];

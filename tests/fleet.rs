@@ -1,0 +1,196 @@
+//! The HTTP fleet: two or three built bot processes on one PostgreSQL, each question POSTed (signed,
+//! like Discord) to a different instance in turn, as a round-robin load balancer would. Needs
+//! `ZUNDA_TEST_DATABASE_URL` (each test prints a SKIPPED line without it).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::fake_openai::{content_text, last_user_text};
+use support::fleet::Fleet;
+
+/// The user turns of a model request before its question (the window).
+fn window_of(body: &Value) -> Vec<String> {
+    let users: Vec<String> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+        .collect();
+    users[..users.len() - 1].to_vec()
+}
+
+fn question(channel: u64, n: usize) -> String {
+    format!("チャンネル{channel}の質問{n:02}なのだ")
+}
+
+#[tokio::test]
+async fn thirty_questions_in_three_channels_through_three_instances_are_answered_once_in_order() {
+    let Some(fleet) = Fleet::start(
+        "fleet::thirty_questions_in_three_channels_through_three_instances_are_answered_once_in_order",
+        3,
+    ).await else {
+        return;
+    };
+    fleet.openai.set_delay(Duration::from_millis(30));
+    let channels = [3_100_u64, 3_200, 3_300];
+    let mut sent = Vec::new();
+    for n in 0..10 {
+        for (c, channel) in channels.iter().enumerate() {
+            // Round robin: consecutive questions of a channel land on different instances.
+            let to = (n * channels.len() + c) % 3;
+            let (interaction, reply) = fleet.ask(to, *channel, &question(*channel, n)).await;
+            assert_eq!(reply, "ちょっと待ってね。");
+            sent.push((*channel, n, interaction));
+        }
+    }
+    for (channel, n, interaction) in &sent {
+        assert!(
+            fleet
+                .wait_answered(interaction, Duration::from_secs(60))
+                .await,
+            "channel {channel} question {n} unanswered\n{}",
+            fleet.logs()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (channel, n, interaction) in &sent {
+        let answers = fleet.answers(interaction);
+        assert_eq!(
+            answers.len(),
+            1,
+            "channel {channel} question {n} answered once"
+        );
+        let content = answers[0].body["content"].as_str().unwrap_or_default();
+        assert!(content.contains(&question(*channel, *n)), "{content}");
+    }
+    assert_eq!(
+        fleet.openai.request_count(),
+        30,
+        "one model call per question"
+    );
+
+    // Per channel: asked of the model in order, each with the window of the questions before.
+    for channel in channels {
+        let asked: Vec<Value> = fleet
+            .openai
+            .requests()
+            .into_iter()
+            .filter(|body| {
+                last_user_text(body)
+                    .unwrap_or_default()
+                    .contains(&format!("チャンネル{channel}の"))
+            })
+            .collect();
+        assert_eq!(asked.len(), 10);
+        for (n, body) in asked.iter().enumerate() {
+            assert!(
+                last_user_text(body)
+                    .unwrap()
+                    .contains(&question(channel, n)),
+                "channel {channel}: the model got question {n} in order"
+            );
+            let window = window_of(body);
+            let expected: Vec<String> = (n.saturating_sub(5)..n)
+                .map(|k| question(channel, k))
+                .collect();
+            assert_eq!(
+                window.len(),
+                expected.len(),
+                "channel {channel} question {n}: {window:?}"
+            );
+            for (got, want) in window.iter().zip(&expected) {
+                assert!(
+                    got.contains(want),
+                    "channel {channel} question {n}: {window:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        fleet
+            .pg
+            .scalar("SELECT count(*) FROM pending_questions")
+            .await,
+        0
+    );
+    fleet.finish().await;
+}
+
+#[tokio::test]
+async fn a_killed_instances_channel_is_taken_over_and_its_question_answered() {
+    let Some(mut fleet) = Fleet::start(
+        "fleet::a_killed_instances_channel_is_taken_over_and_its_question_answered",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let channel = 4_100_u64;
+    // A first exchange, so the window must carry over to the new holder.
+    let (first, _) = fleet.ask(0, channel, "最初の質問なのだ").await;
+    assert!(
+        fleet.wait_answered(&first, Duration::from_secs(30)).await,
+        "{}",
+        fleet.logs()
+    );
+
+    fleet.openai.set_delay(Duration::from_secs(3));
+    let (slow, _) = fleet.ask(1, channel, "途中で落ちる質問なのだ").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.model_requests_for("途中で落ちる質問").is_empty() && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fleet.model_requests_for("途中で落ちる質問").len(), 1);
+    // The holder is the instance that took the channel (and keeps it while alive); kill it
+    // mid-answer.
+    let answering = |n: usize| {
+        let channel = format!("channel_id={channel}");
+        fleet.bots[n]
+            .logs()
+            .lines()
+            .any(|line| line.contains(&channel) && line.contains("took a channel"))
+    };
+    let holder = (0..2)
+        .find(|&n| answering(n))
+        .expect("some instance is answering");
+    let survivor = 1 - holder;
+    fleet.bots[holder].signal("KILL");
+    let killed_at = Instant::now();
+    fleet.openai.set_delay(Duration::from_millis(30));
+    // A question asked after the kill, to the survivor: answered after the one it takes over.
+    let (after, _) = fleet.ask(survivor, channel, "落ちた後の質問なのだ").await;
+
+    assert!(
+        fleet.wait_answered(&slow, Duration::from_secs(30)).await,
+        "the killed instance's question was never answered\n{}",
+        fleet.logs()
+    );
+    let took_over = fleet.model_requests_for("途中で落ちる質問");
+    let takeover = killed_at.elapsed();
+    assert_eq!(took_over.len(), 2, "asked again by the survivor");
+    assert!(window_of(&took_over[1])
+        .iter()
+        .any(|q| q.contains("最初の質問")));
+    assert!(fleet.wait_answered(&after, Duration::from_secs(30)).await);
+    let last = fleet.model_requests_for("落ちた後の質問");
+    assert_eq!(last.len(), 1);
+    let window = window_of(&last[0]);
+    assert!(
+        window.len() == 2 && window[1].contains("途中で落ちる質問"),
+        "order kept across the takeover: {window:?}"
+    );
+    assert_eq!(fleet.answers(&slow).len(), 1);
+    assert!(
+        takeover < Duration::from_secs(15),
+        "took over in {takeover:?}"
+    );
+    eprintln!("takeover after kill -9: {takeover:?}");
+    fleet.bots.remove(holder);
+    fleet.add_instance().await; // keeps the fleet's indices simple for finish()
+    fleet.finish().await;
+}
