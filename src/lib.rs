@@ -12,6 +12,7 @@ pub mod discord;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod ops_metrics;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -11,6 +11,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use zundamon_actors::StatsSnapshot;
 
+use crate::ops_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
+
 type Outcome = Vec<(String, String)>;
 
 /// Latency buckets from 5 ms to ~3 min.
@@ -30,6 +32,10 @@ pub struct Metrics {
     search_requests: Family<Outcome, Counter>,
     replies: Family<Outcome, Counter>,
     gateway_ready: Gauge<i64, AtomicI64>,
+    evictions_by_reason: EvictionsByReason,
+    cold_questions: Counter<u64, AtomicU64>,
+    cold_loads: ColdLoads,
+    config_reloads: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,6 +58,10 @@ impl Metrics {
             search_requests: Family::default(),
             replies: Family::default(),
             gateway_ready: Gauge::default(),
+            evictions_by_reason: EvictionsByReason::default(),
+            cold_questions: Counter::default(),
+            cold_loads: ColdLoads::default(),
+            config_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +114,36 @@ impl Metrics {
             "1 while the Discord gateway session is ready",
             metrics.gateway_ready.clone(),
         );
+        registry.register(
+            "zundamon_channel_evictions",
+            "Channel actors evicted, by reason (idle, cap, reset)",
+            metrics.evictions_by_reason.clone(),
+        );
+        registry.register(
+            "zundamon_cold_questions",
+            "Questions whose channel was not in memory and whose window was loaded from the store",
+            metrics.cold_questions.clone(),
+        );
+        registry.register(
+            "zundamon_cold_load_seconds",
+            "Time a cold question spent loading its channel's window from the store",
+            metrics.cold_loads.clone(),
+        );
+        registry.register(
+            "zundamon_process_resident_memory_bytes",
+            "Resident memory of the process (VmRSS)",
+            ResidentMemory,
+        );
+        registry.register(
+            "zundamon_config_reloads",
+            "Configuration reloads (SIGHUP) by outcome",
+            metrics.config_reloads.clone(),
+        );
+        for outcome in ["ok", "invalid"] {
+            let _ = metrics
+                .config_reloads
+                .get_or_create(&vec![("outcome".into(), outcome.into())]);
+        }
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
@@ -159,6 +199,13 @@ impl Metrics {
         self.gateway_ready.set(i64::from(ready));
     }
 
+    /// Counts one configuration reload; `outcome` is `ok` or `invalid`.
+    pub fn config_reload(&self, outcome: &str) {
+        self.config_reloads
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+
     /// The Prometheus text exposition, with the actor system's counts as of now.
     pub fn render(&self, stats: &StatsSnapshot) -> String {
         self.channel_actors.set(stats.live_channels as i64);
@@ -167,6 +214,12 @@ impl Metrics {
         if stats.evictions > seen {
             self.evictions.inc_by(stats.evictions - seen);
         }
+        let seen = self.cold_questions.get();
+        if stats.cold_questions > seen {
+            self.cold_questions.inc_by(stats.cold_questions - seen);
+        }
+        self.evictions_by_reason.set(stats);
+        self.cold_loads.set(stats.cold_load);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -199,6 +252,12 @@ mod tests {
             "zundamon_llm_requests_total{outcome=\"ok\"} 1",
             "zundamon_search_requests_total{outcome=\"rate_limited\"} 1",
             "zundamon_evictions_total 2",
+            "zundamon_channel_evictions_total{reason=\"idle\"} 0",
+            "zundamon_channel_evictions_total{reason=\"reset\"} 0",
+            "zundamon_cold_questions_total 0",
+            "zundamon_cold_load_seconds_count 0",
+            "zundamon_process_resident_memory_bytes ",
+            "zundamon_config_reloads_total{outcome=\"invalid\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

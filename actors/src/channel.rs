@@ -174,9 +174,15 @@ impl ChannelState {
             return;
         }
         let args = &self.args;
+        let started = Instant::now();
         let load = args.store.load(args.channel_id, args.window_exchanges);
         match with_timeout(load).await {
             Ok(stored) => {
+                // A stored window means this channel talked before and its actor was evicted
+                // (or the process restarted): the question paid for a cold load.
+                if !stored.is_empty() {
+                    args.stats.cold_question(started.elapsed());
+                }
                 // What was answered since and saved is in `stored`; what the store has not
                 // taken yet is newer than anything it holds.
                 self.window = Window::from_exchanges(

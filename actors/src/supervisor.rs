@@ -21,8 +21,8 @@ use tracing::{debug, error, warn};
 
 use crate::channel::{ChannelArgs, ChannelShared};
 use crate::{
-    Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, Exchange, Question,
-    Stats, StatsSnapshot,
+    Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, EvictReason,
+    Exchange, Question, Stats, StatsSnapshot,
 };
 
 /// Tunables of the actor system.
@@ -289,7 +289,7 @@ impl SupervisorState {
             idle.truncate(batch);
         }
         for (_, channel) in idle {
-            self.evict(channel, "channel cap reached");
+            self.evict(channel, EvictReason::Cap);
         }
     }
 
@@ -303,7 +303,7 @@ impl SupervisorState {
             .map(|(channel, _)| *channel)
             .collect();
         for channel in expired {
-            self.evict(channel, "idle");
+            self.evict(channel, EvictReason::Idle);
         }
         // Over the cap after a burst of busy actors: shrink back as they become idle.
         while self.routes.len() > self.args.settings.max_channels {
@@ -315,12 +315,16 @@ impl SupervisorState {
         }
     }
 
-    fn evict(&mut self, channel: ChannelId, why: &str) {
+    fn evict(&mut self, channel: ChannelId, why: EvictReason) {
         if let Some(route) = self.routes.remove(&channel) {
             self.by_actor.remove(&route.actor.get_id());
-            route.actor.stop(Some(why.into()));
-            self.args.stats.evictions.fetch_add(1, Ordering::Relaxed);
-            debug!(channel_id = channel, "evicted channel actor ({why})");
+            route.actor.stop(Some(why.label().into()));
+            self.args.stats.evicted(why);
+            debug!(
+                channel_id = channel,
+                reason = why.label(),
+                "evicted channel actor"
+            );
             self.publish_live();
         }
     }
