@@ -196,6 +196,8 @@ pub enum Purpose {
     Ask,
     /// `zundamon check-config`: everything the bot needs is checked.
     Check,
+    /// `zundamon healthcheck`: only where the health server listens matters; no credentials.
+    Probe,
 }
 
 #[derive(Debug, Error)]
@@ -430,7 +432,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.openai.api_key.is_empty() {
+        if purpose != Purpose::Probe && self.openai.api_key.is_empty() {
             problems.push(
                 "OPENAI_API_KEY is not set: export it (local OpenAI-compatible servers accept any non-empty value)"
                     .into(),

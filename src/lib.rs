@@ -13,6 +13,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod ops_metrics;
+pub mod probe;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

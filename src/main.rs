@@ -29,6 +29,13 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective one, secrets redacted.
     CheckConfig,
+    /// Probe the running bot's /healthz on this host (PORT, ZUNDA_BIND_ADDR): exit 0 when it
+    /// answers 200, 1 otherwise. For container health checks in images without curl.
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Ask Zundamon a question from the console, without Discord. Without QUESTION, reads
     /// questions line by line from stdin, remembering the conversation like one channel.
     Ask {
@@ -52,11 +59,20 @@ fn main() -> ExitCode {
         Command::Run => Purpose::Bot,
         Command::CheckConfig => Purpose::Check,
         Command::Ask { .. } => Purpose::Ask,
+        Command::Healthcheck { .. } => Purpose::Probe,
     };
     let config = match Config::load(cli.config.as_deref(), purpose) {
         Ok(config) => config,
+        // Docker reads 1 as unhealthy and reserves 2.
+        Err(err) if purpose == Purpose::Probe => {
+            eprintln!("zundamon: {err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => return config_failure(&err),
     };
+    if let Command::Healthcheck { timeout } = command {
+        return healthcheck(&config, timeout);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let result = match command {
         Command::CheckConfig => {
@@ -68,6 +84,7 @@ fn main() -> ExitCode {
             channel,
             name,
         } => runtime.block_on(zundamon::ask::run(config, question, channel, name)),
+        Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
         Command::Run => {
             runtime.block_on(async { Application::build(config).await?.run_until_stopped().await })
         }
@@ -84,4 +101,20 @@ fn main() -> ExitCode {
 fn config_failure(err: &ConfigError) -> ExitCode {
     eprintln!("zundamon: {err}");
     ExitCode::from(2)
+}
+
+fn healthcheck(config: &Config, timeout_secs: u64) -> ExitCode {
+    let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+    let result = zundamon::probe::target(&config.http.bind_addr, config.http.port)
+        .and_then(|addr| zundamon::probe::probe(addr, timeout));
+    match result {
+        Ok(status) => {
+            println!("healthy: {status}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("zundamon: unhealthy: {problem}");
+            ExitCode::FAILURE
+        }
+    }
 }
