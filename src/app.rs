@@ -22,6 +22,7 @@ use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
+use crate::reload::{self, LiveAnswerer, Reloader};
 use crate::shutdown::{self, InFlight};
 use crate::store::SqliteStore;
 use crate::telemetry;
@@ -44,6 +45,7 @@ pub struct Application {
     router: ActorRef<RouterMsg>,
     in_flight: InFlight,
     gateway: Gateway,
+    reloader: Reloader,
 }
 
 impl Application {
@@ -56,10 +58,12 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
+        // Swappable, so a configuration reload can change the model or persona live.
+        let answerer = Arc::new(LiveAnswerer::new(agent));
         let settings = config.channels.settings();
         let channels = Channels::start(SupervisorArgs::new(
             settings,
-            Arc::new(agent),
+            answerer.clone(),
             store.clone(),
         ))
         .await
@@ -90,7 +94,7 @@ impl Application {
                 )),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
-                metrics,
+                metrics: metrics.clone(),
                 in_flight: in_flight.clone(),
             },
         )
@@ -113,6 +117,13 @@ impl Application {
         .await
         .context("cannot build the Discord client")?;
 
+        let reloader = Reloader::new(
+            config.clone(),
+            channels.clone(),
+            router.clone(),
+            answerer,
+            metrics,
+        );
         Ok(Self {
             config,
             local_addr,
@@ -124,6 +135,7 @@ impl Application {
             router,
             in_flight,
             gateway,
+            reloader,
         })
     }
 
@@ -132,7 +144,7 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains: `/readyz` turns 503, accepted questions are
+    /// Serves until SIGTERM/SIGINT (reloading the configuration on SIGHUP), then drains: `/readyz` turns 503, accepted questions are
     /// answered, new ones get the restarting reply, the store is flushed. Returns an error if
     /// the gateway fails for good (e.g. an invalid token).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -147,8 +159,10 @@ impl Application {
             router,
             in_flight,
             gateway,
+            reloader,
         } = self;
         let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
+        let reloads = tokio::spawn(reload::on_sighup(reloader));
 
         let shard_manager = gateway.shard_manager();
         let readiness = gateway.watch_readiness(health.clone());
@@ -170,6 +184,7 @@ impl Application {
 
         // Drain: stop advertising readiness, turn new questions away kindly, finish the rest.
         let deadline = Instant::now() + Duration::from_secs(config.shutdown.grace_secs);
+        reloads.abort();
         health.start_draining();
         readiness.abort();
         let _ = router.cast(RouterMsg::Drain);

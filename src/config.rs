@@ -71,6 +71,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
+    /// The file the configuration was loaded from (`--config` / `ZUNDA_CONFIG`): re-read on
+    /// SIGHUP.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -388,6 +392,7 @@ impl Config {
         let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|err: toml::de::Error| ConfigError::Invalid(vec![err.message().to_owned()]))?;
+        config.file = file.map(Path::to_owned);
         config.resolve_persona(&mut problems);
         config.validate(purpose, &mut problems);
         if problems.is_empty() {

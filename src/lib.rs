@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ops_metrics;
 pub mod probe;
+pub mod reload;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -76,7 +76,10 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let result = match command {
         Command::CheckConfig => {
-            println!("# configuration is valid\n{}", config.to_redacted_toml());
+            println!(
+                "# configuration is valid\n{}",
+                zundamon::reload::annotate(&config.to_redacted_toml())
+            );
             Ok(())
         }
         Command::Ask {

@@ -169,3 +169,124 @@ fn healthcheck_fails_on_a_port_that_answers_something_else() {
     assert_eq!(code, 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn sighup_with_a_shorter_idle_timeout_evicts_and_the_next_question_is_cold() {
+    let world = World::start("reload-idle", "[channels]\nidle_secs = 600\n", &[]).await;
+    world.ask(801, "最初の質問").await;
+    assert_eq!(world.metric("zundamon_channel_actors").await, 1.0);
+    assert_eq!(world.metric("zundamon_cold_questions_total").await, 0.0);
+
+    world
+        .reload("[channels]\nidle_secs = 1\n\n[openai]\nmodel = \"reloaded-model\"\n")
+        .await;
+    assert!(
+        world
+            .wait_metric(
+                "zundamon_channel_evictions_total{reason=\"idle\"}",
+                1.0,
+                Duration::from_secs(10)
+            )
+            .await,
+        "the idle channel was not evicted on the new schedule; log:\n{}",
+        world.bot.logs()
+    );
+    assert_eq!(world.metric("zundamon_channel_actors").await, 0.0);
+    assert_eq!(
+        world
+            .metric("zundamon_config_reloads_total{outcome=\"ok\"}")
+            .await,
+        1.0
+    );
+
+    // The channel comes back from the store: a cold question, its load time observed.
+    world.ask(801, "二つ目の質問").await;
+    assert_eq!(world.metric("zundamon_cold_questions_total").await, 1.0);
+    assert_eq!(world.metric("zundamon_cold_load_seconds_count").await, 1.0);
+    // The model name changed live too.
+    let last = world.openai.requests().pop().unwrap();
+    assert_eq!(last["model"], "reloaded-model");
+    world.bot.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn sighup_with_a_lower_cap_trims_at_once_and_restart_only_changes_are_reported() {
+    let world = World::start("reload-cap", "", &[]).await;
+    for channel in [811, 812, 813] {
+        world.ask(channel, "こんにちは").await;
+    }
+    assert_eq!(world.metric("zundamon_channel_actors").await, 3.0);
+
+    world
+        .reload("[channels]\nmax_channels = 1\n\n[store]\nretention_days = 7\n")
+        .await;
+    assert!(
+        world
+            .wait_metric("zundamon_channel_actors", 1.0, Duration::from_secs(5))
+            .await,
+        "the cap was not applied at once"
+    );
+    assert_eq!(
+        world
+            .metric("zundamon_channel_evictions_total{reason=\"cap\"}")
+            .await,
+        2.0
+    );
+    let logs = world.bot.logs();
+    assert!(
+        logs.contains("store.retention_days needs a restart"),
+        "restart-only change not reported:\n{logs}"
+    );
+    assert_eq!(world.bot.get("/healthz").await.0, 200);
+    assert_eq!(
+        world
+            .metric("zundamon_config_reloads_total{outcome=\"ok\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_file_changes_nothing_and_is_counted() {
+    let world = World::start("reload-invalid", "[channels]\nidle_secs = 600\n", &[]).await;
+    world.ask(821, "こんにちは").await;
+
+    // A typo'd key next to a value that would evict at once: nothing of it may apply.
+    world
+        .reload("[channels]\nidle_secs = 1\nmax_channel = 0\n")
+        .await;
+    let logs = world.bot.logs();
+    assert!(
+        logs.contains("configuration reload failed") && logs.contains("max_channel"),
+        "the log must say what is wrong:\n{logs}"
+    );
+    assert_eq!(
+        world
+            .metric("zundamon_config_reloads_total{outcome=\"invalid\"}")
+            .await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        world.metric("zundamon_channel_actors").await,
+        1.0,
+        "the old idle timeout must stay in force"
+    );
+
+    // A persona file that cannot be read is just as invalid.
+    let persona = world.dir.join("missing-persona.md");
+    world
+        .reload(&format!(
+            "[persona]\nsystem_prompt_file = \"{}\"\n",
+            persona.display()
+        ))
+        .await;
+    assert_eq!(
+        world
+            .metric("zundamon_config_reloads_total{outcome=\"invalid\"}")
+            .await,
+        2.0
+    );
+    // The bot still answers with the old settings.
+    world.ask(821, "まだ答えてくれる？").await;
+}

@@ -7,7 +7,7 @@
 //! and the write retried.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ impl ChannelShared {
 pub struct ChannelArgs {
     pub(crate) channel_id: ChannelId,
     pub(crate) window_exchanges: usize,
+    /// The window size the operator wants now; followed on the next question.
+    pub(crate) live_window: Arc<AtomicUsize>,
     pub(crate) answerer: Arc<dyn Answerer>,
     pub(crate) store: Arc<dyn ConversationStore>,
     pub(crate) shared: Arc<ChannelShared>,
@@ -118,6 +120,7 @@ impl Actor for ChannelActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ChannelMsg::Ask(question, reply) => {
+                state.follow_window_size();
                 state.ensure_loaded().await;
                 let result = state.answer(&question).await;
                 if let Ok(answer) = &result {
@@ -169,6 +172,16 @@ impl Actor for ChannelActor {
 }
 
 impl ChannelState {
+    /// Resizes the window when the operator changed K: a smaller one drops the oldest exchanges,
+    /// a larger one fills up with the next answers.
+    fn follow_window_size(&mut self) {
+        let wanted = self.args.live_window.load(Ordering::Acquire);
+        if wanted != self.args.window_exchanges {
+            self.args.window_exchanges = wanted;
+            self.window = Window::from_exchanges(wanted, self.window.to_vec());
+        }
+    }
+
     async fn ensure_loaded(&mut self) {
         if self.loaded {
             return;
