@@ -184,6 +184,11 @@ impl Bot {
             .and_then(|value| value.parse().ok())
     }
 
+    /// The bot process's id (to read `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
