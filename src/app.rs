@@ -22,7 +22,7 @@ use crate::discord::interactions::{self, InteractionsEndpoint};
 use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
-use crate::reload::{self, LiveAnswerer, Reloader};
+use crate::reload::{self, Hangups, LiveAnswerer, Reloader};
 use crate::shutdown::{self, InFlight};
 use crate::store::SqliteStore;
 use crate::telemetry;
@@ -46,6 +46,7 @@ pub struct Application {
     in_flight: InFlight,
     gateway: Gateway,
     reloader: Reloader,
+    hangups: Hangups,
 }
 
 impl Application {
@@ -53,6 +54,7 @@ impl Application {
     /// says what to fix.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         telemetry::install_crypto();
+        let hangups = Hangups::listen();
         let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
         let store = Arc::new(SqliteStore::open(&config.store.db_path, retention)?);
 
@@ -136,6 +138,7 @@ impl Application {
             in_flight,
             gateway,
             reloader,
+            hangups,
         })
     }
 
@@ -160,9 +163,10 @@ impl Application {
             in_flight,
             gateway,
             reloader,
+            hangups,
         } = self;
         let pruner = store.clone().spawn_pruner(PRUNE_EVERY);
-        let reloads = tokio::spawn(reload::on_sighup(reloader));
+        let reloads = tokio::spawn(reload::on_sighup(hangups, reloader));
 
         let shard_manager = gateway.shard_manager();
         let readiness = gateway.watch_readiness(health.clone());

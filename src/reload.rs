@@ -266,39 +266,59 @@ impl Reloader {
     }
 }
 
-/// Reloads on every SIGHUP until the task is aborted.
-pub async fn on_sighup(mut reloader: Reloader) {
+/// SIGHUP, listened for from [`Hangups::listen`] on: SIGHUP's default action ends the process,
+/// so the listener is installed while the application is built, before anything is served.
+pub struct Hangups {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Starts listening (needs a tokio runtime).
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup())
+                .map_err(|err| {
+                    warn!("cannot listen for SIGHUP, configuration reload is off: {err}");
+                })
+                .ok();
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// The next SIGHUP; `false` when there will be none.
+    async fn recv(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            return signal.recv().await.is_some();
+        }
+        false
+    }
+}
+
+/// Reloads on every SIGHUP until the task is aborted.
+pub async fn on_sighup(mut hangups: Hangups, mut reloader: Reloader) {
+    while hangups.recv().await {
+        info!("SIGHUP received: reloading the configuration");
+        // Loading reads files: keep it off the runtime's workers.
+        reloader = match tokio::task::spawn_blocking(move || {
+            reloader.reload();
+            reloader
+        })
+        .await
+        {
+            Ok(reloader) => reloader,
             Err(err) => {
-                warn!("cannot listen for SIGHUP, configuration reload is off: {err}");
+                error!("the configuration reload panicked: {err}");
                 return;
             }
         };
-        while hangups.recv().await.is_some() {
-            info!("SIGHUP received: reloading the configuration");
-            // Loading reads files: keep it off the runtime's worker.
-            reloader = match tokio::task::spawn_blocking(move || {
-                reloader.reload();
-                reloader
-            })
-            .await
-            {
-                Ok(reloader) => reloader,
-                Err(err) => {
-                    error!("the configuration reload panicked: {err}");
-                    return;
-                }
-            };
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = reloader;
-        std::future::pending::<()>().await;
     }
 }
 
