@@ -16,7 +16,8 @@
 //!   environment (`MALLOC_ARENA_MAX`, `TOKIO_WORKER_THREADS`) to see what each knob changes.
 //!
 //! Run with `cargo bench --bench eviction_cost` (release build); pass `channels` or `footprint`
-//! after `--` for one part. It prints tables and never asserts speed (STYLE.md rule 10).
+//! after `--` for one part. `ZUNDA_BENCH_BINARY=path` makes `footprint` run another build of the
+//! bot (e.g. `target/release/zundamon` while the bench itself is a debug build). It prints tables and never asserts speed (STYLE.md rule 10).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -262,6 +263,12 @@ async fn footprint_part() {
     ];
     println!("| variant | RSS at READY | threads | binary | libs | heap | anonymous | peak (VmHWM) after {FOOTPRINT_BURST} at once | all answered in |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    // The binary under test: this build's, or another one (e.g. a release build when the bench
+    // itself is built in debug) given in ZUNDA_BENCH_BINARY.
+    let binary = std::env::var_os("ZUNDA_BENCH_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_zundamon").into());
+    println!("binary: {}", binary.display());
     let mut details = Vec::new();
     for (name, extra) in variants {
         let discord = FakeDiscord::start().await;
@@ -271,13 +278,16 @@ async fn footprint_part() {
         let dir = temp_dir("bench-footprint");
         let mut env_extra: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,zundamon::app=info")];
         env_extra.extend_from_slice(extra);
-        let bot = Bot::start(bot_env(
-            &discord,
-            &openai,
-            &search,
-            &dir.join("zundamon.db"),
-            &env_extra,
-        ))
+        let bot = Bot::start_binary(
+            &binary,
+            bot_env(
+                &discord,
+                &openai,
+                &search,
+                &dir.join("zundamon.db"),
+                &env_extra,
+            ),
+        )
         .await;
         assert!(discord.wait_ready(Duration::from_secs(20)).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
