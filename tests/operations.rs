@@ -177,8 +177,13 @@ async fn sighup_with_a_shorter_idle_timeout_evicts_and_the_next_question_is_cold
     assert_eq!(world.metric("zundamon_channel_actors").await, 1.0);
     assert_eq!(world.metric("zundamon_cold_questions_total").await, 0.0);
 
+    let persona = world.dir.join("persona.md");
+    std::fs::write(&persona, "あなたは再読み込みされたずんだもんなのだ。").unwrap();
     world
-        .reload("[channels]\nidle_secs = 1\n\n[openai]\nmodel = \"reloaded-model\"\n")
+        .reload(&format!(
+            "[channels]\nidle_secs = 1\n\n[openai]\nmodel = \"reloaded-model\"\n\n[persona]\nsystem_prompt_file = \"{}\"\n",
+            persona.display()
+        ))
         .await;
     assert!(
         world
@@ -203,9 +208,16 @@ async fn sighup_with_a_shorter_idle_timeout_evicts_and_the_next_question_is_cold
     world.ask(801, "二つ目の質問").await;
     assert_eq!(world.metric("zundamon_cold_questions_total").await, 1.0);
     assert_eq!(world.metric("zundamon_cold_load_seconds_count").await, 1.0);
-    // The model name changed live too.
+    // The model name and the persona changed live too.
     let last = world.openai.requests().pop().unwrap();
     assert_eq!(last["model"], "reloaded-model");
+    assert!(
+        last["messages"][0]["content"]
+            .to_string()
+            .contains("再読み込みされたずんだもん"),
+        "persona not reloaded: {}",
+        last["messages"][0]
+    );
     world.bot.assert_no_secrets_logged();
 }
 
