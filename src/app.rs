@@ -23,6 +23,7 @@ use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::Health;
 use crate::http::{HttpSettings, Routes, Server};
 use crate::metrics::Metrics;
+use crate::reload::{self, Hangups, LiveAnswerer, Reloader};
 use crate::shutdown::{self, InFlight};
 use crate::store::{self as stores, Backend};
 use crate::telemetry;
@@ -47,6 +48,8 @@ pub struct Application {
     in_flight: InFlight,
     gateway: Gateway,
     fleet: Option<crate::fleet::Fleet>,
+    reloader: Reloader,
+    hangups: Hangups,
 }
 
 impl Application {
@@ -54,14 +57,17 @@ impl Application {
     /// says what to fix.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         telemetry::install_crypto();
+        let hangups = Hangups::listen();
         let store = stores::open(&config.store).await?;
 
         let metrics = Arc::new(Metrics::new());
         let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
+        // Swappable, so a configuration reload can change the model or persona live.
+        let answerer = Arc::new(LiveAnswerer::new(agent));
         let settings = config.channels.settings();
         let channels = Channels::start(SupervisorArgs::new(
             settings,
-            Arc::new(agent),
+            answerer.clone(),
             store.clone().conversations(),
         ))
         .await
@@ -164,7 +170,7 @@ impl Application {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
             let endpoint =
-                InteractionsEndpoint::new(verifier, router.clone()).with_metrics(metrics);
+                InteractionsEndpoint::new(verifier, router.clone()).with_metrics(metrics.clone());
             let _ = interactions_endpoint.set(endpoint);
             info!(
                 "Discord interactions endpoint enabled on POST {}",
@@ -194,6 +200,13 @@ impl Application {
         .await
         .context("cannot build the Discord client")?;
 
+        let reloader = Reloader::new(
+            config.clone(),
+            channels.clone(),
+            router.clone(),
+            answerer,
+            metrics,
+        );
         Ok(Self {
             config,
             local_addr,
@@ -207,6 +220,8 @@ impl Application {
             in_flight,
             gateway,
             fleet,
+            reloader,
+            hangups,
         })
     }
 
@@ -220,7 +235,7 @@ impl Application {
         self.metrics_addr
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains: `/readyz` turns 503, accepted questions are
+    /// Serves until SIGTERM/SIGINT (reloading the configuration on SIGHUP), then drains: `/readyz` turns 503, accepted questions are
     /// answered, new ones get the restarting reply, the store is flushed. Returns an error if
     /// the gateway fails for good (e.g. an invalid token).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -237,8 +252,11 @@ impl Application {
             in_flight,
             gateway,
             fleet,
+            reloader,
+            hangups,
         } = self;
         let pruner = stores::spawn_pruner(store.clone(), PRUNE_EVERY);
+        let reloads = tokio::spawn(reload::on_sighup(hangups, reloader));
 
         let shard_manager = gateway.shard_manager();
         let readiness = gateway.watch_readiness(health.clone());
@@ -262,6 +280,7 @@ impl Application {
         // process of the bot (or wait for the next one); turn new HTTP questions away kindly;
         // finish the rest.
         let deadline = Instant::now() + Duration::from_secs(config.shutdown.grace_secs);
+        reloads.abort();
         health.start_draining();
         readiness.abort();
         if tokio::time::timeout(TEARDOWN_STEP, shard_manager.shutdown_all())

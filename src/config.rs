@@ -74,6 +74,10 @@ pub struct Config {
     pub stream: StreamConfig,
     pub gateway: GatewayConfig,
     pub fleet: FleetConfig,
+    /// The file the configuration was loaded from (`--config` / `ZUNDA_CONFIG`): re-read on
+    /// SIGHUP.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// Streaming answers into the Discord message as the model writes them.
@@ -310,6 +314,8 @@ pub enum Purpose {
     Ask,
     /// `zundamon check-config`: everything the bot needs is checked.
     Check,
+    /// `zundamon healthcheck`: only where the health server listens matters; no credentials.
+    Probe,
 }
 
 #[derive(Debug, Error)]
@@ -556,6 +562,7 @@ impl Config {
         let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|err: toml::de::Error| ConfigError::Invalid(vec![err.message().to_owned()]))?;
+        config.file = file.map(Path::to_owned);
         config.resolve_persona(&mut problems);
         config.validate(purpose, &mut problems);
         if problems.is_empty() {
@@ -603,7 +610,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.openai.api_key.is_empty() {
+        if purpose != Purpose::Probe && self.openai.api_key.is_empty() {
             problems.push(
                 "OPENAI_API_KEY is not set: export it (local OpenAI-compatible servers accept any non-empty value)"
                     .into(),

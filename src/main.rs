@@ -32,6 +32,13 @@ enum Command {
     /// Check the configured chat model server: reachable, key accepted, model found, tools,
     /// streaming, reasoning, latency. Exits 0 only when the bot can answer with it.
     CheckModel,
+    /// Probe the running bot's /healthz on this host (PORT, ZUNDA_BIND_ADDR): exit 0 when it
+    /// answers 200, 1 otherwise. For container health checks in images without curl.
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Ask Zundamon a question from the console, without Discord. Without QUESTION, reads
     /// questions line by line from stdin, remembering the conversation like one channel.
     Ask {
@@ -88,15 +95,27 @@ fn main() -> ExitCode {
         Command::CheckConfig => Purpose::Check,
         Command::Ask { .. } | Command::CheckModel => Purpose::Ask,
         Command::Store(_) => unreachable!("handled above"),
+        Command::Healthcheck { .. } => Purpose::Probe,
     };
     let config = match Config::load(cli.config.as_deref(), purpose) {
         Ok(config) => config,
+        // Docker reads 1 as unhealthy and reserves 2.
+        Err(err) if purpose == Purpose::Probe => {
+            eprintln!("zundamon: {err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => return config_failure(&err),
     };
+    if let Command::Healthcheck { timeout } = command {
+        return healthcheck(&config, timeout);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let result = match command {
         Command::CheckConfig => {
-            println!("# configuration is valid\n{}", config.to_redacted_toml());
+            println!(
+                "# configuration is valid\n{}",
+                zundamon::reload::annotate(&config.to_redacted_toml())
+            );
             Ok(())
         }
         Command::CheckModel => runtime.block_on(zundamon::agent::check::run(&config)),
@@ -105,6 +124,7 @@ fn main() -> ExitCode {
             channel,
             name,
         } => runtime.block_on(zundamon::ask::run(config, question, channel, name)),
+        Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
         Command::Run => {
             runtime.block_on(async { Application::build(config).await?.run_until_stopped().await })
         }
@@ -122,4 +142,20 @@ fn main() -> ExitCode {
 fn config_failure(err: &ConfigError) -> ExitCode {
     eprintln!("zundamon: {err}");
     ExitCode::from(2)
+}
+
+fn healthcheck(config: &Config, timeout_secs: u64) -> ExitCode {
+    let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+    let result = zundamon::probe::target(&config.http.bind_addr, config.http.port)
+        .and_then(|addr| zundamon::probe::probe(addr, timeout));
+    match result {
+        Ok(status) => {
+            println!("healthy: {status}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("zundamon: unhealthy: {problem}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -15,6 +15,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use zundamon_actors::StatsSnapshot;
 
+use crate::ops_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
+
 type Outcome = Vec<(String, String)>;
 
 /// Latency buckets from 5 ms to ~3 min.
@@ -38,6 +40,7 @@ pub struct Metrics {
     persona_rewrites: Counter<u64, AtomicU64>,
     http_connections: Gauge<i64, AtomicI64>,
     http_connections_shed: Family<Outcome, Counter>,
+    config_reloads: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +67,7 @@ impl Metrics {
             persona_rewrites: Counter::default(),
             http_connections: Gauge::default(),
             http_connections_shed: Family::default(),
+            config_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +156,21 @@ impl Metrics {
              room; refused: every connection was busy)",
             metrics.http_connections_shed.clone(),
         );
+        registry.register(
+            "zundamon_process_resident_memory_bytes",
+            "Resident memory of the process (VmRSS)",
+            ResidentMemory,
+        );
+        registry.register(
+            "zundamon_config_reloads",
+            "Configuration reloads (SIGHUP) by outcome",
+            metrics.config_reloads.clone(),
+        );
+        for outcome in ["ok", "invalid"] {
+            let _ = metrics
+                .config_reloads
+                .get_or_create(&vec![("outcome".into(), outcome.into())]);
+        }
         // Every outcome is exported from the start, so dashboards and alerts see zeros rather
         // than missing series.
         for outcome in ["ok", "retry", "error", "timeout"] {
@@ -254,6 +273,13 @@ impl Metrics {
         self.gateway_ready.set(i64::from(ready));
     }
 
+    /// Counts one configuration reload; `outcome` is `ok` or `invalid`.
+    pub fn config_reload(&self, outcome: &str) {
+        self.config_reloads
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+
     /// The Prometheus text exposition, with the actor system's counts as of `stats`.
     ///
     /// Nothing shared is written: the actor counts are encoded from `stats` by a collector in a
@@ -261,6 +287,20 @@ impl Metrics {
     pub fn render(&self, stats: &StatsSnapshot) -> String {
         let mut actors = Registry::default();
         actors.register_collector(Box::new(ActorStats(*stats)));
+        let by_reason = EvictionsByReason::default();
+        by_reason.set(stats);
+        actors.register(
+            "zundamon_channel_evictions",
+            "Channel actors evicted, by reason (idle, cap, reset)",
+            by_reason,
+        );
+        let cold_loads = ColdLoads::default();
+        cold_loads.set(stats.cold_load);
+        actors.register(
+            "zundamon_cold_load_seconds",
+            "Time a cold question spent loading its channel's window from the store",
+            cold_loads,
+        );
         let mut out = String::new();
         encode_registry(&mut out, &self.registry)
             .and_then(|()| encode_registry(&mut out, &actors))
@@ -292,13 +332,22 @@ impl Collector for ActorStats {
             let gauge = ConstGauge::new(value as i64);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let evictions = ConstCounter::new(stats.evictions);
-        evictions.encode(encoder.encode_descriptor(
-            "zundamon_evictions",
-            "Channel actors evicted (idle timeout or cap)",
-            None,
-            evictions.metric_type(),
-        )?)
+        for (name, help, value) in [
+            (
+                "zundamon_evictions",
+                "Channel actors evicted (idle timeout or cap)",
+                stats.evictions,
+            ),
+            (
+                "zundamon_cold_questions",
+                "Questions whose channel was not in memory and whose window was loaded from the store",
+                stats.cold_questions,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -330,6 +379,12 @@ mod tests {
             "zundamon_search_requests_total{outcome=\"rate_limited\"} 1",
             "zundamon_evictions_total 2",
             "zundamon_reasoning_answers_total 1",
+            "zundamon_channel_evictions_total{reason=\"idle\"} 0",
+            "zundamon_channel_evictions_total{reason=\"reset\"} 0",
+            "zundamon_cold_questions_total 0",
+            "zundamon_cold_load_seconds_count 0",
+            "zundamon_process_resident_memory_bytes ",
+            "zundamon_config_reloads_total{outcome=\"invalid\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

@@ -7,7 +7,7 @@
 //! and the write retried.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +74,8 @@ impl ChannelShared {
 pub struct ChannelArgs {
     pub(crate) channel_id: ChannelId,
     pub(crate) window_exchanges: usize,
+    /// The window size the operator wants now; followed on the next question.
+    pub(crate) live_window: Arc<AtomicUsize>,
     pub(crate) answerer: Arc<dyn Answerer>,
     pub(crate) store: Arc<dyn ConversationStore>,
     pub(crate) shared: Arc<ChannelShared>,
@@ -222,6 +224,7 @@ impl ChannelState {
                 .await
                 .map_err(AskError::Withdrawn)?;
         }
+        self.follow_window_size();
         self.ensure_loaded().await;
         if let Some(done) = ticket.id.and_then(|id| self.window.find(id)) {
             info!(
@@ -247,14 +250,30 @@ impl ChannelState {
         Ok(answer)
     }
 
+    /// Resizes the window when the operator changed K: a smaller one drops the oldest exchanges,
+    /// a larger one fills up with the next answers.
+    fn follow_window_size(&mut self) {
+        let wanted = self.args.live_window.load(Ordering::Acquire);
+        if wanted != self.args.window_exchanges {
+            self.args.window_exchanges = wanted;
+            self.window = Window::from_exchanges(wanted, self.window.to_vec());
+        }
+    }
+
     async fn ensure_loaded(&mut self) {
         if self.loaded {
             return;
         }
         let args = &self.args;
+        let started = Instant::now();
         let load = args.store.load(args.channel_id, args.window_exchanges);
         match with_timeout(load).await {
             Ok(stored) => {
+                // A stored window means this channel talked before and its actor was evicted
+                // (or the process restarted): the question paid for a cold load.
+                if !stored.is_empty() {
+                    args.stats.cold_question(started.elapsed());
+                }
                 // What was answered since and saved is in `stored`; what the store has not
                 // taken yet is newer than anything it holds.
                 self.window = Window::from_exchanges(

@@ -16,7 +16,7 @@ mod window;
 
 pub use answerer::{AnswerError, Answerer, AskError, Question};
 pub use channel::{ChannelActor, ChannelArgs, ChannelMsg};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{EvictReason, LoadTimesSnapshot, Stats, StatsSnapshot, COLD_LOAD_BUCKETS};
 pub use store::{ConversationStore, MemoryStore, StoreError};
 pub use supervisor::{
     ChannelSettings, ChannelSupervisor, Channels, MemoryReport, SupervisorArgs, SupervisorMsg,

@@ -7,7 +7,7 @@
 //! the window from the store) instead of being lost in a stopping one.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +17,12 @@ use ractor::{
     SupervisionEvent,
 };
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::channel::{ChannelArgs, ChannelShared};
 use crate::{
-    Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, Exchange, Question,
-    Stats, StatsSnapshot, StoreError, Ticket,
+    Answerer, AskError, ChannelActor, ChannelId, ChannelMsg, ConversationStore, EvictReason,
+    Exchange, Question, Stats, StatsSnapshot, StoreError, Ticket,
 };
 
 /// What a channel remembers, as `/zunda-memory` shows it.
@@ -73,6 +73,8 @@ pub struct SupervisorArgs {
     pub answerer: Arc<dyn Answerer>,
     pub store: Arc<dyn ConversationStore>,
     stats: Arc<Stats>,
+    /// The window size (K) every channel actor follows; changed by [`SupervisorMsg::Reconfigure`].
+    window_exchanges: Arc<AtomicUsize>,
 }
 
 impl SupervisorArgs {
@@ -82,6 +84,7 @@ impl SupervisorArgs {
         store: Arc<dyn ConversationStore>,
     ) -> Self {
         Self {
+            window_exchanges: Arc::new(AtomicUsize::new(settings.window_exchanges)),
             settings,
             answerer,
             store,
@@ -130,6 +133,10 @@ pub enum SupervisorMsg {
     Memory(ChannelId, RpcReplyPort<MemoryReport>),
     /// Evict the actors idle for longer than the idle timeout (sent by a timer).
     Sweep,
+    /// Apply new settings now: the sweep follows the new idle timeout, a lower cap evicts the
+    /// least recently used idle actors at once (busy ones are never cut off), and a new window
+    /// size applies to each channel's next question.
+    Reconfigure(ChannelSettings),
 }
 
 impl Actor for ChannelSupervisor {
@@ -185,6 +192,7 @@ impl Actor for ChannelSupervisor {
                 let _ = reply.send(state.routes.get(&channel).map(|r| r.actor.clone()));
             }
             SupervisorMsg::Sweep => state.sweep(),
+            SupervisorMsg::Reconfigure(settings) => state.reconfigure(&myself, settings),
         }
         Ok(())
     }
@@ -290,6 +298,7 @@ impl SupervisorState {
         let args = ChannelArgs {
             channel_id: channel,
             window_exchanges: self.args.settings.window_exchanges,
+            live_window: self.args.window_exchanges.clone(),
             answerer: self.args.answerer.clone(),
             store: self.args.store.clone(),
             shared: shared.clone(),
@@ -339,7 +348,7 @@ impl SupervisorState {
             idle.truncate(batch);
         }
         for (_, channel) in idle {
-            self.evict(channel, "channel cap reached");
+            self.evict(channel, EvictReason::Cap);
         }
     }
 
@@ -353,7 +362,7 @@ impl SupervisorState {
             .map(|(channel, _)| *channel)
             .collect();
         for channel in expired {
-            self.evict(channel, "idle");
+            self.evict(channel, EvictReason::Idle);
         }
         // Over the cap after a burst of busy actors: shrink back as they become idle.
         while self.routes.len() > self.args.settings.max_channels {
@@ -365,12 +374,62 @@ impl SupervisorState {
         }
     }
 
-    fn evict(&mut self, channel: ChannelId, why: &str) {
+    fn reconfigure(&mut self, myself: &ActorRef<SupervisorMsg>, settings: ChannelSettings) {
+        let old = std::mem::replace(&mut self.args.settings, settings);
+        self.args
+            .window_exchanges
+            .store(settings.window_exchanges, Ordering::Release);
+        if settings.sweep_every() != old.sweep_every() {
+            if let Some(sweeper) = self.sweeper.take() {
+                sweeper.abort();
+            }
+            self.sweeper =
+                Some(myself.send_interval(settings.sweep_every(), || SupervisorMsg::Sweep));
+        }
+        let live_before = self.routes.len();
+        self.trim_to_cap();
+        self.sweep();
+        info!(
+            idle_secs = settings.idle.as_secs_f64(),
+            max_channels = settings.max_channels,
+            window_exchanges = settings.window_exchanges,
+            evicted = live_before - self.routes.len(),
+            "channel settings changed"
+        );
+    }
+
+    /// Evicts exactly as many least recently used idle actors as the cap is exceeded by (fewer
+    /// when not enough are idle: the rest go as they become idle, at the next sweeps).
+    fn trim_to_cap(&mut self) {
+        let excess = self
+            .routes
+            .len()
+            .saturating_sub(self.args.settings.max_channels);
+        if excess == 0 {
+            return;
+        }
+        let mut idle: Vec<(Instant, ChannelId)> = self
+            .routes
+            .iter()
+            .filter(|(_, route)| route.is_idle())
+            .map(|(channel, route)| (route.last_active(), *channel))
+            .collect();
+        idle.sort_unstable();
+        for (_, channel) in idle.into_iter().take(excess) {
+            self.evict(channel, EvictReason::Cap);
+        }
+    }
+
+    fn evict(&mut self, channel: ChannelId, why: EvictReason) {
         if let Some(route) = self.routes.remove(&channel) {
             self.by_actor.remove(&route.actor.get_id());
-            route.actor.stop(Some(why.into()));
-            self.args.stats.evictions.fetch_add(1, Ordering::Relaxed);
-            debug!(channel_id = channel, "evicted channel actor ({why})");
+            route.actor.stop(Some(why.label().into()));
+            self.args.stats.evicted(why);
+            debug!(
+                channel_id = channel,
+                reason = why.label(),
+                "evicted channel actor"
+            );
             self.publish_live();
         }
     }
@@ -504,6 +563,13 @@ impl Channels {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Applies new settings while running (see [`SupervisorMsg::Reconfigure`]).
+    pub fn reconfigure(&self, settings: ChannelSettings) {
+        if let Err(err) = self.supervisor.cast(SupervisorMsg::Reconfigure(settings)) {
+            warn!("cannot apply new channel settings: {err}");
+        }
     }
 
     /// Stops the supervisor and every channel actor.

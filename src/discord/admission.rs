@@ -64,6 +64,12 @@ impl Admission {
         }
     }
 
+    /// Changes the limits (a reload); questions already accepted keep their places.
+    pub fn set_limits(&mut self, per_channel: usize, total: usize) {
+        self.per_channel = per_channel.max(1);
+        self.total = total.max(1);
+    }
+
     /// Takes a place for a question in `channel` whose answer must start within `time_left`.
     pub fn admit(&self, channel: u64, time_left: Duration) -> Result<Permit, Refusal> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);

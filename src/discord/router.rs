@@ -107,6 +107,8 @@ pub enum RouterMsg {
     Drain(RpcReplyPort<()>),
     /// Drop idle rate-limit buckets (sent by a timer).
     SweepLimiter,
+    /// Apply new input and rate limits (a configuration reload).
+    Reconfigure(LimitsConfig),
 }
 
 pub struct Router;
@@ -216,6 +218,19 @@ impl Actor for Router {
             }
             RouterMsg::SweepLimiter => {
                 state.limiter.sweep(Instant::now());
+            }
+            RouterMsg::Reconfigure(limits) => {
+                let old = &state.args.limits;
+                // A new rate starts everyone with a full bucket; an unchanged one keeps them.
+                if (old.rate_burst, old.rate_per_minute)
+                    != (limits.rate_burst, limits.rate_per_minute)
+                {
+                    state.limiter = RateLimiter::new(limits.rate_burst, limits.rate_per_minute);
+                }
+                state
+                    .admission
+                    .set_limits(limits.max_queued_per_channel, limits.max_pending);
+                state.args.limits = limits;
             }
         }
         Ok(())

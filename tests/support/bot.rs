@@ -68,7 +68,12 @@ pub fn bot_env(
 impl Bot {
     /// Starts the bot and waits until its health server answers.
     pub async fn start(env: Vec<(String, String)>) -> Bot {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zundamon"))
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_zundamon")), env).await
+    }
+
+    /// Like [`Bot::start`], running the binary at `binary` (e.g. a release build).
+    pub async fn start_binary(binary: &Path, env: Vec<(String, String)>) -> Bot {
+        let mut child = Command::new(binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
