@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use ractor::ActorRef;
 use tracing::{error, info, warn};
-use zundamon_actors::{AnswerError, Answerer, Channels, Exchange, Question};
+use zundamon_actors::{AnswerError, Answerer, Channels, Exchange, Progress, Question};
 
 use crate::agent::ZundaAgent;
 use crate::config::{Config, Purpose};
@@ -61,6 +61,21 @@ impl Answerer for LiveAnswerer {
         // Cloned out so no lock is held across the answer.
         let agent = self.current.read().expect("answerer lock poisoned").clone();
         agent.answer(question, history).await
+    }
+
+    async fn answer_live(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+        progress: &Progress,
+    ) -> Result<String, AnswerError> {
+        let agent = self.current.read().expect("answerer lock poisoned").clone();
+        agent.answer_live(question, history, progress).await
+    }
+
+    fn remembered(&self, answer: &str) -> String {
+        let agent = self.current.read().expect("answerer lock poisoned").clone();
+        agent.remembered(answer)
     }
 }
 

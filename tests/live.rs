@@ -196,3 +196,194 @@ async fn memory_shows_privately_what_the_channel_remembers_and_when_it_leaves_ra
         "{text}"
     );
 }
+
+/// The successful edits of an interaction's original response, in order.
+fn original_edits(world: &World, sent: &SentInteraction) -> Vec<RecordedRequest> {
+    world
+        .discord
+        .requests()
+        .into_iter()
+        .filter(|r| r.is("PATCH", &format!("{}/messages/@original", sent.token)) && r.status < 300)
+        .collect()
+}
+
+/// Waits until the bot logged the final delivery of `sent`.
+async fn wait_final(world: &World, sent: &SentInteraction) {
+    let marker = format!("interaction_id={}", sent.id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !world
+        .bot
+        .logs()
+        .lines()
+        .any(|line| line.contains(&marker) && line.contains("answer delivered"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered; log:\n{}",
+            world.bot.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slowly_streamed_answer_is_shown_in_paced_edits_and_ends_as_the_full_answer() {
+    let world = World::start("stream", &[("ZUNDA_STREAM_EDIT_MS", "400")]).await;
+    // 300 characters, three per event, 30 ms apart: about 3 s of writing.
+    let answer = "ずんだ餅は枝豆の餡をからめたお餅なのだ。".repeat(15);
+    world.openai.script(
+        "流れる答え",
+        vec![support::fake_openai::Step::Answer(answer.clone())],
+    );
+    world.openai.set_stream_gap(Duration::from_millis(30));
+    let sent = world
+        .discord
+        .send_interaction(50, USER, "user", "流れる答えをちょうだい")
+        .await;
+    wait_final(&world, &sent).await;
+    let edits = original_edits(&world, &sent);
+    assert!(edits.len() >= 4, "{} edits", edits.len());
+    let texts: Vec<String> = edits.iter().map(content).collect();
+    for pair in texts.windows(2) {
+        assert!(
+            pair[1].chars().count() >= pair[0].chars().count(),
+            "{pair:?}"
+        );
+    }
+    // Paced: the live edits at least the interval apart (the final one may follow at once).
+    for pair in edits[..edits.len() - 1].windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(395), "edits {gap:?} apart");
+    }
+    let full = zundamon::discord::quote_answer("流れる答えをちょうだい", &answer);
+    assert_eq!(world.discord.shown(&sent.token), [full]);
+    assert!(world.bot.metric("zundamon_stream_edits_count").await >= Some(1.0));
+}
+
+#[tokio::test]
+async fn the_search_status_shows_then_the_answer_cites_only_urls_the_search_returned() {
+    use support::fake_openai::Step;
+    let world = World::start("sources", &[("ZUNDA_STREAM_EDIT_MS", "250")]).await;
+    world.search.set_delay(Duration::from_millis(700));
+    world.openai.set_stream_gap(Duration::from_millis(10));
+    world.openai.script(
+        "ずんだ餅の由来",
+        vec![
+            Step::ToolCalls(vec!["ずんだ餅 由来".into()]),
+            Step::Answer(
+                "伊達政宗ゆかりのお餅なのだ。詳しくは https://invented.example/zunda を見るのだ。\n\n参考: <https://invented.example/>"
+                    .into(),
+            ),
+        ],
+    );
+    let sent = world
+        .discord
+        .send_interaction(51, USER, "user", "ずんだ餅の由来は？")
+        .await;
+    wait_final(&world, &sent).await;
+    let texts: Vec<String> = original_edits(&world, &sent).iter().map(content).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.ends_with("🔍『ずんだ餅 由来』を調べているのだ…")),
+        "no search status among {texts:#?}"
+    );
+    let shown = world.discord.shown(&sent.token).concat();
+    assert!(
+        !shown.contains("調べているのだ…"),
+        "the status stayed: {shown}"
+    );
+    let last = shown.lines().last().unwrap();
+    assert!(last.starts_with("参考: <"), "{shown}");
+    let returned: Vec<String> =
+        zundamon::agent::search::parse_results(include_str!("fixtures/ddg_results.html"), 10)
+            .into_iter()
+            .map(|r| r.url)
+            .collect();
+    let cited: Vec<&str> = last
+        .split_whitespace()
+        .skip(1)
+        .map(|link| link.trim_start_matches('<').trim_end_matches('>'))
+        .collect();
+    assert!(!cited.is_empty() && cited.len() <= 3, "{last}");
+    for url in &cited {
+        assert!(
+            returned.iter().any(|r| r == url),
+            "{url} was not returned by the search"
+        );
+    }
+    assert_eq!(
+        shown.matches("参考:").count(),
+        1,
+        "the model's own line stayed: {shown}"
+    );
+    // The window keeps the answer without the sources line.
+    let next = world
+        .discord
+        .send_interaction(51, USER, "user", "ありがとう")
+        .await;
+    wait_final(&world, &next).await;
+    let request = world.openai.requests().pop().unwrap().to_string();
+    assert!(
+        request.contains("伊達政宗ゆかり") && !request.contains("参考:"),
+        "{request}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_without_zundamons_voice_is_rewritten_once() {
+    use support::fake_openai::Step;
+    let world = World::start("guard", &[]).await;
+    world.openai.script(
+        "口調テスト",
+        vec![Step::Answer("これは丁寧な答えです。".into())],
+    );
+    world.openai.script(
+        "書き直して",
+        vec![Step::Answer("これはずんだもんの答えなのだ。".into())],
+    );
+    let sent = world
+        .discord
+        .send_interaction(52, USER, "user", "口調テスト")
+        .await;
+    wait_final(&world, &sent).await;
+    let shown = world.discord.shown(&sent.token).concat();
+    assert!(shown.ends_with("これはずんだもんの答えなのだ。"), "{shown}");
+    assert_eq!(
+        world.openai.requests().len(),
+        2,
+        "asked once, rewritten once"
+    );
+    assert_eq!(
+        world.bot.metric("zundamon_persona_rewrites_total").await,
+        Some(1.0)
+    );
+    // An answer in her voice is left alone.
+    let fine = world
+        .discord
+        .send_interaction(52, USER, "user", "普通の質問")
+        .await;
+    wait_final(&world, &fine).await;
+    assert_eq!(world.openai.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn the_persona_guard_can_be_turned_off() {
+    use support::fake_openai::Step;
+    let world = World::start("guard-off", &[("ZUNDA_PERSONA_GUARD", "false")]).await;
+    world.openai.script(
+        "口調テスト",
+        vec![Step::Answer("これは丁寧な答えです。".into())],
+    );
+    let sent = world
+        .discord
+        .send_interaction(53, USER, "user", "口調テスト")
+        .await;
+    wait_final(&world, &sent).await;
+    assert!(world
+        .discord
+        .shown(&sent.token)
+        .concat()
+        .ends_with("これは丁寧な答えです。"));
+    assert_eq!(world.openai.requests().len(), 1);
+}

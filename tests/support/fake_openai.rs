@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -160,6 +161,8 @@ struct State {
     rejects_tools: Mutex<bool>,
     api_key: Mutex<Option<String>>,
     models: Mutex<Vec<String>>,
+    /// The pause before each event of a streamed answer (zero: all at once).
+    stream_gap: Mutex<Duration>,
 }
 
 impl State {
@@ -191,6 +194,11 @@ impl Drop for FakeOpenAi {
 }
 
 impl FakeOpenAi {
+    /// Streamed answers send each event `gap` after the previous one (zero: all at once).
+    pub fn set_stream_gap(&self, gap: Duration) {
+        *self.state.stream_gap.lock().unwrap() = gap;
+    }
+
     /// Starts the server on 127.0.0.1 with an OS-assigned port.
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -306,7 +314,14 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         };
         let state = state.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| handle(state.clone(), request));
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move {
+                    let response = handle(state.clone(), request).await?;
+                    let gap = *state.stream_gap.lock().unwrap();
+                    Ok::<_, std::io::Error>(pace(response, gap).await)
+                }
+            });
             // A scripted CloseConnection surfaces here as an error: the socket is just dropped.
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -317,6 +332,37 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
 }
 
 type Reply = Result<Response<Full<Bytes>>, std::io::Error>;
+
+/// A response body, written at once or paced.
+type PacedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// Sends a streamed answer's events `gap` apart, as a model that writes slowly does; any other
+/// response goes out at once.
+async fn pace(response: Response<Full<Bytes>>, gap: Duration) -> Response<PacedBody> {
+    let streamed = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+    if gap.is_zero() || !streamed {
+        return response.map(|body| body.boxed_unsync());
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let events: Vec<Bytes> = text
+        .split_inclusive("\n\n")
+        .map(|event| Bytes::from(event.to_owned()))
+        .collect();
+    let paced = futures_util::stream::iter(events).then(move |event| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(event))
+    });
+    Response::from_parts(parts, http_body_util::StreamBody::new(paced).boxed_unsync())
+}
 
 async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
     if request.method() != Method::POST || request.uri().path() != "/v1/chat/completions" {
