@@ -153,7 +153,14 @@ impl Application {
         .context("cannot start the Discord event actor")?;
         // Questions a previous process accepted and did not answer go first, ahead of anything
         // the gateway or the endpoint brings from now on.
-        match store.pending().await {
+        // With a shared store, each process of a shard range resumes only its own guilds'.
+        let shards = config.gateway.shards();
+        let pending = store.pending().await.map(|all| {
+            all.into_iter()
+                .filter(|question| shards.owns(question.guild_id))
+                .collect::<Vec<_>>()
+        });
+        match pending {
             Ok(pending) if pending.is_empty() => {}
             Ok(pending) => {
                 info!(

@@ -159,6 +159,8 @@ impl Actor for ChannelActor {
                     .await
                     .map(|()| forgotten);
                 if cleared.is_ok() {
+                    // The window left memory (and the store) on request.
+                    args.stats.window_reset();
                     args.shared.unsaved.store(false, Ordering::Release);
                     info!(
                         channel_id = args.channel_id,

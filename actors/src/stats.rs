@@ -159,6 +159,12 @@ impl Stats {
         self.evicted_by[reason.index()].fetch_add(1, Relaxed);
     }
 
+    /// A window forgotten on request (`/zunda-reset`): counted under `reset`, though the actor
+    /// itself stays.
+    pub(crate) fn window_reset(&self) {
+        self.evicted_by[EvictReason::Reset.index()].fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn cold_question(&self, load_took: Duration) {
         self.cold_questions.fetch_add(1, Relaxed);
         self.cold_load.observe(load_took);
