@@ -387,3 +387,45 @@ async fn the_persona_guard_can_be_turned_off() {
         .ends_with("これは丁寧な答えです。"));
     assert_eq!(world.openai.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn an_answer_to_a_command_over_post_interactions_streams_the_same_way() {
+    use support::http_load::{public_key_hex, signed, signing_key, unix_now};
+    let key = signing_key();
+    let world = World::start(
+        "stream-http",
+        &[
+            ("DISCORD_PUBLIC_KEY", &public_key_hex(&key)),
+            ("ZUNDA_STREAM_EDIT_MS", "300"),
+        ],
+    )
+    .await;
+    let answer = "HTTPでも少しずつ見えるのだ。".repeat(12);
+    world.openai.script(
+        "HTTPの質問",
+        vec![support::fake_openai::Step::Answer(answer.clone())],
+    );
+    world.openai.set_stream_gap(Duration::from_millis(25));
+    // Discord itself takes the HTTP response as the acknowledgement.
+    let sent = world.discord.register_acknowledged_interaction(54);
+    let body = support::fake_discord::interaction_payload(
+        sent.id,
+        &sent.token,
+        54,
+        USER,
+        "user",
+        "HTTPの質問なのだ",
+    )
+    .to_string();
+    let (status, reply) = world
+        .bot
+        .post("/interactions", &signed(&key, unix_now(), &body), body)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("ちょっと待ってね。"), "{reply}");
+    wait_final(&world, &sent).await;
+    let edits = original_edits(&world, &sent);
+    assert!(edits.len() >= 3, "{} edits", edits.len());
+    let full = zundamon::discord::quote_answer("HTTPの質問なのだ", &answer);
+    assert_eq!(world.discord.shown(&sent.token), [full]);
+}

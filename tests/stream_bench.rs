@@ -26,9 +26,14 @@ async fn run(world: &World, channel: u64) -> Run {
         .cycle()
         .take(1500)
         .collect();
-    world.openai.script(QUESTION, vec![Step::Answer(answer.clone())]);
+    world
+        .openai
+        .script(QUESTION, vec![Step::Answer(answer.clone())]);
     let started = Instant::now();
-    let sent = world.discord.send_interaction(channel, USER, "user", QUESTION).await;
+    let sent = world
+        .discord
+        .send_interaction(channel, USER, "user", QUESTION)
+        .await;
     let token = sent.token.clone();
     let full = zundamon::discord::quote_answer(QUESTION, &answer);
     let mut first_text = None;
@@ -45,7 +50,8 @@ async fn run(world: &World, channel: u64) -> Run {
             let quote = format!("> {QUESTION}\n");
             if let Some(edit) = edits.iter().find(|r| {
                 let text = r.body["content"].as_str().unwrap_or_default();
-                text.strip_prefix(&quote).is_some_and(|rest| rest.starts_with('ず'))
+                text.strip_prefix(&quote)
+                    .is_some_and(|rest| rest.starts_with('ず'))
             }) {
                 first_text = Some(edit.at.duration_since(started));
             }
@@ -65,7 +71,10 @@ async fn run(world: &World, channel: u64) -> Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 async fn time_to_first_text_and_edits_per_streamed_answer() {
-    for (label, stream) in [("streaming (1000 ms pace)", "true"), ("not streaming", "false")] {
+    for (label, stream) in [
+        ("streaming (1000 ms pace)", "true"),
+        ("not streaming", "false"),
+    ] {
         let world = World::start("stream-bench", &[("ZUNDA_STREAM", stream)]).await;
         // The same model either way: a streamed answer's events 12 ms apart, or the whole
         // answer after the time it takes to write it.
