@@ -42,7 +42,7 @@ async fn run(world: &World, channel: u64) -> Run {
             .discord
             .requests()
             .into_iter()
-            .filter(|r| r.path.contains(&"/webhooks/") && r.path.contains(&token))
+            .filter(|r| r.path.contains("/webhooks/") && r.path.contains(&token))
             .filter(|r| r.method != "GET" && r.status < 300)
             .collect();
         if first_text.is_none() {
