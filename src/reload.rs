@@ -2,12 +2,13 @@
 //! persona file are read again and every setting that can change without a restart is applied.
 //!
 //! - `[channels]` goes to the channel supervisor (idle timeout, cap, window size);
-//! - `[limits]` goes to the Discord event actor (question length, rate limits);
+//! - `[limits]` goes to the Discord event actor (question length, rate limits, queue limits);
+//! - `[stream]` goes to the event actor too (answers accepted afterwards stream at the new pace);
 //! - `[openai]`, `[search]` and `[persona]` build a new agent, swapped in for the next question
 //!   (questions already being answered finish with the agent they started with).
 //!
-//! `[discord]`, `[store]`, `[http]` and `[shutdown]` need a restart: a change there is logged and
-//! the running value kept. A file that does not load changes nothing. Environment variables still
+//! `[discord]`, `[store]`, `[http]`, `[shutdown]`, `[gateway]` and `[fleet]` need a restart: a
+//! change there is logged and the running value kept. A file that does not load changes nothing. Environment variables still
 //! override the file, as at start.
 
 use std::sync::{Arc, RwLock};
@@ -23,9 +24,11 @@ use crate::discord::router::RouterMsg;
 use crate::metrics::Metrics;
 
 /// Sections whose settings a reload applies.
-pub const LIVE_SECTIONS: &[&str] = &["channels", "limits", "openai", "search", "persona"];
+pub const LIVE_SECTIONS: &[&str] = &[
+    "channels", "limits", "openai", "search", "persona", "stream",
+];
 /// Sections whose settings need a restart.
-pub const RESTART_SECTIONS: &[&str] = &["discord", "store", "http", "shutdown"];
+pub const RESTART_SECTIONS: &[&str] = &["discord", "store", "http", "shutdown", "gateway", "fleet"];
 
 /// Whether a setting (`section.key`) is applied by a reload.
 pub fn is_live(setting: &str) -> bool {
@@ -251,6 +254,8 @@ impl Reloader {
             store: self.current.store.clone(),
             http: self.current.http.clone(),
             shutdown: self.current.shutdown.clone(),
+            gateway: self.current.gateway.clone(),
+            fleet: self.current.fleet.clone(),
             file: self.current.file.clone(),
             ..new
         };
@@ -267,6 +272,14 @@ impl Reloader {
         }
         if touches("channels") {
             self.channels.reconfigure(next.channels.settings());
+        }
+        if touches("stream") {
+            if let Err(err) = self
+                .router
+                .cast(RouterMsg::Restream(next.stream.edit_every()))
+            {
+                warn!("cannot apply the new streaming settings: {err}");
+            }
         }
         if touches("limits") {
             if let Err(err) = self

@@ -109,6 +109,9 @@ pub enum RouterMsg {
     SweepLimiter,
     /// Apply new input and rate limits (a configuration reload).
     Reconfigure(LimitsConfig),
+    /// Apply new streaming settings (a configuration reload): the pace of the answers accepted
+    /// from now on, or `None` to stop streaming them.
+    Restream(Option<Duration>),
 }
 
 pub struct Router;
@@ -219,6 +222,7 @@ impl Actor for Router {
             RouterMsg::SweepLimiter => {
                 state.limiter.sweep(Instant::now());
             }
+            RouterMsg::Restream(every) => state.args.stream_every = every,
             RouterMsg::Reconfigure(limits) => {
                 let old = &state.args.limits;
                 // A new rate starts everyone with a full bucket; an unchanged one keeps them.
