@@ -12,8 +12,8 @@ use zundamon_actors::{Channels, MemoryStore, Question, SupervisorArgs};
 
 use crate::agent::ZundaAgent;
 use crate::config::Config;
-use crate::discord::ERROR_REPLY;
 use crate::metrics::Metrics;
+use crate::voice::ERROR_REPLY;
 
 /// The user id questions are asked under (a CLI user has no Discord id).
 const CLI_USER_ID: u64 = 0;

@@ -121,44 +121,10 @@ impl RateLimiter {
     }
 }
 
-/// The reply to an empty question.
-pub const EMPTY_QUESTION_REPLY: &str =
-    "質問が空っぽなのだ。`/zunda question:聞きたいこと` みたいに、聞きたいことを書いてほしいのだ！";
-
-/// The reply to a question that arrives while the bot is shutting down.
-pub const SHUTTING_DOWN_REPLY: &str =
-    "ずんだもんは今、再起動の準備中なのだ。少し待ってからもう一度聞いてほしいのだ！";
-
-/// The reply when the channel's queue or the bot as a whole is full, or a question could not be
-/// answered before its interaction expires: ask again shortly.
-pub const BUSY_REPLY: &str =
-    "いまとても混んでいるのだ。少し待ってから、もう一度質問してほしいのだ。";
-
-/// The reply to a question longer than `limit` characters.
-pub fn too_long_reply(chars: usize, limit: usize) -> String {
-    format!(
-        "質問が長すぎるのだ！{chars}文字もあると、ずんだもんには読みきれないのだ。\
-         {limit}文字以内にまとめてから、もう一度聞いてほしいのだ。"
-    )
-}
-
-/// The reply to a user over the rate limit, who may ask again after `retry_after`.
-pub fn rate_limited_reply(retry_after: Duration) -> String {
-    format!(
-        "ちょっと待ってほしいのだ！質問が続きすぎて、ずんだもんの頭がいっぱいなのだ。\
-         {}くらいしてから、また聞いてほしいのだ。",
-        wait_in_words(retry_after)
-    )
-}
-
-/// A wait rounded up, so the user who waits as told is never refused again.
-fn wait_in_words(wait: Duration) -> String {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    match secs.max(1) {
-        secs @ ..=90 => format!("{secs}秒"),
-        secs => format!("{}分", secs.div_ceil(60)),
-    }
-}
+// The texts these limits answer with live with every other user-visible text in `voice`.
+pub use crate::voice::{
+    rate_limited_reply, too_long_reply, BUSY_REPLY, EMPTY_QUESTION_REPLY, SHUTTING_DOWN_REPLY,
+};
 
 #[cfg(test)]
 mod tests {

@@ -29,20 +29,11 @@ pub const MEMORY_COMMAND_NAME: &str = "zunda-memory";
 pub const MEMORY_COMMAND_DESCRIPTION: &str =
     "このチャンネルでずんだもんが覚えている会話の数を表示します（自分にだけ見えます）。";
 
-/// The reply to a message that mentions the bot (the original's text).
-pub const MENTION_REPLY: &str =
-    "ずんだもんだよ。何でも聞いてくださいなのだ。質問するときは`/zunda`を使ってね。";
-/// The first response to a command received over the HTTP interactions endpoint (the original
-/// serverless variant's text); the answer replaces it.
-pub const WAIT_REPLY: &str = "ちょっと待ってね。";
-/// The reply when a question could not be answered (the original's text).
-pub const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
+pub use crate::voice::{ERROR_REPLY, MENTION_REPLY, TRUNCATED_NOTICE, WAIT_REPLY};
 
 /// The most of one reply sent to Discord, in UTF-16 units: five messages' worth, so a model that
 /// runs on cannot flood a channel.
 pub const MAX_REPLY_UNITS: usize = 5 * MESSAGE_LIMIT - 100;
-/// Appended where an over-long reply was cut.
-pub const TRUNCATED_NOTICE: &str = "\n…（長すぎるので、ここまでにしておくのだ）";
 
 /// `text` cut at a grapheme boundary (with a notice) if it is longer than [`MAX_REPLY_UNITS`].
 pub fn bound_reply(text: &str) -> String {
