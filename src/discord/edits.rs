@@ -156,6 +156,10 @@ impl Delivery {
     }
 }
 
+/// The longest a nearly empty bucket holds the next live edit (Discord's buckets reset within
+/// seconds; a larger value is a server's mistake, and the final delivery retries anyway).
+const MAX_BUCKET_WAIT: Duration = Duration::from_secs(60);
+
 /// How long to hold the next request when the bucket is (nearly) empty: Discord's
 /// `X-RateLimit-Reset-After` once `X-RateLimit-Remaining` is down to one or none.
 fn bucket_wait(headers: &HeaderMap) -> Duration {
@@ -164,15 +168,11 @@ fn bucket_wait(headers: &HeaderMap) -> Duration {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     match remaining {
-        Some(0 | 1) => {
-            let reset = headers
-                .get("x-ratelimit-reset-after")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .filter(|secs| secs.is_finite() && *secs >= 0.0)
-                .map(|secs| secs.min(60.0));
-            reset.map_or(Duration::ZERO, Duration::from_secs_f64)
-        }
+        Some(0 | 1) => headers
+            .get("x-ratelimit-reset-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::retry::parse_seconds)
+            .map_or(Duration::ZERO, |wait| wait.min(MAX_BUCKET_WAIT)),
         _ => Duration::ZERO,
     }
 }

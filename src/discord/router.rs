@@ -50,6 +50,24 @@ pub struct CommandEvent {
     pub received_at: SystemTime,
 }
 
+impl CommandEvent {
+    /// The pending-table row of this question, asked as `question` (checked and trimmed).
+    fn into_pending(self, question: String) -> PendingQuestion {
+        PendingQuestion {
+            interaction_id: self.interaction_id,
+            application_id: self.application_id,
+            token: self.token,
+            channel_id: self.channel_id,
+            guild_id: self.guild_id,
+            user_id: self.user_id,
+            user_name: self.user_name,
+            question,
+            received_at: self.received_at,
+            delivered_parts: 0,
+        }
+    }
+}
+
 /// Which channel memory command was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlKind {
@@ -357,20 +375,10 @@ fn on_command(
         },
         ticket,
     ));
+    let received = event.received;
     let mut job = Job {
-        question: PendingQuestion {
-            interaction_id: event.interaction_id,
-            application_id: event.application_id,
-            token: event.token,
-            channel_id: event.channel_id,
-            guild_id: event.guild_id,
-            user_id: event.user_id,
-            user_name: event.user_name,
-            question,
-            received_at: event.received_at,
-            delivered_parts: 0,
-        },
-        received: event.received,
+        question: event.into_pending(question),
+        received,
         deliver_by,
         answer,
         permit: Some(permit),
@@ -421,18 +429,7 @@ async fn record_for_fleet(
     _guard: crate::shutdown::InFlightGuard,
 ) {
     let received = event.received;
-    let pending = PendingQuestion {
-        interaction_id: event.interaction_id,
-        application_id: event.application_id,
-        token: event.token,
-        channel_id: event.channel_id,
-        guild_id: event.guild_id,
-        user_id: event.user_id,
-        user_name: event.user_name,
-        question,
-        received_at: event.received_at,
-        delivered_parts: 0,
-    };
+    let pending = event.into_pending(question);
     // Recorded before the acknowledgement: an accepted question is never lost. Bounded: Discord
     // drops a reply that comes after 3 s.
     let recorded = tokio::time::timeout(FLEET_RECORD_TIMEOUT, fleet.record(&pending)).await;
