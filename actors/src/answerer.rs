@@ -47,6 +47,10 @@ pub enum AskError {
     /// acknowledgement was refused, or the token expired while it waited).
     #[error("withdrawn before the model was asked: {0}")]
     Withdrawn(String),
+    /// The question's deadline (its interaction token's life) passed before the model was asked:
+    /// nobody could see an answer any more.
+    #[error("withdrawn before the model was asked: {0}")]
+    Expired(String),
     /// The channel actor or the supervisor was gone before replying (crash or shutdown).
     #[error("the channel actor is unavailable: {0}")]
     Unavailable(String),

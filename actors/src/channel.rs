@@ -138,7 +138,9 @@ impl Actor for ChannelActor {
                 let stats = &state.args.stats;
                 match &result {
                     Ok(_) => stats.answered.fetch_add(1, Ordering::Relaxed),
-                    Err(AskError::Withdrawn(_)) => stats.withdrawn.fetch_add(1, Ordering::Relaxed),
+                    Err(AskError::Withdrawn(_) | AskError::Expired(_)) => {
+                        stats.withdrawn.fetch_add(1, Ordering::Relaxed)
+                    }
                     Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
                 };
                 state.publish_remembered();
@@ -222,9 +224,7 @@ impl ChannelState {
         ticket: Ticket,
     ) -> Result<String, AskError> {
         if let Some(gate) = ticket.gate {
-            gate.wait(ticket.deadline)
-                .await
-                .map_err(AskError::Withdrawn)?;
+            gate.wait(ticket.deadline).await?;
         }
         self.follow_window_size();
         self.ensure_loaded().await;
@@ -239,7 +239,7 @@ impl ChannelState {
             .deadline
             .is_some_and(|deadline| Instant::now() >= deadline)
         {
-            return Err(AskError::Withdrawn(
+            return Err(AskError::Expired(
                 "its deadline passed while it waited in the channel's queue".into(),
             ));
         }

@@ -8,6 +8,8 @@
 //! window.
 
 use tokio::sync::{oneshot, watch};
+
+use crate::AskError;
 use tokio::time::Instant;
 
 /// The extra facts about a queued question.
@@ -92,17 +94,23 @@ impl GateKeeper {
 }
 
 impl Gate {
-    /// Waits for the verdict, at most until `deadline`.
-    pub async fn wait(self, deadline: Option<Instant>) -> Result<(), String> {
+    /// Waits for the verdict, at most until `deadline`: `Err(Withdrawn)` when the front end
+    /// withdrew the question, `Err(Expired)` when the deadline came first.
+    pub async fn wait(self, deadline: Option<Instant>) -> Result<(), AskError> {
         let verdict = async {
             self.0
                 .await
                 .unwrap_or_else(|_| Err("the front end abandoned the question".into()))
+                .map_err(AskError::Withdrawn)
         };
         match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, verdict)
                 .await
-                .unwrap_or_else(|_| Err("no verdict before the answer's deadline".into())),
+                .unwrap_or_else(|_| {
+                    Err(AskError::Expired(
+                        "no verdict before the answer's deadline".into(),
+                    ))
+                }),
             None => verdict.await,
         }
     }

@@ -462,7 +462,7 @@ async fn a_question_whose_deadline_passes_in_the_queue_is_withdrawn() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let late = channels.submit_with(question(1, "late"), Ticket::new(Some(9), Some(deadline)));
     assert_eq!(slow.await.unwrap(), "A:slow");
-    assert!(matches!(late.await, Err(AskError::Withdrawn(_))));
+    assert!(matches!(late.await, Err(AskError::Expired(_))));
     assert_eq!(answerer.seen().len(), 1);
     assert_eq!(channels.window(1).await.unwrap().len(), 1);
 }

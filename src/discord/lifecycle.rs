@@ -183,11 +183,14 @@ impl Lifecycle {
                 "answer",
                 bound_reply(&quote_answer(&job.question.question, &answer)),
             ),
-            Err(AskError::Withdrawn(reason)) => {
-                if reason.contains("deadline") {
-                    warn!("the token expired while the question waited: withdrawn");
-                    self.metrics.withdrawn("expired");
-                }
+            Err(AskError::Withdrawn(_)) => {
+                // Counted where the acknowledgement was refused.
+                self.forget(interaction_id).await;
+                return;
+            }
+            Err(AskError::Expired(_)) => {
+                warn!("the token expired while the question waited: withdrawn");
+                self.metrics.withdrawn("expired");
                 self.forget(interaction_id).await;
                 return;
             }
