@@ -388,16 +388,23 @@ fn on_command(
     };
     tokio::spawn(
         async move {
-            lifecycle.record(&job.question).await;
             // A refused acknowledgement withdraws the question through its gate; `finish` then
             // sees it skipped by the channel and forgets it.
             let acknowledged = match http_reply {
+                // Recorded together with the deferral, so a slow store never pushes the
+                // acknowledgement past Discord's 3 s.
                 None => {
-                    lifecycle
-                        .acknowledge(&job.question, job.received, keeper)
-                        .await
+                    let (_, acknowledged) = tokio::join!(
+                        lifecycle.record(&job.question),
+                        lifecycle.acknowledge(&job.question, job.received, keeper)
+                    );
+                    acknowledged
                 }
-                Some(reply) => acknowledge_http(&lifecycle, job.received, keeper, reply),
+                // The HTTP response is the acknowledgement: record first (within its budget).
+                Some(reply) => {
+                    lifecycle.record(&job.question).await;
+                    acknowledge_http(&lifecycle, job.received, keeper, reply)
+                }
             };
             if let (true, Some((states, every))) = (acknowledged, live) {
                 job.live = Some(tokio::spawn(
