@@ -207,25 +207,6 @@ fn original_edits(world: &World, sent: &SentInteraction) -> Vec<RecordedRequest>
         .collect()
 }
 
-/// Waits until the bot logged the final delivery of `sent`.
-async fn wait_final(world: &World, sent: &SentInteraction) {
-    let marker = format!("interaction_id={}", sent.id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !world
-        .bot
-        .logs()
-        .lines()
-        .any(|line| line.contains(&marker) && line.contains("answer delivered"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not delivered; log:\n{}",
-            world.bot.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_slowly_streamed_answer_is_shown_in_paced_edits_and_ends_as_the_full_answer() {
     let world = World::start("stream", &[("ZUNDA_STREAM_EDIT_MS", "400")]).await;
@@ -240,7 +221,7 @@ async fn a_slowly_streamed_answer_is_shown_in_paced_edits_and_ends_as_the_full_a
         .discord
         .send_interaction(50, USER, "user", "流れる答えをちょうだい")
         .await;
-    wait_final(&world, &sent).await;
+    world.wait_final(&sent).await;
     let edits = original_edits(&world, &sent);
     assert!(edits.len() >= 4, "{} edits", edits.len());
     let texts: Vec<String> = edits.iter().map(content).collect();
@@ -280,7 +261,7 @@ async fn the_search_status_shows_then_the_answer_cites_only_urls_the_search_retu
         .discord
         .send_interaction(51, USER, "user", "ずんだ餅の由来は？")
         .await;
-    wait_final(&world, &sent).await;
+    world.wait_final(&sent).await;
     let texts: Vec<String> = original_edits(&world, &sent).iter().map(content).collect();
     assert!(
         texts
@@ -322,7 +303,7 @@ async fn the_search_status_shows_then_the_answer_cites_only_urls_the_search_retu
         .discord
         .send_interaction(51, USER, "user", "ありがとう")
         .await;
-    wait_final(&world, &next).await;
+    world.wait_final(&next).await;
     let request = world.openai.requests().pop().unwrap().to_string();
     assert!(
         request.contains("伊達政宗ゆかり") && !request.contains("参考:"),
@@ -346,7 +327,7 @@ async fn an_answer_without_zundamons_voice_is_rewritten_once() {
         .discord
         .send_interaction(52, USER, "user", "口調テスト")
         .await;
-    wait_final(&world, &sent).await;
+    world.wait_final(&sent).await;
     let shown = world.discord.shown(&sent.token).concat();
     assert!(shown.ends_with("これはずんだもんの答えなのだ。"), "{shown}");
     assert_eq!(
@@ -363,7 +344,7 @@ async fn an_answer_without_zundamons_voice_is_rewritten_once() {
         .discord
         .send_interaction(52, USER, "user", "普通の質問")
         .await;
-    wait_final(&world, &fine).await;
+    world.wait_final(&fine).await;
     assert_eq!(world.openai.requests().len(), 3);
 }
 
@@ -379,7 +360,7 @@ async fn the_persona_guard_can_be_turned_off() {
         .discord
         .send_interaction(53, USER, "user", "口調テスト")
         .await;
-    wait_final(&world, &sent).await;
+    world.wait_final(&sent).await;
     assert!(world
         .discord
         .shown(&sent.token)
@@ -423,7 +404,7 @@ async fn an_answer_to_a_command_over_post_interactions_streams_the_same_way() {
         .await;
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains("ちょっと待ってね。"), "{reply}");
-    wait_final(&world, &sent).await;
+    world.wait_final(&sent).await;
     let edits = original_edits(&world, &sent);
     assert!(edits.len() >= 3, "{} edits", edits.len());
     let full = zundamon::discord::quote_answer("HTTPの質問なのだ", &answer);

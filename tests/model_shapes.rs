@@ -4,93 +4,26 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::bot::{bot_env, run_once, temp_dir, Bot, API_KEY};
-use support::fake_discord::FakeDiscord;
+use support::bot::{run_once, API_KEY};
 use support::fake_openai::{FakeOpenAi, Shape, Step, THOUGHT, TOOL_ANSWER_PREFIX};
-use support::fake_search::FakeSearch;
+use support::world::World;
 
 const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
-const USER: u64 = 5_000_000_000_000_000_009;
-
-struct World {
-    discord: FakeDiscord,
-    openai: FakeOpenAi,
-    search: FakeSearch,
-    db: PathBuf,
-    bot: Bot,
-}
-
-impl World {
-    async fn start(name: &str, extra: &[(&str, &str)]) -> World {
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        let search = FakeSearch::start().await;
-        let db = temp_dir(name).join("zundamon.db");
-        let bot = Bot::start(bot_env(&discord, &openai, &search, &db, extra)).await;
-        assert!(
-            discord.wait_ready(Duration::from_secs(20)).await,
-            "the bot never identified; log:\n{}",
-            bot.logs()
-        );
-        World {
-            discord,
-            openai,
-            search,
-            db,
-            bot,
-        }
-    }
-
-    /// Asks in `channel` and returns the content of the reply that replaced "thinking…".
-    async fn ask(&self, channel: u64, question: &str) -> String {
-        let sent = self
-            .discord
-            .send_interaction(channel, USER, "ずんだユーザー", question)
-            .await;
-        // Streamed answers are edited several times: wait for the final delivery.
-        let delivered = format!("interaction_id={}", sent.id);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !self
-            .bot
-            .logs()
-            .lines()
-            .any(|line| line.contains(&delivered) && line.contains("answer delivered"))
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no reply to {question:?}; bot log:\n{}",
-                self.bot.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.discord.shown(&sent.token).concat()
-    }
-
-    /// The stored answers, read from the bot's SQLite file.
-    fn stored_answers(&self) -> Vec<String> {
-        let conn = rusqlite::Connection::open(&self.db).expect("open the bot's database");
-        let mut statement = conn
-            .prepare("SELECT answer FROM exchanges ORDER BY id")
-            .unwrap();
-        let answers = statement
-            .query_map([], |row| row.get::<_, String>(0))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        answers
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(dir) = self.db.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+/// The stored answers, read from the bot's SQLite file.
+fn stored_answers(world: &World) -> Vec<String> {
+    let conn = rusqlite::Connection::open(world.db()).expect("open the bot's database");
+    let mut statement = conn
+        .prepare("SELECT answer FROM exchanges ORDER BY id")
+        .unwrap();
+    let answers = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    answers
 }
 
 /// What a shape should lead to.
@@ -258,7 +191,7 @@ async fn real_server_shapes_are_answered_and_reasoning_never_shows() {
     // Nor the store, while the answers around it were stored.
     let deadline = Instant::now() + Duration::from_secs(10);
     let answers = loop {
-        let answers = world.stored_answers();
+        let answers = stored_answers(&world);
         let answered = table
             .iter()
             .filter(|(_, _, e)| !matches!(e, Expect::Error(_)))

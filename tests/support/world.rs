@@ -84,6 +84,41 @@ impl World {
         }
     }
 
+    /// The bot's SQLite database.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("zundamon.db")
+    }
+
+    /// Waits until the bot logged the final delivery of `sent` (a streamed answer is edited
+    /// several times before).
+    pub async fn wait_final(&self, sent: &SentInteraction) {
+        let marker = format!("interaction_id={}", sent.id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .bot
+            .logs()
+            .lines()
+            .any(|line| line.contains(&marker) && line.contains("answer delivered"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "not delivered; log:\n{}",
+                self.bot.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks in `channel` and returns what the interaction's messages finally show.
+    pub async fn ask(&self, channel: u64, question: &str) -> String {
+        let sent = self
+            .discord
+            .send_interaction(channel, USER, "ずんだユーザー", question)
+            .await;
+        self.wait_final(&sent).await;
+        self.discord.shown(&sent.token).concat()
+    }
+
     /// The questions the model was asked, in the order it was asked them.
     pub fn asked(&self) -> Vec<String> {
         self.openai.requests().iter().map(asked_question).collect()
