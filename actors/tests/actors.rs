@@ -1,80 +1,18 @@
 //! Actor-level tests: real supervisor and channel actors, scripted answerers, paused clock.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::{question, settings, start, Scripted};
 use futures::future::join_all;
 use tokio::time::Instant;
 use zundamon_actors::{
-    AnswerError, Answerer, AskError, ChannelSettings, Channels, ConversationStore, Exchange,
-    MemoryStore, Question, StoreError, SupervisorArgs,
+    AnswerError, AskError, ConversationStore, Exchange, MemoryStore, StoreError,
 };
-
-/// Answers "A:{question}" after `delay`, recording the history it was given; panics on "panic",
-/// fails on "fail".
-#[derive(Default)]
-struct Scripted {
-    delay: Duration,
-    seen: Mutex<Vec<(String, Vec<String>)>>,
-}
-
-impl Scripted {
-    fn sleeping(delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            delay,
-            ..Self::default()
-        })
-    }
-
-    fn seen(&self) -> Vec<(String, Vec<String>)> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl Answerer for Scripted {
-    async fn answer(&self, q: &Question, history: &[Exchange]) -> Result<String, AnswerError> {
-        self.seen.lock().unwrap().push((
-            q.text.clone(),
-            history.iter().map(|e| e.question.clone()).collect(),
-        ));
-        tokio::time::sleep(self.delay).await;
-        match q.text.as_str() {
-            "panic" => panic!("scripted panic"),
-            "fail" => Err(AnswerError::new("scripted failure")),
-            text => Ok(format!("A:{text}")),
-        }
-    }
-}
-
-fn question(channel: u64, text: &str) -> Question {
-    Question {
-        channel_id: channel,
-        user_id: 7,
-        user_name: "tester".into(),
-        text: text.into(),
-    }
-}
-
-fn settings(idle_secs: u64, max_channels: usize) -> ChannelSettings {
-    ChannelSettings {
-        window_exchanges: 5,
-        idle: Duration::from_secs(idle_secs),
-        max_channels,
-    }
-}
-
-async fn start(
-    settings: ChannelSettings,
-    answerer: Arc<dyn Answerer>,
-    store: Arc<dyn ConversationStore>,
-) -> Channels {
-    Channels::start(SupervisorArgs::new(settings, answerer, store))
-        .await
-        .expect("supervisor starts")
-}
 
 #[tokio::test(start_paused = true)]
 async fn fifty_channels_are_answered_concurrently() {

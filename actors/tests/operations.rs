@@ -1,46 +1,16 @@
 //! What operators tune and measure: eviction reasons, cold questions and their load time, and
 //! settings changed while the supervisor runs. Real actors, paused clock.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::{question, settings, start, Scripted};
 use zundamon_actors::{
-    AnswerError, Answerer, ChannelSettings, Channels, ConversationStore, EvictReason, Exchange,
-    MemoryStore, Question, StoreError, SupervisorArgs,
+    ChannelSettings, ConversationStore, EvictReason, Exchange, MemoryStore, StoreError,
 };
-
-/// Answers "A:{question}" after `delay`, recording the history it was given.
-#[derive(Default)]
-struct Scripted {
-    delay: Duration,
-    seen: Mutex<Vec<(String, Vec<String>)>>,
-}
-
-#[async_trait]
-impl Answerer for Scripted {
-    async fn answer(&self, q: &Question, history: &[Exchange]) -> Result<String, AnswerError> {
-        self.seen.lock().unwrap().push((
-            q.text.clone(),
-            history.iter().map(|e| e.question.clone()).collect(),
-        ));
-        tokio::time::sleep(self.delay).await;
-        Ok(format!("A:{}", q.text))
-    }
-}
-
-impl Scripted {
-    fn sleeping(delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            delay,
-            ..Self::default()
-        })
-    }
-
-    fn last_history(&self) -> Vec<String> {
-        self.seen.lock().unwrap().last().unwrap().1.clone()
-    }
-}
 
 /// A memory store whose loads take `load_delay`.
 struct SlowLoads {
@@ -62,33 +32,6 @@ impl ConversationStore for SlowLoads {
     async fn clear(&self, channel: u64) -> Result<(), StoreError> {
         self.inner.clear(channel).await
     }
-}
-
-fn question(channel: u64, text: &str) -> Question {
-    Question {
-        channel_id: channel,
-        user_id: 7,
-        user_name: "tester".into(),
-        text: text.into(),
-    }
-}
-
-fn settings(idle_secs: u64, max_channels: usize) -> ChannelSettings {
-    ChannelSettings {
-        window_exchanges: 5,
-        idle: Duration::from_secs(idle_secs),
-        max_channels,
-    }
-}
-
-async fn start(
-    settings: ChannelSettings,
-    answerer: Arc<dyn Answerer>,
-    store: Arc<dyn ConversationStore>,
-) -> Channels {
-    Channels::start(SupervisorArgs::new(settings, answerer, store))
-        .await
-        .expect("supervisor starts")
 }
 
 #[tokio::test(start_paused = true)]
