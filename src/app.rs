@@ -68,7 +68,7 @@ impl Application {
         let channels = Channels::start(SupervisorArgs::new(
             settings,
             answerer.clone(),
-            store.clone().conversations(),
+            store.clone().into_conversations(),
         ))
         .await
         .context("cannot start the channel supervisor")?;

@@ -89,19 +89,34 @@ pub trait PendingStore: Send + Sync + 'static {
 /// Both halves of a store.
 pub trait Store: ConversationStore + PendingStore {
     /// The same store seen as its pending-questions half.
-    fn into_pending(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn PendingStore>;
-    /// The same store seen as its conversation half.
-    fn into_conversations(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn ConversationStore>;
+    fn into_pending(self: Arc<Self>) -> Arc<dyn PendingStore>;
+    /// The same store seen as its conversation half (the actor crate's window store).
+    fn into_conversations(self: Arc<Self>) -> Arc<dyn ConversationStore>;
 }
 
 impl<T: ConversationStore + PendingStore> Store for T {
-    fn into_pending(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn PendingStore> {
+    fn into_pending(self: Arc<Self>) -> Arc<dyn PendingStore> {
         self
     }
 
-    fn into_conversations(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn ConversationStore> {
+    fn into_conversations(self: Arc<Self>) -> Arc<dyn ConversationStore> {
         self
     }
+}
+
+/// Where the current time comes from: the system clock, or a fake one in tests.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Unix seconds from `clock`; a clock before 1970 counts as 1970.
+pub(crate) fn unix_secs(clock: &Clock) -> i64 {
+    let since_epoch = clock().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The oldest `created_at` (unix seconds) still within `retention` of `clock`'s now.
+pub(crate) fn retention_cutoff(clock: &Clock, retention: Duration) -> i64 {
+    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    unix_secs(clock).saturating_sub(retention)
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
@@ -123,10 +138,6 @@ pub trait Backend: Store {
     async fn prune(&self) -> Result<usize, StoreError>;
     /// Prepares for shutdown (flushes what needs flushing); the store stays usable.
     async fn close(&self) -> Result<(), StoreError>;
-    /// The same store, seen as the actor crate's window store.
-    fn conversations(self: Arc<Self>) -> Arc<dyn ConversationStore>;
-    /// The same store, seen as the pending-questions table.
-    fn pending_questions(self: Arc<Self>) -> Arc<dyn PendingStore>;
     /// The PostgreSQL store, when this is one (the HTTP fleet needs it).
     fn postgres(self: Arc<Self>) -> Option<Arc<PostgresStore>> {
         None
@@ -142,14 +153,6 @@ impl Backend for SqliteStore {
     async fn close(&self) -> Result<(), StoreError> {
         SqliteStore::close(self).await
     }
-
-    fn conversations(self: Arc<Self>) -> Arc<dyn ConversationStore> {
-        self
-    }
-
-    fn pending_questions(self: Arc<Self>) -> Arc<dyn PendingStore> {
-        self
-    }
 }
 
 #[async_trait]
@@ -161,14 +164,6 @@ impl Backend for PostgresStore {
     async fn close(&self) -> Result<(), StoreError> {
         PostgresStore::close(self);
         Ok(())
-    }
-
-    fn conversations(self: Arc<Self>) -> Arc<dyn ConversationStore> {
-        self
-    }
-
-    fn pending_questions(self: Arc<Self>) -> Arc<dyn PendingStore> {
-        self
     }
 
     fn postgres(self: Arc<Self>) -> Option<Arc<PostgresStore>> {

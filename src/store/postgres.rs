@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -17,8 +17,9 @@ use thiserror::Error;
 use tokio_postgres::NoTls;
 use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
 
-use super::sqlite::{channel_key, unkey, Clock};
+use super::sqlite::{channel_key, unkey};
 use super::{from_unix_millis, unix_millis, PendingQuestion, PendingStore};
+use super::{retention_cutoff, unix_secs, Clock};
 use crate::config::Secret;
 
 /// How long a caller waits for a free pooled connection, or for a new one to be made.
@@ -295,17 +296,12 @@ impl PostgresStore {
             .map_err(|err| StoreError(format!("{what} failed: no database connection: {err}")))
     }
 
-    /// Unix seconds from the clock; a clock before 1970 counts as 1970.
     fn now(&self) -> i64 {
-        let since_epoch = (self.clock)()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+        unix_secs(&self.clock)
     }
 
     fn cutoff(&self) -> i64 {
-        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
-        self.now().saturating_sub(retention)
+        retention_cutoff(&self.clock, self.retention)
     }
 }
 

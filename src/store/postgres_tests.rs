@@ -10,8 +10,8 @@ use zundamon_actors::{ConversationStore, Exchange};
 
 use super::*;
 use crate::config::Secret;
-use crate::store::sqlite::Clock;
 use crate::store::suite;
+use crate::store::Clock;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 

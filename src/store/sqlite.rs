@@ -9,14 +9,17 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, DatabaseName, ErrorCode, OpenFlags};
 use thiserror::Error;
 use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
 
-use super::{from_unix_millis, unix_millis, PendingQuestion, PendingStore};
+use super::{
+    from_unix_millis, retention_cutoff, unix_millis, unix_secs, Clock, PendingQuestion,
+    PendingStore,
+};
 use crate::config::Secret;
 
 /// The schema migrations, in order. `PRAGMA user_version` records how many have been applied, so
@@ -26,9 +29,6 @@ const MIGRATIONS: &[&str] = super::migrations::SQLITE;
 /// How long a statement waits for another connection's lock (a second process, or an operator's
 /// `sqlite3` shell) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where the current time comes from: the system clock, or a fake one in tests.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Why the store could not be opened. Every message names the path and says what to do.
 #[derive(Debug, Error)]
@@ -138,25 +138,6 @@ impl SqliteStore {
         .await
     }
 
-    /// Prunes now and then every `every` until the task is aborted. Failures are logged and
-    /// retried at the next tick: a full disk should not stop the bot from answering.
-    pub fn spawn_pruner(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        // `interval` panics on a zero period.
-        let every = every.max(Duration::from_secs(1));
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match self.prune().await {
-                    Ok(0) => tracing::debug!("no expired exchanges to prune"),
-                    Ok(deleted) => tracing::info!(deleted, "pruned expired exchanges"),
-                    Err(err) => tracing::warn!(error = %err, "pruning expired exchanges failed"),
-                }
-            }
-        })
-    }
-
     /// Moves everything in the write-ahead log into the database file and truncates the log,
     /// so the file alone holds the data (e.g. for a backup copy).
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -218,18 +199,12 @@ impl SqliteStore {
         .await
     }
 
-    /// Unix seconds from the clock; a clock before 1970 counts as 1970.
     fn now(&self) -> i64 {
-        let since_epoch = (self.clock)()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+        unix_secs(&self.clock)
     }
 
-    /// The oldest `created_at` still within the retention period.
     fn cutoff(&self) -> i64 {
-        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
-        self.now().saturating_sub(retention)
+        retention_cutoff(&self.clock, self.retention)
     }
 
     /// Runs `work` on the blocking pool with the connection. The mutex is taken and released
@@ -583,7 +558,9 @@ mod tests {
 
         fn clock(&self) -> Clock {
             let secs = Arc::clone(&self.0);
-            Arc::new(move || UNIX_EPOCH + Duration::from_secs(secs.load(Ordering::SeqCst)))
+            Arc::new(move || {
+                std::time::UNIX_EPOCH + Duration::from_secs(secs.load(Ordering::SeqCst))
+            })
         }
     }
 
@@ -731,7 +708,7 @@ mod tests {
         store.append(1, &[ex(1)], 10).await.unwrap();
         time.advance(2 * DAY);
 
-        let pruner = Arc::clone(&store).spawn_pruner(Duration::from_secs(3600));
+        let pruner = crate::store::spawn_pruner(Arc::clone(&store) as _, Duration::from_secs(3600));
         let count = || {
             store.with_conn("count", |c| {
                 c.query_row("SELECT count(*) FROM exchanges", [], |r| r.get::<_, i64>(0))
