@@ -349,10 +349,7 @@ impl Delivery {
         token: &str,
         content: &str,
     ) -> Result<(), DeliveryError> {
-        let route = Route::Callback { interaction_id };
-        check_content(route, content)?;
-        let body = json!({"type": 4, "data": message_body(content)});
-        self.callback(interaction_id, token, body).await
+        self.reply_with(interaction_id, token, content, None).await
     }
 
     /// Answers an interaction at once with a message only its user sees (callback type 4 with
@@ -363,10 +360,24 @@ impl Delivery {
         token: &str,
         content: &str,
     ) -> Result<(), DeliveryError> {
+        self.reply_with(interaction_id, token, content, Some(EPHEMERAL))
+            .await
+    }
+
+    /// A message callback (type 4) with these message `flags`.
+    async fn reply_with(
+        &self,
+        interaction_id: u64,
+        token: &str,
+        content: &str,
+        flags: Option<u64>,
+    ) -> Result<(), DeliveryError> {
         let route = Route::Callback { interaction_id };
         check_content(route, content)?;
         let mut data = message_body(content);
-        data["flags"] = json!(EPHEMERAL);
+        if let Some(flags) = flags {
+            data["flags"] = json!(flags);
+        }
         let body = json!({"type": 4, "data": data});
         self.callback(interaction_id, token, body).await
     }
@@ -444,22 +455,6 @@ impl Delivery {
             self.follow_up(token, part, deadline).await?;
         }
         Ok(())
-    }
-
-    /// Delivers part `index` of an answer: the first replaces the deferred reply, the others are
-    /// follow-ups.
-    pub async fn deliver_part(
-        &self,
-        token: &str,
-        index: usize,
-        part: &str,
-        deadline: Instant,
-    ) -> Result<(), DeliveryError> {
-        if index == 0 {
-            self.edit_original(token, part, deadline).await
-        } else {
-            self.follow_up(token, part, deadline).await
-        }
     }
 
     /// Posts `content` in a channel as the bot, optionally as a reply to a message (pinging its
