@@ -57,19 +57,18 @@ fn taken_callbacks(discord: &FakeDiscord, sent: &SentInteraction) -> Vec<Recorde
 async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_once_in_order() {
     let mut world = World::start("kill9", &[]).await;
     world.openai.set_delay(Duration::from_secs(30));
-    let a1 = world
+    // Five questions in one gateway write: their records are inserted concurrently, in any order.
+    let a_questions = ["A1", "A2", "A3", "A4", "A5"];
+    let a = world
         .discord
-        .send_interaction(100, USER, "user", "A1")
-        .await;
-    let a2 = world
-        .discord
-        .send_interaction(100, USER, "user", "A2")
+        .send_interactions_at_once(100, USER, &a_questions)
         .await;
     let b1 = world
         .discord
         .send_interaction(200, USER, "user", "B1")
         .await;
-    for sent in [&a1, &a2, &b1] {
+    let all: Vec<&SentInteraction> = a.iter().chain([&b1]).collect();
+    for sent in &all {
         let deadline = Instant::now() + Duration::from_secs(5);
         while taken_callbacks(&world.discord, sent).is_empty() {
             assert!(
@@ -80,7 +79,7 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // A1 and B1 are with the (slow) model; A2 waits behind A1.
+    // A1 and B1 are with the (slow) model; A2..A5 wait behind A1.
     world
         .openai
         .wait_for_requests(2, Duration::from_secs(5))
@@ -91,7 +90,7 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         .wait_exit(Duration::from_secs(5))
         .await
         .expect("killed");
-    for sent in [&a1, &a2, &b1] {
+    for sent in &all {
         assert!(
             world.deliveries(sent).is_empty(),
             "answered before the kill"
@@ -101,7 +100,7 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
     world.openai.set_delay(Duration::ZERO);
     let env = world.env("zundamon.db", &[]);
     world.bot = Bot::start(env).await;
-    for sent in [&a1, &a2, &b1] {
+    for sent in &all {
         let delivered = world.wait_delivered(sent, Duration::from_secs(30)).await;
         assert!(
             !delivered.is_empty(),
@@ -111,7 +110,8 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
     }
     // Let any duplicate show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for (sent, question) in [(&a1, "A1"), (&a2, "A2"), (&b1, "B1")] {
+    let questions = a_questions.iter().chain(["B1"].iter());
+    for (sent, question) in all.iter().zip(questions) {
         let delivered = world.deliveries(sent);
         assert_eq!(
             delivered.len(),
@@ -121,21 +121,21 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         );
         assert!(content(&delivered[0]).starts_with(&format!("> {question}\n")));
     }
-    // Asked again after the restart in each channel's order, A2 seeing A1 in its window.
+    // Asked again after the restart in each channel's order, each seeing the one before.
     let asked: Vec<String> = world.asked().into_iter().skip(2).collect();
     let a_order: Vec<&String> = asked.iter().filter(|q| q.starts_with('A')).collect();
-    assert_eq!(a_order, ["A1", "A2"]);
+    assert_eq!(a_order, a_questions, "resumed out of acceptance order");
     assert_eq!(
         asked.len(),
-        3,
+        6,
         "each pending question asked once: {asked:?}"
     );
-    // The windows are intact: a new question in channel A sees both.
-    let a3 = world
+    // The windows are intact: a new question in channel A sees the last ones in order.
+    let a6 = world
         .discord
-        .send_interaction(100, USER, "user", "A3")
+        .send_interaction(100, USER, "user", "A6")
         .await;
-    world.wait_delivered(&a3, Duration::from_secs(30)).await;
+    world.wait_delivered(&a6, Duration::from_secs(30)).await;
     let last = world.openai.requests().pop().unwrap();
     let history: Vec<String> = last["messages"]
         .as_array()
@@ -144,14 +144,17 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         .filter(|m| m["role"] == "user")
         .map(|m| support::fake_openai::content_text(&m["content"]))
         .collect();
-    assert!(history.len() >= 3 && history[history.len() - 3].ends_with("A1"));
-    assert!(history[history.len() - 2].ends_with("A2"));
+    let before: Vec<&String> = history.iter().rev().skip(1).take(3).collect();
+    assert!(
+        before[0].ends_with("A5") && before[1].ends_with("A4") && before[2].ends_with("A3"),
+        "window out of order: {history:?}"
+    );
     assert_eq!(
         world
             .bot
             .metric("zundamon_pending_resumed_total{outcome=\"resumed\"}")
             .await,
-        Some(3.0)
+        Some(6.0)
     );
     world.bot.assert_no_secrets_logged();
 }
@@ -178,6 +181,7 @@ async fn a_pending_question_older_than_its_token_is_dropped_and_counted() {
                 user_name: "user".into(),
                 question: text.into(),
                 received_at: std::time::SystemTime::now() - Duration::from_secs(age),
+                accepted: zundamon::store::acceptance_stamp(),
                 delivered_parts: 0,
             };
             zundamon::store::PendingStore::record(&store, &question)

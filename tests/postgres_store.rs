@@ -28,6 +28,7 @@ fn pending(interaction_id: u64, channel_id: u64) -> PendingQuestion {
         user_name: "ずんだ".into(),
         question: format!("質問 {interaction_id}"),
         received_at: SystemTime::now(),
+        accepted: zundamon::store::acceptance_stamp(),
         delivered_parts: 1,
     }
 }

@@ -63,6 +63,7 @@ impl CommandEvent {
             user_name: self.user_name,
             question,
             received_at: self.received_at,
+            accepted: crate::store::acceptance_stamp(),
             delivered_parts: 0,
         }
     }

@@ -162,6 +162,7 @@ mod tests {
             user_name: "ずんだ".into(),
             question: format!("質問 {interaction_id}"),
             received_at: SystemTime::now(),
+            accepted: interaction_id,
             delivered_parts: 0,
         }
     }

@@ -2,16 +2,18 @@
 //! records how many it has applied (SQLite in `PRAGMA user_version`, PostgreSQL in the
 //! `zundamon_schema` table), so a released migration is never edited: add a new file instead.
 //!
-//! The SQLite list keeps its history: an existing database at `user_version` 2 opens unchanged.
+//! The SQLite list keeps its history: a database written by any earlier version is brought up to date.
 
 /// `migrations/sqlite/*.sql`, in order.
 pub const SQLITE: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_exchanges.sql"),
     include_str!("../../migrations/sqlite/0002_pending.sql"),
+    include_str!("../../migrations/sqlite/0003_acceptance_order.sql"),
 ];
 
 /// `migrations/postgres/*.sql`, in order.
 pub const POSTGRES: &[&str] = &[
     include_str!("../../migrations/postgres/0001_store.sql"),
     include_str!("../../migrations/postgres/0002_fleet.sql"),
+    include_str!("../../migrations/postgres/0003_acceptance_order.sql"),
 ];

@@ -14,9 +14,9 @@ pub mod sqlite;
 pub(crate) mod suite;
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -44,6 +44,10 @@ pub struct PendingQuestion {
     pub question: String,
     /// When the bot received the interaction.
     pub received_at: SystemTime,
+    /// Its place in acceptance order: an [`acceptance_stamp`] taken when the question's place in
+    /// its channel was fixed. Pending questions are listed (and resumed) in this order, whatever
+    /// order their concurrent inserts happened to land in.
+    pub accepted: u64,
     /// How many messages of the answer have been delivered (a resumed delivery skips them).
     pub delivered_parts: u32,
 }
@@ -59,6 +63,7 @@ impl fmt::Debug for PendingQuestion {
             .field("user_id", &self.user_id)
             .field("question_chars", &self.question.chars().count())
             .field("received_at_ms", &unix_millis(self.received_at))
+            .field("accepted", &self.accepted)
             .field("delivered_parts", &self.delivered_parts)
             .finish()
     }
@@ -70,6 +75,25 @@ impl PendingQuestion {
         SystemTime::now()
             .duration_since(self.received_at)
             .unwrap_or_default()
+    }
+}
+
+/// A stamp of acceptance order: unix microseconds, strictly increasing within the process (two
+/// questions accepted in the same microsecond, or after the clock stepped back, still get
+/// increasing stamps), so a restarted process's questions sort after a dead one's.
+pub fn acceptance_stamp() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
     }
 }
 
@@ -215,4 +239,26 @@ pub fn spawn_pruner(store: Arc<dyn Backend>, every: Duration) -> tokio::task::Jo
             }
         }
     })
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::acceptance_stamp;
+
+    #[test]
+    fn acceptance_stamps_strictly_increase_across_threads() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..10_000).map(|_| acceptance_stamp()).collect()))
+            .collect();
+        let mut all: Vec<u64> = Vec::new();
+        for thread in threads {
+            let stamps: Vec<u64> = thread.join().unwrap();
+            assert!(stamps.windows(2).all(|w| w[0] < w[1]));
+            all.extend(stamps);
+        }
+        let count = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), count, "a stamp was handed out twice");
+    }
 }

@@ -259,8 +259,8 @@ impl PostgresStore {
             .prepare_cached(
                 "INSERT INTO pending_questions (interaction_id, application_id, token,
                      channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts, fleet)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     delivered_parts, fleet, accepted)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                  ON CONFLICT (interaction_id) DO NOTHING",
             )
             .await
@@ -281,6 +281,7 @@ impl PostgresStore {
                     &unix_millis(q.received_at),
                     &parts,
                     &fleet,
+                    &channel_key(q.accepted),
                 ],
             )
             .await
@@ -384,7 +385,7 @@ async fn migrate(client: &mut Object, target: &str) -> Result<usize, PostgresOpe
 }
 
 const SELECT_PENDING: &str = "SELECT interaction_id, application_id, token, channel_id, guild_id,
-    user_id, user_name, question, received_at_ms, delivered_parts FROM pending_questions";
+    user_id, user_name, question, received_at_ms, delivered_parts, accepted FROM pending_questions";
 
 fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
     PendingQuestion {
@@ -398,6 +399,7 @@ fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
         question: row.get(7),
         received_at: from_unix_millis(row.get(8)),
         delivered_parts: u32::try_from(row.get::<_, i32>(9)).unwrap_or(0),
+        accepted: row.get::<_, Option<i64>>(10).map_or(0, unkey),
     }
 }
 
@@ -531,7 +533,7 @@ impl PendingStore for PostgresStore {
         let client = self.client("list pending questions").await?;
         let rows = client
             .query(
-                &format!("{SELECT_PENDING} WHERE NOT fleet ORDER BY seq"),
+                &format!("{SELECT_PENDING} WHERE NOT fleet ORDER BY accepted NULLS FIRST, seq"),
                 &[],
             )
             .await

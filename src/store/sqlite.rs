@@ -326,8 +326,8 @@ impl PendingStore for SqliteStore {
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO pending_questions (interaction_id, application_id, token,
                      channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     delivered_parts, accepted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 channel_key(q.interaction_id),
@@ -340,6 +340,7 @@ impl PendingStore for SqliteStore {
                 q.question,
                 unix_millis(q.received_at),
                 q.delivered_parts,
+                channel_key(q.accepted),
             ])
             .map(drop)
         })
@@ -372,8 +373,8 @@ impl PendingStore for SqliteStore {
         self.with_conn("list pending questions", |conn| {
             let mut select = conn.prepare_cached(
                 "SELECT interaction_id, application_id, token, channel_id, guild_id, user_id,
-                        user_name, question, received_at_ms, delivered_parts
-                 FROM pending_questions ORDER BY seq",
+                        user_name, question, received_at_ms, delivered_parts, accepted
+                 FROM pending_questions ORDER BY accepted, seq",
             )?;
             let rows = select.query_map([], |row| {
                 Ok(PendingQuestion {
@@ -387,6 +388,7 @@ impl PendingStore for SqliteStore {
                     question: row.get(7)?,
                     received_at: from_unix_millis(row.get(8)?),
                     delivered_parts: row.get(9)?,
+                    accepted: row.get::<_, Option<i64>>(10)?.map_or(0, unkey),
                 })
             })?;
             rows.collect()

@@ -12,7 +12,7 @@ fn ex(n: u64) -> Exchange {
     Exchange::new(format!("question {n}"), format!("answer {n}")).with_id(Some(1000 + n))
 }
 
-fn pending(interaction_id: u64, channel_id: u64) -> PendingQuestion {
+fn pending(interaction_id: u64, channel_id: u64, accepted: u64) -> PendingQuestion {
     PendingQuestion {
         interaction_id,
         application_id: u64::MAX - 1,
@@ -23,6 +23,7 @@ fn pending(interaction_id: u64, channel_id: u64) -> PendingQuestion {
         user_name: "ずんだ 🫛".into(),
         question: "質問なのだ？\n二行目".into(),
         received_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+        accepted,
         delivered_parts: 0,
     }
 }
@@ -54,12 +55,17 @@ pub async fn clear_forgets_one_channel(store: &dyn Store) {
     assert_eq!(store.load(2, 10).await.unwrap(), vec![ex(2)]);
 }
 
-/// Pending questions round-trip every field, keep acceptance order (not id order), ignore a
-/// second record of the same interaction, and go when removed.
+/// Pending questions round-trip every field, keep acceptance order (neither id order nor the
+/// order their inserts landed in), ignore a second record of the same interaction, and go when
+/// removed.
 pub async fn pending_questions_round_trip_in_acceptance_order(store: &dyn Store) {
     assert!(store.pending().await.unwrap().is_empty());
-    let (a, b, c) = (pending(30, 1), pending(10, 2), pending(u64::MAX - 3, 1));
-    for question in [&a, &b, &c] {
+    let (a, b, c) = (
+        pending(30, 1, 1_764_000_000_123_001),
+        pending(10, 2, 1_764_000_000_123_002),
+        pending(u64::MAX - 3, 1, 1_764_000_000_123_003),
+    );
+    for question in [&c, &a, &b] {
         store.record(question).await.unwrap();
     }
     let mut again = a.clone();
