@@ -18,7 +18,8 @@
 //!   500 ms, as over a slow network (a few spacings only).
 //!
 //! Run with `cargo bench --bench e2e_latency` (release build of the bot and the bench). Pass `burst`
-//! or `order` after `--` to run only that part. Every scenario starts a fresh bot process. It
+//! or `order` after `--` to run only that part. `ZUNDA_BENCH_BINARY=path` runs another build of
+//! the bot (e.g. a release binary, from a debug build of the bench: `--profile dev`). Every scenario starts a fresh bot process. It
 //! prints tables, never asserts speed (STYLE.md rule 10); it fails only if an answer never arrives.
 
 #[path = "../tests/support/mod.rs"]
@@ -96,7 +97,7 @@ impl World {
         ];
         env.extend_from_slice(extra);
         let db = dir.join("zundamon.db");
-        let bot = Bot::start(bot_env(&discord, &openai, &search, &db, &env)).await;
+        let bot = Bot::start_bench(bot_env(&discord, &openai, &search, &db, &env)).await;
         assert!(
             discord.wait_ready(Duration::from_secs(20)).await,
             "the bot never identified; log:\n{}",

@@ -265,9 +265,7 @@ async fn footprint_part() {
     println!("|---|---|---|---|---|---|---|---|---|");
     // The binary under test: this build's, or another one (e.g. a release build when the bench
     // itself is built in debug) given in ZUNDA_BENCH_BINARY.
-    let binary = std::env::var_os("ZUNDA_BENCH_BINARY")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_zundamon").into());
+    let binary = support::bot::bench_binary();
     println!("binary: {}", binary.display());
     let mut details = Vec::new();
     for (name, extra) in variants {

@@ -65,10 +65,25 @@ pub fn bot_env(
     env
 }
 
+/// The binary benchmarks run: `ZUNDA_BENCH_BINARY`, or this build's `zundamon`.
+#[allow(dead_code)]
+pub fn bench_binary() -> std::path::PathBuf {
+    std::env::var_os("ZUNDA_BENCH_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_zundamon").into())
+}
+
 impl Bot {
     /// Starts the bot and waits until its health server answers.
     pub async fn start(env: Vec<(String, String)>) -> Bot {
         Self::start_binary(Path::new(env!("CARGO_BIN_EXE_zundamon")), env).await
+    }
+
+    /// For benchmarks: starts the binary named by `ZUNDA_BENCH_BINARY` (e.g. a release build run
+    /// from a debug build of the bench), or this build's.
+    #[allow(dead_code)]
+    pub async fn start_bench(env: Vec<(String, String)>) -> Bot {
+        Self::start_binary(&bench_binary(), env).await
     }
 
     /// Like [`Bot::start`], running the binary at `binary` (e.g. a release build).
