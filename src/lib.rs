@@ -22,6 +22,7 @@ pub mod shards;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod voice;
 
 pub use app::Application;

@@ -146,7 +146,9 @@ impl ChatClient {
         let base = config.base_url.trim_end_matches('/');
         let upstream = display_upstream(base);
         let request_timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+        let tls = crate::tls::client_config().map_err(LlmError::Setup)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
             .timeout(request_timeout)
             .user_agent(concat!("zundamon/", env!("CARGO_PKG_VERSION")))

@@ -106,7 +106,9 @@ impl WebSearch {
     pub fn new(config: &SearchConfig, metrics: Arc<Metrics>) -> Result<Self, SearchError> {
         let base = config.base_url.trim_end_matches('/');
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        let tls = crate::tls::client_config().map_err(SearchError::Setup)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(USER_AGENT)

@@ -289,13 +289,11 @@ impl Delivery {
     /// `/api/v10` is tolerated) acting for `application_id`. `request_timeout` bounds each HTTP
     /// attempt.
     pub fn new(api_base: &str, application_id: u64, request_timeout: Duration) -> Self {
-        // reqwest is built without a bundled crypto provider; the binary installs ring at startup,
-        // and this keeps the client usable (tests, tools) if nothing has been installed yet.
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            // Losing a race to another installer is fine: some provider is then installed.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        // The shared TLS configuration carries its own crypto provider (ring).
+        let tls = crate::tls::client_config()
+            .unwrap_or_else(|err| panic!("cannot build the Discord HTTP client: {err}"));
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .user_agent(USER_AGENT)
             .connect_timeout(request_timeout)
             .timeout(request_timeout)
