@@ -2,6 +2,7 @@
 # Multi-stage build: plan and cook the dependencies in their own layer (cargo-chef), so a source
 # change rebuilds only the workspace crates; run in a small Debian image as a non-root user.
 FROM rust:1.95-slim-bookworm AS chef
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN cargo install cargo-chef --locked
 WORKDIR /src
 
@@ -10,9 +11,18 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# The binary is linked statically (glibc) and not position-independent: no shared libraries and
+# no start-up relocations to map, about 3 MiB less resident memory at rest (BENCHMARKS.md,
+# "Footprint"). The price is a fixed address for the executable's own code (libraries, heap and
+# stacks are still randomised). `--build-arg RUSTFLAGS=` builds a dynamically linked PIE instead.
+# The target is named explicitly so that these flags do not reach build scripts and proc-macros.
+ARG RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
+ENV RUSTFLAGS=${RUSTFLAGS}
 COPY --from=planner /src/recipe.json recipe.json
 # Only the dependency graph goes into this layer: it is rebuilt when Cargo.toml/Cargo.lock change.
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+RUN cargo chef cook --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" \
+      --recipe-path recipe.json
 COPY Cargo.toml Cargo.lock ./
 COPY actors ./actors
 COPY src ./src
@@ -20,7 +30,9 @@ COPY config ./config
 COPY migrations ./migrations
 # Cargo.toml names the benchmark targets, so their sources must be present to build at all.
 COPY benches ./benches
-RUN cargo build --release --locked --bin zundamon
+RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
+ && cargo build --release --locked --target "$target" --bin zundamon \
+ && cp "target/$target/release/zundamon" /usr/local/bin/zundamon
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -31,7 +43,7 @@ RUN apt-get update \
  && mkdir -p /app/data /app/config \
  && chown -R zundamon /app && chmod 0700 /app/data
 WORKDIR /app
-COPY --from=build /src/target/release/zundamon /usr/local/bin/zundamon
+COPY --from=build /usr/local/bin/zundamon /usr/local/bin/zundamon
 COPY config ./config
 # Numeric, so platforms can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001

@@ -12,8 +12,9 @@
 //!   resident memory right after the gateway session is ready, a breakdown of it from
 //!   `/proc/<pid>/smaps` (the binary's own pages, shared libraries, heap and anonymous mappings —
 //!   allocator arenas and thread stacks), the thread count, and the peak (`VmHWM`) after 100
-//!   channels ask at once (fake model: 1 s per answer). Runs once per variant of the
-//!   environment (`MALLOC_ARENA_MAX`, `TOKIO_WORKER_THREADS`) to see what each knob changes.
+//!   channels ask at once (fake model: 1 s per answer). Runs three times with the defaults, then
+//!   once per variant of the environment (`MALLOC_ARENA_MAX`, `TOKIO_WORKER_THREADS`) to see what
+//!   each knob changes.
 //!
 //! Run with `cargo bench --bench eviction_cost` (release build); pass `channels` or `footprint`
 //! after `--` for one part. `ZUNDA_BENCH_BINARY=path` makes `footprint` run another build of the
@@ -252,8 +253,12 @@ async fn footprint_part() {
         "\nfootprint: the built binary against the fakes; RSS at READY, then {FOOTPRINT_BURST} channels ask at once (model {} s)",
         FOOTPRINT_MODEL_DELAY.as_secs()
     );
-    let variants: [(&str, &[(&str, &str)]); 4] = [
+    // The defaults run three times: the binary's resident pages vary by a few hundred KiB from
+    // one start to the next (which pages the kernel maps around each fault).
+    let variants: [(&str, &[(&str, &str)]); 6] = [
         ("defaults", &[]),
+        ("defaults, again", &[]),
+        ("defaults, third run", &[]),
         ("MALLOC_ARENA_MAX=2", &[("MALLOC_ARENA_MAX", "2")]),
         ("TOKIO_WORKER_THREADS=1", &[("TOKIO_WORKER_THREADS", "1")]),
         (

@@ -291,4 +291,13 @@ fn the_image_exposes_the_port_and_checks_its_own_health() {
     assert!(dockerfile.contains(&format!("PORT={}", d.port)));
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("\"healthcheck\""));
     assert!(dockerfile.contains("cargo chef cook"));
+    // The dependencies are cooked for the same target (and flags) the binary is built for, or the
+    // cached layer would be rebuilt from scratch by the final build.
+    let cook = dockerfile.find("cargo chef cook").unwrap();
+    let build = dockerfile.find("cargo build --release").unwrap();
+    assert!(dockerfile[cook..build].contains("--target \"$(rustc -vV"));
+    assert!(dockerfile[build..].contains("--target \"$target\""));
+    assert!(
+        dockerfile.contains("ARG RUSTFLAGS=") && dockerfile.contains("ENV RUSTFLAGS=${RUSTFLAGS}")
+    );
 }
