@@ -13,7 +13,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The binary is linked statically (glibc) and not position-independent: no shared libraries and
-# no start-up relocations to map, about 3 MiB less resident memory at rest (BENCHMARKS.md,
+# no start-up relocations to map, about 4 MiB less resident memory at rest (BENCHMARKS.md,
 # "Footprint"). The price is a fixed address for the executable's own code (libraries, heap and
 # stacks are still randomised). `--build-arg RUSTFLAGS=` builds a dynamically linked PIE instead.
 # The target is named explicitly so that these flags do not reach build scripts and proc-macros.
