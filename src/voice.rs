@@ -75,6 +75,12 @@ pub const REWRITING_STATUS: &str = "✏️ ずんだもんの言葉で書き直�
 pub const RESET_FORBIDDEN_REPLY: &str =
     "ごめんなのだ。記憶のリセットは「メッセージの管理」ができる人だけが使えるのだ。";
 
+/// The reply to `/zunda-reset` over HTTP when several instances share the bot (the HTTP fleet):
+/// the instance answering the channel keeps its window in memory, so a reset taken by another
+/// instance would not reach it.
+pub const RESET_UNAVAILABLE_REPLY: &str =
+    "ごめんなのだ。複数のずんだもんで動いているときは、記憶のリセットはできないのだ。";
+
 /// The reply when the reset could not be done (the store failed).
 pub const RESET_FAILED_REPLY: &str =
     "記憶をうまく消せなかったのだ……。少し待ってから、もう一度試してほしいのだ。";
@@ -148,6 +154,7 @@ mod tests {
     fn every_text_is_in_zundamons_voice() {
         for text in [
             RESET_FORBIDDEN_REPLY.to_owned(),
+            RESET_UNAVAILABLE_REPLY.to_owned(),
             RESET_FAILED_REPLY.to_owned(),
             reset_reply(0),
             reset_reply(3),

@@ -7,8 +7,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::fake_discord::interaction_payload;
 use support::fake_openai::{content_text, last_user_text};
 use support::fleet::Fleet;
+use support::world::USER;
 
 /// The user turns of a model request before its question (the window).
 fn window_of(body: &Value) -> Vec<String> {
@@ -116,6 +118,42 @@ async fn thirty_questions_in_three_channels_through_three_instances_are_answered
             .await,
         0
     );
+    fleet.finish().await;
+}
+
+/// In the fleet a channel's window lives in the instance holding the channel, so a reset taken
+/// by another instance would leave it in place: the reset is refused in words instead, while
+/// `/zunda-memory` still reports what the store holds.
+#[tokio::test]
+async fn reset_over_http_is_refused_in_a_fleet_and_forgets_nothing() {
+    let Some(fleet) = Fleet::start(
+        "fleet::reset_over_http_is_refused_in_a_fleet_and_forgets_nothing",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (asked, _) = fleet.ask(0, 3_400, &question(3_400, 0)).await;
+    assert!(fleet.wait_answered(&asked, Duration::from_secs(60)).await);
+    for to in 0..2 {
+        let reset = fleet.discord.register_acknowledged_interaction(3_400);
+        let mut payload = interaction_payload(reset.id, &reset.token, 3_400, USER, "ずんだ", "");
+        payload["data"]["name"] = serde_json::json!("zunda-reset");
+        payload["data"]["options"] = serde_json::json!([]);
+        payload["member"]["permissions"] = serde_json::json!((1u64 << 13).to_string());
+        let reply = fleet.post(to, &payload).await;
+        assert_eq!(reply["type"], 4, "{reply}");
+        assert_eq!(reply["data"]["flags"], 64, "{reply}");
+        assert_eq!(
+            reply["data"]["content"],
+            zundamon::voice::RESET_UNAVAILABLE_REPLY
+        );
+    }
+    let (next, _) = fleet.ask(1, 3_400, &question(3_400, 1)).await;
+    assert!(fleet.wait_answered(&next, Duration::from_secs(60)).await);
+    let last = fleet.openai.requests().pop().unwrap();
+    assert_eq!(window_of(&last).len(), 1, "the window was forgotten");
     fleet.finish().await;
 }
 

@@ -197,6 +197,90 @@ async fn memory_shows_privately_what_the_channel_remembers_and_when_it_leaves_ra
     );
 }
 
+/// Posts a signed channel memory command (`name`) for `sent` to the bot's `/interactions`,
+/// returning the HTTP status and the response as JSON.
+async fn post_control(
+    world: &World,
+    key: &ed25519_dalek::SigningKey,
+    sent: &SentInteraction,
+    name: &str,
+    permissions: u64,
+) -> (u16, serde_json::Value) {
+    use support::http_load::{signed, unix_now};
+    let mut payload =
+        support::fake_discord::interaction_payload(sent.id, &sent.token, 46, USER, "member", "");
+    payload["data"]["name"] = serde_json::json!(name);
+    payload["data"]["options"] = serde_json::json!([]);
+    payload["member"]["permissions"] = serde_json::json!(permissions.to_string());
+    let body = payload.to_string();
+    let (status, reply) = world
+        .bot
+        .post("/interactions", &signed(key, unix_now(), &body), body)
+        .await;
+    (status, serde_json::from_str(&reply).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_memory_commands_work_over_post_interactions_too() {
+    use support::http_load::{public_key_hex, signing_key};
+    let key = signing_key();
+    let world = World::start(
+        "control-http",
+        &[("DISCORD_PUBLIC_KEY", &public_key_hex(&key))],
+    )
+    .await;
+    let asked = world
+        .discord
+        .send_interaction(46, USER, "user", "覚えてね")
+        .await;
+    world.wait_delivered(&asked, Duration::from_secs(30)).await;
+
+    // /zunda-memory: deferred only to the asker, then the count edited in.
+    let memory = world.discord.register_acknowledged_interaction(46);
+    let (status, reply) = post_control(&world, &key, &memory, "zunda-memory", SEND_MESSAGES).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["type"], 5, "{reply}");
+    assert_eq!(reply["data"]["flags"], 64, "{reply}");
+    let edit = world.wait_delivered(&memory, Duration::from_secs(10)).await;
+    assert!(!edit.is_empty(), "no edit; log:\n{}", world.bot.logs());
+    assert!(content(&edit[0]).contains("1件"), "{}", content(&edit[0]));
+
+    // /zunda-reset without Manage Messages: refused in the response, nothing forgotten.
+    let refused = world.discord.register_acknowledged_interaction(46);
+    let (status, reply) = post_control(&world, &key, &refused, "zunda-reset", SEND_MESSAGES).await;
+    assert_eq!((status, reply["type"].as_u64()), (200, Some(4)), "{reply}");
+    assert_eq!(reply["data"]["flags"], 64);
+    assert!(reply["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("メッセージの管理"));
+
+    // With it: deferred in public, the channel forgotten, the same request again refused (409).
+    let reset = world.discord.register_acknowledged_interaction(46);
+    let (status, reply) = post_control(&world, &key, &reset, "zunda-reset", MANAGE_MESSAGES).await;
+    assert_eq!((status, reply["type"].as_u64()), (200, Some(5)), "{reply}");
+    assert_eq!(reply["data"]["flags"], 0);
+    let edit = world.wait_delivered(&reset, Duration::from_secs(10)).await;
+    assert!(!edit.is_empty(), "no edit; log:\n{}", world.bot.logs());
+    let text = content(&edit[0]);
+    assert!(
+        text.contains("リセットしたのだ") && text.contains("1件"),
+        "{text}"
+    );
+    let (status, _) = post_control(&world, &key, &reset, "zunda-reset", MANAGE_MESSAGES).await;
+    assert_eq!(status, 409);
+    let next = world
+        .discord
+        .send_interaction(46, USER, "user", "はじめまして")
+        .await;
+    world.wait_delivered(&next, Duration::from_secs(30)).await;
+    assert!(
+        last_history(&world).is_empty(),
+        "history after reset: {:?}",
+        last_history(&world)
+    );
+}
+
 /// The successful edits of an interaction's original response, in order.
 fn original_edits(world: &World, sent: &SentInteraction) -> Vec<RecordedRequest> {
     world

@@ -5,7 +5,8 @@
 //! Every request must carry a valid Ed25519 signature of `X-Signature-Timestamp + body` (Discord
 //! probes the endpoint with bad signatures and expects 401). PING is answered with PONG; `/zunda`
 //! is answered in the HTTP response itself (`ちょっと待ってね。`, or a limit reply), and the answer
-//! then replaces that message, exactly as after a deferral on the gateway path.
+//! then replaces that message, exactly as after a deferral on the gateway path. `/zunda-reset` and
+//! `/zunda-memory` are deferred in the response (or refused in it) and answered by an edit.
 //!
 //! A signed command is used once: its interaction id is remembered for as long as its timestamp
 //! would be accepted, and a replay gets 409 without reaching the event actor. The endpoint keeps
@@ -25,8 +26,8 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use self::replay::ReplayGuard;
-use super::router::{CommandEvent, RouterMsg};
-use super::{COMMAND_NAME, OPTION_NAME};
+use super::router::{CommandEvent, ControlEvent, ControlKind, ControlReply, RouterMsg};
+use super::{COMMAND_NAME, MEMORY_COMMAND_NAME, OPTION_NAME, RESET_COMMAND_NAME};
 use crate::limits::BUSY_REPLY;
 use crate::metrics::Metrics;
 
@@ -126,6 +127,9 @@ impl InteractionsEndpoint {
         sent: u64,
         received: Instant,
     ) -> (StatusCode, Value) {
+        if let Some(event) = control_event(interaction, received) {
+            return self.control(event, sent, received).await;
+        }
         let Some(event) = command_event(interaction, received) else {
             warn!("interactions endpoint: a command without the fields of /zunda");
             return (
@@ -134,15 +138,8 @@ impl InteractionsEndpoint {
             );
         };
         let interaction_id = event.interaction_id;
-        if !self.seen.first_use(interaction_id, sent, unix_now()) {
-            warn!(
-                interaction_id,
-                "interactions endpoint: a replayed command, not answered again"
-            );
-            return (
-                StatusCode::CONFLICT,
-                json!({"error": "interaction already received"}),
-            );
+        if let Some(replayed) = self.replayed(interaction_id, sent) {
+            return replayed;
         }
         // Dropping the call at the deadline drops its reply port: the event actor then sees the
         // request gone and starts no answer (Discord already has the busy reply).
@@ -173,6 +170,70 @@ impl InteractionsEndpoint {
         let message = json!({"content": text, "allowed_mentions": {"parse": []}});
         (StatusCode::OK, json!({"type": 4, "data": message}))
     }
+
+    /// The 409 for a signed command seen before, or `None` the first time.
+    fn replayed(&self, interaction_id: u64, sent: u64) -> Option<(StatusCode, Value)> {
+        if self.seen.first_use(interaction_id, sent, unix_now()) {
+            return None;
+        }
+        warn!(
+            interaction_id,
+            "interactions endpoint: a replayed command, not answered again"
+        );
+        Some((
+            StatusCode::CONFLICT,
+            json!({"error": "interaction already received"}),
+        ))
+    }
+
+    /// `/zunda-reset` or `/zunda-memory`: the event actor decides the response (a deferral, or
+    /// the refusal) within the budget and edits the answer in afterwards.
+    async fn control(
+        &self,
+        event: ControlEvent,
+        sent: u64,
+        received: Instant,
+    ) -> (StatusCode, Value) {
+        if let Some(replayed) = self.replayed(event.interaction_id, sent) {
+            return replayed;
+        }
+        let call = self
+            .router
+            .call(|reply| RouterMsg::HttpControl(event, reply), None);
+        let reply = match tokio::time::timeout_at(received + BUDGET, call).await {
+            Ok(Ok(ractor::rpc::CallResult::Success(reply))) => reply,
+            Err(_) => {
+                warn!("interactions endpoint: the event actor did not take the command in time");
+                if let Some(metrics) = &self.metrics {
+                    metrics.reply("busy");
+                }
+                ControlReply::Message {
+                    text: BUSY_REPLY.to_owned(),
+                    ephemeral: true,
+                }
+            }
+            Ok(_) => {
+                error!("interactions endpoint: the event actor did not answer");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "unavailable"}),
+                );
+            }
+        };
+        (StatusCode::OK, control_response(&reply))
+    }
+}
+
+/// The interaction response for a channel memory command's reply (flag 64: only the asker sees it).
+fn control_response(reply: &ControlReply) -> Value {
+    let flags = |ephemeral: bool| if ephemeral { 64 } else { 0 };
+    match reply {
+        ControlReply::Defer { ephemeral } => {
+            json!({"type": 5, "data": {"flags": flags(*ephemeral), "allowed_mentions": {"parse": []}}})
+        }
+        ControlReply::Message { text, ephemeral } => json!({"type": 4, "data": {
+            "content": text, "flags": flags(*ephemeral), "allowed_mentions": {"parse": []}}}),
+    }
 }
 
 fn unauthorized() -> (StatusCode, Value) {
@@ -202,6 +263,41 @@ fn snowflake(value: &Value) -> Option<u64> {
         .or_else(|| value.as_u64())
 }
 
+/// The user who used a command: the member's user in a guild, the user in a DM.
+fn invoker(interaction: &Value) -> &Value {
+    let member = &interaction["member"];
+    if member["user"].is_object() {
+        &member["user"]
+    } else {
+        &interaction["user"]
+    }
+}
+
+/// The channel a command was used in.
+fn channel_of(interaction: &Value) -> Option<u64> {
+    snowflake(&interaction["channel_id"]).or_else(|| snowflake(&interaction["channel"]["id"]))
+}
+
+/// A `/zunda-reset` or `/zunda-memory` use in an APPLICATION_COMMAND payload.
+fn control_event(interaction: &Value, received: Instant) -> Option<ControlEvent> {
+    let kind = match interaction["data"]["name"].as_str()? {
+        RESET_COMMAND_NAME => ControlKind::Reset,
+        MEMORY_COMMAND_NAME => ControlKind::Memory,
+        _ => return None,
+    };
+    Some(ControlEvent {
+        kind,
+        interaction_id: snowflake(&interaction["id"])?,
+        application_id: snowflake(&interaction["application_id"])?,
+        token: crate::config::Secret::new(interaction["token"].as_str()?),
+        channel_id: channel_of(interaction)?,
+        user_id: snowflake(&invoker(interaction)["id"])?,
+        // The member's permissions in the channel, as a decimal string (absent in DMs).
+        permissions: snowflake(&interaction["member"]["permissions"]),
+        received,
+    })
+}
+
 /// The `/zunda` use in an APPLICATION_COMMAND payload (guild or DM).
 fn command_event(interaction: &Value, received: Instant) -> Option<CommandEvent> {
     let data = &interaction["data"];
@@ -215,17 +311,12 @@ fn command_event(interaction: &Value, received: Instant) -> Option<CommandEvent>
         .and_then(|option| option["value"].as_str())
         .unwrap_or_default();
     let member = &interaction["member"];
-    let user = if member["user"].is_object() {
-        &member["user"]
-    } else {
-        &interaction["user"]
-    };
+    let user = invoker(interaction);
     let user_name = [&member["nick"], &user["global_name"], &user["username"]]
         .into_iter()
         .find_map(|name| name.as_str().filter(|n| !n.is_empty()))
         .unwrap_or("user");
-    let channel_id = snowflake(&interaction["channel_id"])
-        .or_else(|| snowflake(&interaction["channel"]["id"]))?;
+    let channel_id = channel_of(interaction)?;
     Some(CommandEvent {
         interaction_id: snowflake(&interaction["id"])?,
         application_id: snowflake(&interaction["application_id"])?,

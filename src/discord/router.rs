@@ -97,6 +97,22 @@ pub struct ControlEvent {
 const ADMINISTRATOR: u64 = 1 << 3;
 const MANAGE_MESSAGES: u64 = 1 << 13;
 
+/// Whether a member with `permissions` may use `/zunda-reset`. Discord hides the command from
+/// members without Manage Messages by default; it is checked again here, so a permission
+/// override in the server settings cannot hand it to everyone by mistake.
+fn reset_allowed(permissions: Option<u64>) -> bool {
+    permissions.is_some_and(|bits| bits & (ADMINISTRATOR | MANAGE_MESSAGES) != 0)
+}
+
+/// The HTTP response to a channel memory command received on `POST /interactions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlReply {
+    /// A deferral (the text follows as an edit of the original response).
+    Defer { ephemeral: bool },
+    /// The reply itself.
+    Message { text: String, ephemeral: bool },
+}
+
 pub enum RouterMsg {
     /// The gateway session is ready; the bot's own user id is now known.
     Ready {
@@ -110,6 +126,8 @@ pub enum RouterMsg {
     HttpCommand(CommandEvent, RpcReplyPort<String>),
     /// A channel memory command (`/zunda-reset`, `/zunda-memory`).
     Control(ControlEvent),
+    /// The same from the HTTP interactions endpoint: reply with the HTTP response's content.
+    HttpControl(ControlEvent, RpcReplyPort<ControlReply>),
     /// A guild message from a human, with the ids of the users it mentions.
     Message {
         channel_id: u64,
@@ -233,7 +251,8 @@ impl Actor for Router {
                 mentioned,
             } => on_message(state, channel_id, message_id, author_id, &mentioned),
             RouterMsg::Resume(questions) => on_resume(state, questions),
-            RouterMsg::Control(event) => on_control(state, event),
+            RouterMsg::Control(event) => on_control(state, event, None),
+            RouterMsg::HttpControl(event, reply) => on_control(state, event, Some(reply)),
             RouterMsg::Drain(done) => {
                 state.draining = true;
                 let _ = done.send(());
@@ -618,35 +637,49 @@ fn on_message(
 }
 
 /// `/zunda-reset` and `/zunda-memory`.
-fn on_control(state: &mut RouterState, event: ControlEvent) {
+fn on_control(
+    state: &mut RouterState,
+    event: ControlEvent,
+    http: Option<RpcReplyPort<ControlReply>>,
+) {
     let span = span_of(event.interaction_id, event.channel_id, event.user_id);
     let delivery = state.delivery(event.application_id);
     let channels = state.args.channels.clone();
     let store = state.args.store.clone();
     let metrics = state.args.metrics.clone();
     let guard = state.args.in_flight.start();
+    // In the HTTP fleet the channel's window lives in whichever instance holds the channel.
+    let in_fleet = http.is_some() && state.args.fleet.is_some();
     tokio::spawn(
         async move {
             let _guard = guard;
             let token = event.token.expose();
             let id = event.interaction_id;
             let deliver_by = event.received + TOKEN_LIFETIME;
-            let sent = match event.kind {
-                ControlKind::Reset => {
-                    // Discord hides the command from members without Manage Messages by default;
-                    // check again here, so a permission override in the server settings cannot
-                    // hand it to everyone by mistake.
-                    let allowed = event
-                        .permissions
-                        .is_some_and(|bits| bits & (ADMINISTRATOR | MANAGE_MESSAGES) != 0);
-                    if !allowed {
+            let over_http = http.is_some();
+            let mut http = http;
+            let mut respond =
+                |reply: ControlReply| acknowledge_control(&delivery, http.take(), id, token, reply);
+            let sent: Result<(), String> = async {
+                match event.kind {
+                    ControlKind::Reset if !reset_allowed(event.permissions) => {
                         metrics.reply("reset_forbidden");
-                        delivery
-                            .reply_ephemeral(id, token, voice::RESET_FORBIDDEN_REPLY)
-                            .await
-                    } else if let Err(err) = delivery.defer(id, token).await {
-                        Err(err)
-                    } else {
+                        respond(ControlReply::Message {
+                            text: voice::RESET_FORBIDDEN_REPLY.to_owned(),
+                            ephemeral: true,
+                        })
+                        .await
+                    }
+                    ControlKind::Reset if in_fleet => {
+                        metrics.reply("reset_unavailable");
+                        respond(ControlReply::Message {
+                            text: voice::RESET_UNAVAILABLE_REPLY.to_owned(),
+                            ephemeral: true,
+                        })
+                        .await
+                    }
+                    ControlKind::Reset => {
+                        respond(ControlReply::Defer { ephemeral: false }).await?;
                         // Queued behind the questions already in the channel: a question in
                         // flight is answered (and remembered) first, then forgotten.
                         let text = match channels.reset(event.channel_id).await {
@@ -659,21 +692,64 @@ fn on_control(state: &mut RouterState, event: ControlEvent) {
                                 voice::RESET_FAILED_REPLY.to_owned()
                             }
                         };
-                        delivery.edit_original(token, &text, deliver_by).await
+                        delivery
+                            .edit_original(token, &text, deliver_by)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    // Over HTTP the store may be slower than the response can wait: defer (only
+                    // to the asker), then edit in the text.
+                    ControlKind::Memory if over_http => {
+                        respond(ControlReply::Defer { ephemeral: true }).await?;
+                        let text = memory_text(&channels, store.as_ref(), event.channel_id).await;
+                        metrics.reply("memory");
+                        delivery
+                            .edit_original(token, &text, deliver_by)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    ControlKind::Memory => {
+                        let text = memory_text(&channels, store.as_ref(), event.channel_id).await;
+                        metrics.reply("memory");
+                        respond(ControlReply::Message {
+                            text,
+                            ephemeral: true,
+                        })
+                        .await
                     }
                 }
-                ControlKind::Memory => {
-                    let text = memory_text(&channels, store.as_ref(), event.channel_id).await;
-                    metrics.reply("memory");
-                    delivery.reply_ephemeral(id, token, &text).await
-                }
-            };
+            }
+            .await;
             if let Err(err) = sent {
                 warn!("cannot answer the memory command: {err}");
             }
         }
         .instrument(span),
     );
+}
+
+/// Acknowledges a channel memory command: by REST over the gateway, in the HTTP response over
+/// `POST /interactions`.
+async fn acknowledge_control(
+    delivery: &Delivery,
+    http: Option<RpcReplyPort<ControlReply>>,
+    interaction_id: u64,
+    token: &str,
+    reply: ControlReply,
+) -> Result<(), String> {
+    match (http, reply) {
+        (Some(port), reply) => port
+            .send(reply)
+            .map_err(|_| "the HTTP request was gone before the reply".to_owned()),
+        (None, ControlReply::Defer { .. }) => delivery
+            .defer(interaction_id, token)
+            .await
+            .map_err(|err| err.to_string()),
+        (None, ControlReply::Message { text, .. }) => delivery
+            .reply_ephemeral(interaction_id, token, &text)
+            .await
+            .map_err(|err| err.to_string()),
+    }
 }
 
 /// What `/zunda-memory` says: the live window's length, or the stored one.

@@ -84,8 +84,20 @@ impl Fleet {
     /// Signs and POSTs `/zunda question` in `channel` to instance `to`; the HTTP reply's content.
     pub async fn ask(&self, to: usize, channel: u64, question: &str) -> (SentInteraction, String) {
         let sent = self.discord.register_acknowledged_interaction(channel);
-        let body = interaction_payload(sent.id, &sent.token, channel, USER, "ずんだ", question)
-            .to_string();
+        let payload = interaction_payload(sent.id, &sent.token, channel, USER, "ずんだ", question);
+        let reply = self.post(to, &payload).await;
+        (
+            sent,
+            reply["data"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    /// Posts a signed interaction to instance `to`; its HTTP response (200 expected).
+    pub async fn post(&self, to: usize, payload: &Value) -> Value {
+        let body = payload.to_string();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -105,14 +117,7 @@ impl Fleet {
         ];
         let (status, reply) = self.bots[to].post("/interactions", &headers, body).await;
         assert_eq!(status, 200, "{reply}");
-        let reply: Value = serde_json::from_str(&reply).unwrap();
-        (
-            sent,
-            reply["data"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
+        serde_json::from_str(&reply).unwrap()
     }
 
     /// The edits of `sent`'s original message (its answer).
