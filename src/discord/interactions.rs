@@ -141,13 +141,36 @@ impl InteractionsEndpoint {
         if let Some(replayed) = self.replayed(interaction_id, sent) {
             return replayed;
         }
-        // Dropping the call at the deadline drops its reply port: the event actor then sees the
-        // request gone and starts no answer (Discord already has the busy reply).
-        let call = self
-            .router
-            .call(|reply| RouterMsg::HttpCommand(event, reply), None);
-        let text = match tokio::time::timeout_at(received + BUDGET, call).await {
-            Ok(Ok(ractor::rpc::CallResult::Success(text))) => text,
+        let text = match self
+            .call_router(
+                interaction_id,
+                |reply| RouterMsg::HttpCommand(event, reply),
+                received,
+                BUSY_REPLY.to_owned(),
+            )
+            .await
+        {
+            Ok(text) => text,
+            Err(unavailable) => return unavailable,
+        };
+        let message = json!({"content": text, "allowed_mentions": {"parse": []}});
+        (StatusCode::OK, json!({"type": 4, "data": message}))
+    }
+
+    /// Asks the event actor for the response, waiting until [`BUDGET`] after `received`: `busy` if
+    /// it did not answer by then, a 503 if it is gone. Dropping the call at the deadline drops its
+    /// reply port: the event actor then sees the request gone and starts nothing (Discord already
+    /// has the busy reply).
+    async fn call_router<T: Send + 'static>(
+        &self,
+        interaction_id: u64,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> RouterMsg,
+        received: Instant,
+        busy: T,
+    ) -> Result<T, (StatusCode, Value)> {
+        let call = self.router.call(message, None);
+        match tokio::time::timeout_at(received + BUDGET, call).await {
+            Ok(Ok(ractor::rpc::CallResult::Success(reply))) => Ok(reply),
             Err(_) => {
                 warn!(
                     interaction_id,
@@ -157,18 +180,16 @@ impl InteractionsEndpoint {
                 if let Some(metrics) = &self.metrics {
                     metrics.reply("busy");
                 }
-                BUSY_REPLY.to_owned()
+                Ok(busy)
             }
             Ok(_) => {
                 error!("interactions endpoint: the event actor did not answer");
-                return (
+                Err((
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"error": "unavailable"}),
-                );
+                ))
             }
-        };
-        let message = json!({"content": text, "allowed_mentions": {"parse": []}});
-        (StatusCode::OK, json!({"type": 4, "data": message}))
+        }
     }
 
     /// The 409 for a signed command seen before, or `None` the first time.
@@ -197,28 +218,22 @@ impl InteractionsEndpoint {
         if let Some(replayed) = self.replayed(event.interaction_id, sent) {
             return replayed;
         }
-        let call = self
-            .router
-            .call(|reply| RouterMsg::HttpControl(event, reply), None);
-        let reply = match tokio::time::timeout_at(received + BUDGET, call).await {
-            Ok(Ok(ractor::rpc::CallResult::Success(reply))) => reply,
-            Err(_) => {
-                warn!("interactions endpoint: the event actor did not take the command in time");
-                if let Some(metrics) = &self.metrics {
-                    metrics.reply("busy");
-                }
-                ControlReply::Message {
-                    text: BUSY_REPLY.to_owned(),
-                    ephemeral: true,
-                }
-            }
-            Ok(_) => {
-                error!("interactions endpoint: the event actor did not answer");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "unavailable"}),
-                );
-            }
+        let busy = ControlReply::Message {
+            text: BUSY_REPLY.to_owned(),
+            ephemeral: true,
+        };
+        let interaction_id = event.interaction_id;
+        let reply = match self
+            .call_router(
+                interaction_id,
+                |reply| RouterMsg::HttpControl(event, reply),
+                received,
+                busy,
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(unavailable) => return unavailable,
         };
         (StatusCode::OK, control_response(&reply))
     }
