@@ -183,6 +183,7 @@ async fn a_pending_question_older_than_its_token_is_dropped_and_counted() {
                 received_at: std::time::SystemTime::now() - Duration::from_secs(age),
                 accepted: zundamon::store::acceptance_stamp(),
                 delivered_parts: 0,
+                follow_ups: Vec::new(),
             };
             zundamon::store::PendingStore::record(&store, &question)
                 .await
@@ -399,4 +400,71 @@ async fn sigterm_past_the_grace_period_leaves_the_question_to_the_next_process()
     assert_eq!(delivered.len(), 1);
     assert!(content(&delivered[0]).starts_with("> とても遅い質問\n"));
     assert!(!content(&delivered[0]).contains("問題が生じた"));
+}
+
+/// A streamed answer longer than one message continues in a follow-up while the model writes. A
+/// process killed after posting it leaves the follow-up's id with the pending question: the next
+/// process edits that message into the final answer instead of posting the part again.
+#[tokio::test]
+async fn kill_9_mid_stream_reuses_the_follow_up_already_posted() {
+    let mut world = World::start("kill9-stream", &[("ZUNDA_STREAM_EDIT_MS", "250")]).await;
+    let answer = "ずんだ餅は枝豆をすりつぶした餡でできているのだ。".repeat(110);
+    let steps = vec![
+        support::fake_openai::Step::Answer(answer.clone()),
+        support::fake_openai::Step::Answer(answer.clone()),
+    ];
+    world.openai.script("長い話", steps);
+    // About 900 events 6 ms apart: the follow-up appears after about 4 s of a 5.5 s answer.
+    world.openai.set_stream_gap(Duration::from_millis(6));
+    let sent = world
+        .discord
+        .send_interaction(500, USER, "user", "長い話をして")
+        .await;
+    let posted = |discord: &FakeDiscord| {
+        discord
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with(&sent.token) && r.status < 300)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while posted(&world.discord) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no follow-up while streaming; log:\n{}",
+            world.bot.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    world.bot.signal("KILL");
+    world
+        .bot
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("killed");
+    let before = world.discord.shown(&sent.token);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    world.openai.set_stream_gap(Duration::ZERO);
+    let env = world.env("zundamon.db", &[("ZUNDA_STREAM_EDIT_MS", "250")]);
+    world.bot = Bot::start(env).await;
+    world.wait_final(&sent).await;
+    let expected = zundamon::discord::split::split_message(
+        &zundamon::discord::bound_reply(&zundamon::discord::quote_answer("長い話をして", &answer)),
+        zundamon::discord::MESSAGE_LIMIT,
+    );
+    assert_eq!(expected.len(), 2);
+    let shown = world.discord.shown(&sent.token);
+    let lengths = |parts: &[String]| parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>();
+    assert!(
+        shown == expected,
+        "shows messages of {:?} characters, expected {:?}",
+        lengths(&shown),
+        lengths(&expected)
+    );
+    assert_eq!(
+        posted(&world.discord),
+        1,
+        "the follow-up was posted again after the restart"
+    );
 }

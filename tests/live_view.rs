@@ -52,6 +52,7 @@ async fn stream(
         states,
         every,
         deliver_by,
+        None,
     ));
     let chars: Vec<char> = answer.chars().collect();
     let size = chars.len().div_ceil(chunks);

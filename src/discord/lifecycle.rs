@@ -23,7 +23,7 @@ use zundamon_actors::{AskError, GateKeeper};
 
 use super::admission::Permit;
 use super::deliver::{Delivery, DeliveryError};
-use super::live::Shown;
+use super::live::{FollowUpLog, Shown};
 use super::split::split_message;
 use super::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
 use crate::metrics::Metrics;
@@ -122,6 +122,14 @@ impl Lifecycle {
         }
     }
 
+    /// Where the follow-up messages of `interaction_id`'s answer are noted.
+    pub fn follow_up_log(&self, interaction_id: u64) -> FollowUpLog {
+        FollowUpLog {
+            store: self.store.clone(),
+            interaction_id,
+        }
+    }
+
     /// Forgets the question in the pending table.
     pub async fn forget(&self, interaction_id: u64) {
         match tokio::time::timeout(STORE_BUDGET, self.store.remove(interaction_id)).await {
@@ -217,10 +225,17 @@ impl Lifecycle {
                 Ok(Ok(shown)) => shown,
                 _ => {
                     warn!("the live view did not stop in time; delivering over it");
-                    Shown::default()
+                    Shown::new(
+                        Some(self.follow_up_log(interaction_id)),
+                        job.question.follow_ups.clone(),
+                    )
                 }
             },
-            None => Shown::default(),
+            // Not streamed, or resumed: the follow-ups an earlier process posted, if any.
+            None => Shown::new(
+                Some(self.follow_up_log(interaction_id)),
+                job.question.follow_ups.clone(),
+            ),
         };
         if shown.edits > 0 {
             self.metrics.observe_live_edits(shown.edits);

@@ -21,6 +21,37 @@ use super::edits::LiveEdit;
 use super::split::split_message;
 use super::{bound_reply, quote_answer, MESSAGE_LIMIT};
 use crate::config::Secret;
+use crate::store::PendingStore;
+
+/// How long noting the follow-up ids may take before the answer goes on without it.
+const NOTE_BUDGET: Duration = Duration::from_secs(5);
+
+/// Where an answer's follow-up message ids are kept while it is pending, so that a process that
+/// dies mid-answer leaves them to the next one (which edits them instead of posting them again).
+#[derive(Clone)]
+pub struct FollowUpLog {
+    pub store: Arc<dyn PendingStore>,
+    pub interaction_id: u64,
+}
+
+impl std::fmt::Debug for FollowUpLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FollowUpLog")
+            .field("interaction_id", &self.interaction_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FollowUpLog {
+    async fn note(&self, ids: &[u64]) {
+        let noted = self.store.follow_ups(self.interaction_id, ids);
+        match tokio::time::timeout(NOTE_BUDGET, noted).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!("cannot note the answer's follow-up messages: {err}"),
+            Err(_) => warn!("cannot note the answer's follow-up messages: the store took too long"),
+        }
+    }
+}
 
 /// The messages an interaction shows: index 0 is the original response, the others follow-ups.
 #[derive(Debug, Default)]
@@ -33,9 +64,31 @@ pub struct Shown {
     pub edits: u32,
     /// Discord asked (429) not to edit again before then.
     hold_until: Option<Instant>,
+    /// Where the follow-up ids are noted (none: they live only here).
+    log: Option<FollowUpLog>,
 }
 
 impl Shown {
+    /// What an answer shows when its delivery (re)starts: the follow-ups a live view posted
+    /// before (their content unknown, so each is edited to its final part), noted in `log`.
+    pub fn new(log: Option<FollowUpLog>, follow_ups: Vec<u64>) -> Self {
+        Self {
+            follow_ups,
+            log,
+            ..Self::default()
+        }
+    }
+
+    /// A follow-up was posted (`Some`) or deleted: note the list.
+    async fn follow_ups_changed(&mut self, posted: Option<u64>) {
+        if let Some(id) = posted {
+            self.follow_ups.push(id);
+        }
+        if let Some(log) = &self.log {
+            log.note(&self.follow_ups).await;
+        }
+    }
+
     fn content(&self, index: usize) -> Option<&str> {
         self.contents.get(index).map(String::as_str)
     }
@@ -71,8 +124,9 @@ pub async fn follow(
     mut states: watch::Receiver<Live>,
     every: Duration,
     deliver_by: Instant,
+    log: Option<FollowUpLog>,
 ) -> Shown {
-    let mut shown = Shown::default();
+    let mut shown = Shown::new(log, Vec::new());
     let mut next_edit = Instant::now();
     'states: loop {
         if states.changed().await.is_err() {
@@ -100,7 +154,7 @@ pub async fn follow(
             } else {
                 match delivery.create_follow_up(token, part, deliver_by).await {
                     Ok(id) => {
-                        shown.follow_ups.push(id);
+                        shown.follow_ups_changed(Some(id)).await;
                         LiveEdit::Done {
                             slow_down: Duration::ZERO,
                         }
@@ -156,7 +210,7 @@ impl Shown {
                 Some(&id) => delivery.edit_follow_up(token, id, part, deliver_by).await?,
                 None => {
                     let id = delivery.create_follow_up(token, part, deliver_by).await?;
-                    self.follow_ups.push(id);
+                    self.follow_ups_changed(Some(id)).await;
                 }
             },
         }
@@ -173,18 +227,19 @@ impl Shown {
         parts: usize,
         deliver_by: Instant,
     ) -> Result<(), DeliveryError> {
-        while self.follow_ups.len() > parts.saturating_sub(1) {
-            let extra = self.follow_ups[self.follow_ups.len() - 1];
+        let keep = parts.saturating_sub(1);
+        if self.follow_ups.len() <= keep {
+            return Ok(());
+        }
+        let extras = self.follow_ups.split_off(keep);
+        self.contents.truncate(keep + 1);
+        // Noted gone first: a process dying in between leaves a stray message, never an id the
+        // next one would fail to edit.
+        self.follow_ups_changed(None).await;
+        for extra in extras.into_iter().rev() {
             delivery.delete_follow_up(token, extra, deliver_by).await?;
-            self.follow_ups.pop();
-            self.contents.truncate(self.follow_ups.len() + 1);
         }
         Ok(())
-    }
-
-    /// Whether the live view posted follow-ups (their ids live only in this process).
-    pub fn has_follow_ups(&self) -> bool {
-        !self.follow_ups.is_empty()
     }
 }
 

@@ -65,6 +65,7 @@ impl CommandEvent {
             received_at: self.received_at,
             accepted: crate::store::acceptance_stamp(),
             delivered_parts: 0,
+            follow_ups: Vec::new(),
         }
     }
 }
@@ -435,6 +436,7 @@ fn on_command(
                         states,
                         every,
                         job.deliver_by,
+                        Some(lifecycle.follow_up_log(job.question.interaction_id)),
                     )
                     .in_current_span(),
                 ));

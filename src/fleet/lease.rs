@@ -134,6 +134,10 @@ impl PendingStore for FleetPending {
         self.0.delivered_parts(interaction_id, parts).await
     }
 
+    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError> {
+        self.0.follow_ups(interaction_id, ids).await
+    }
+
     async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {
         self.0.remove(interaction_id).await
     }
@@ -164,6 +168,7 @@ mod tests {
             received_at: SystemTime::now(),
             accepted: interaction_id,
             delivered_parts: 0,
+            follow_ups: Vec::new(),
         }
     }
 

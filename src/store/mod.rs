@@ -50,6 +50,9 @@ pub struct PendingQuestion {
     pub accepted: u64,
     /// How many messages of the answer have been delivered (a resumed delivery skips them).
     pub delivered_parts: u32,
+    /// The follow-up messages a live (streamed) view of the answer has posted, in order: a
+    /// resumed delivery edits them instead of posting the same parts again.
+    pub follow_ups: Vec<u64>,
 }
 
 impl fmt::Debug for PendingQuestion {
@@ -65,6 +68,7 @@ impl fmt::Debug for PendingQuestion {
             .field("received_at_ms", &unix_millis(self.received_at))
             .field("accepted", &self.accepted)
             .field("delivered_parts", &self.delivered_parts)
+            .field("follow_ups", &self.follow_ups)
             .finish()
     }
 }
@@ -97,6 +101,19 @@ pub fn acceptance_stamp() -> u64 {
     }
 }
 
+/// Follow-up message ids as stored (`"12,34"`); anything unreadable is skipped.
+pub(crate) fn join_ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The ids of a stored follow-up list (see [`join_ids`]).
+pub(crate) fn split_ids(stored: &str) -> Vec<u64> {
+    stored
+        .split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
 /// The questions accepted but not yet answered, in acceptance order.
 #[async_trait]
 pub trait PendingStore: Send + Sync + 'static {
@@ -104,6 +121,8 @@ pub trait PendingStore: Send + Sync + 'static {
     async fn record(&self, question: &PendingQuestion) -> Result<(), StoreError>;
     /// Notes that the first `parts` messages of the answer were delivered.
     async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError>;
+    /// Notes the follow-up messages the answer's live view has posted so far.
+    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError>;
     /// Forgets a question: its answer was delivered, or it was withdrawn or expired.
     async fn remove(&self, interaction_id: u64) -> Result<(), StoreError>;
     /// Every pending question, in the order they were accepted.

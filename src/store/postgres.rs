@@ -259,8 +259,8 @@ impl PostgresStore {
             .prepare_cached(
                 "INSERT INTO pending_questions (interaction_id, application_id, token,
                      channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts, fleet, accepted)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     delivered_parts, fleet, accepted, follow_ups)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (interaction_id) DO NOTHING",
             )
             .await
@@ -282,6 +282,7 @@ impl PostgresStore {
                     &parts,
                     &fleet,
                     &channel_key(q.accepted),
+                    &super::join_ids(&q.follow_ups),
                 ],
             )
             .await
@@ -385,7 +386,8 @@ async fn migrate(client: &mut Object, target: &str) -> Result<usize, PostgresOpe
 }
 
 const SELECT_PENDING: &str = "SELECT interaction_id, application_id, token, channel_id, guild_id,
-    user_id, user_name, question, received_at_ms, delivered_parts, accepted FROM pending_questions";
+    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups
+    FROM pending_questions";
 
 fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
     PendingQuestion {
@@ -400,6 +402,7 @@ fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
         received_at: from_unix_millis(row.get(8)),
         delivered_parts: u32::try_from(row.get::<_, i32>(9)).unwrap_or(0),
         accepted: row.get::<_, Option<i64>>(10).map_or(0, unkey),
+        follow_ups: super::split_ids(row.get::<_, &str>(11)),
     }
 }
 
@@ -515,6 +518,18 @@ impl PendingStore for PostgresStore {
             .await
             .map(drop)
             .map_err(failed("note delivered parts"))
+    }
+
+    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError> {
+        let client = self.client("note follow-up messages").await?;
+        client
+            .execute(
+                "UPDATE pending_questions SET follow_ups = $2 WHERE interaction_id = $1",
+                &[&channel_key(interaction_id), &super::join_ids(ids)],
+            )
+            .await
+            .map(drop)
+            .map_err(failed("note follow-up messages"))
     }
 
     async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {

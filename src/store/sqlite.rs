@@ -326,8 +326,8 @@ impl PendingStore for SqliteStore {
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO pending_questions (interaction_id, application_id, token,
                      channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts, accepted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     delivered_parts, accepted, follow_ups)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 channel_key(q.interaction_id),
@@ -341,6 +341,7 @@ impl PendingStore for SqliteStore {
                 unix_millis(q.received_at),
                 q.delivered_parts,
                 channel_key(q.accepted),
+                super::join_ids(&q.follow_ups),
             ])
             .map(drop)
         })
@@ -354,6 +355,18 @@ impl PendingStore for SqliteStore {
                 "UPDATE pending_questions SET delivered_parts = ?2 WHERE interaction_id = ?1",
             )?
             .execute(params![id, parts])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError> {
+        let (id, ids) = (channel_key(interaction_id), super::join_ids(ids));
+        self.with_conn("note follow-up messages", move |conn| {
+            conn.prepare_cached(
+                "UPDATE pending_questions SET follow_ups = ?2 WHERE interaction_id = ?1",
+            )?
+            .execute(params![id, ids])
             .map(drop)
         })
         .await
@@ -373,7 +386,8 @@ impl PendingStore for SqliteStore {
         self.with_conn("list pending questions", |conn| {
             let mut select = conn.prepare_cached(
                 "SELECT interaction_id, application_id, token, channel_id, guild_id, user_id,
-                        user_name, question, received_at_ms, delivered_parts, accepted
+                        user_name, question, received_at_ms, delivered_parts, accepted,
+                        follow_ups
                  FROM pending_questions ORDER BY accepted, seq",
             )?;
             let rows = select.query_map([], |row| {
@@ -389,6 +403,7 @@ impl PendingStore for SqliteStore {
                     received_at: from_unix_millis(row.get(8)?),
                     delivered_parts: row.get(9)?,
                     accepted: row.get::<_, Option<i64>>(10)?.map_or(0, unkey),
+                    follow_ups: super::split_ids(&row.get::<_, String>(11)?),
                 })
             })?;
             rows.collect()

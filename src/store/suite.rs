@@ -25,6 +25,7 @@ fn pending(interaction_id: u64, channel_id: u64, accepted: u64) -> PendingQuesti
         received_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
         accepted,
         delivered_parts: 0,
+        follow_ups: Vec::new(),
     }
 }
 
@@ -77,10 +78,12 @@ pub async fn pending_questions_round_trip_in_acceptance_order(store: &dyn Store)
     );
 
     store.delivered_parts(10, 2).await.unwrap();
+    store.follow_ups(10, &[u64::MAX - 7, 42]).await.unwrap();
     store.remove(30).await.unwrap();
     store.remove(30).await.unwrap(); // removing twice is fine
     let mut b_delivered = b.clone();
     b_delivered.delivered_parts = 2;
+    b_delivered.follow_ups = vec![u64::MAX - 7, 42];
     assert_eq!(store.pending().await.unwrap(), vec![b_delivered, c]);
 }
 
