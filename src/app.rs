@@ -194,6 +194,7 @@ impl Application {
                     keep_idle: Duration::from_secs(config.channels.idle_secs)
                         + Duration::from_secs(config.fleet.lease_secs),
                     holder: crate::fleet::instance_name(),
+                    metrics: metrics.clone(),
                 },
             )),
             None => None,

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use zundamon_actors::ChannelId;
 
 use crate::discord::router::RouterMsg;
+use crate::metrics::Metrics;
 use crate::store::PostgresStore;
 use lease::Leases;
 
@@ -35,7 +36,7 @@ pub const SCAN_EVERY: Duration = Duration::from_secs(1);
 const WAKE_CHANNEL: &str = "zundamon_pending";
 
 /// How the fleet runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FleetSettings {
     /// A lease not renewed for this long lapses: the takeover time after an instance dies.
     pub lease: Duration,
@@ -43,6 +44,8 @@ pub struct FleetSettings {
     pub keep_idle: Duration,
     /// This instance's name in the lease table.
     pub holder: String,
+    /// Where the fleet's metrics go.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A running fleet member; [`Fleet::drain`] and [`Fleet::stop`] end it.
@@ -88,6 +91,7 @@ impl Fleet {
             router,
             keep_idle: settings.keep_idle,
             held: HashMap::new(),
+            metrics: settings.metrics.clone(),
         };
         let task = tokio::spawn(async move {
             worker.run(wake_rx, mode_rx).await;
@@ -123,6 +127,7 @@ struct Worker {
     keep_idle: Duration,
     /// Held channels and when they last had a question waiting.
     held: HashMap<ChannelId, Instant>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -160,14 +165,19 @@ impl Worker {
                 for channel in held.iter().filter(|c| !still.contains(c)) {
                     warn!(channel_id = channel, "HTTP fleet: lost a channel lease");
                     self.held.remove(channel);
+                    self.metrics.fleet_channel("lost", self.held.len());
                 }
             }
-            Err(err) => warn!("HTTP fleet: cannot renew leases: {err}"),
+            Err(err) => {
+                warn!("HTTP fleet: cannot renew leases: {err}");
+                self.metrics.fleet_store_error("renew");
+            }
         }
         let waiting = match self.leases.waiting_channels().await {
             Ok(waiting) => waiting,
             Err(err) => {
                 warn!("HTTP fleet: cannot scan for questions: {err}");
+                self.metrics.fleet_store_error("scan");
                 return;
             }
         };
@@ -190,11 +200,13 @@ impl Worker {
             .collect();
         for channel in idle {
             self.held.remove(&channel);
+            self.metrics.fleet_channel("released", self.held.len());
             if let Err(err) = self.leases.release(channel).await {
                 warn!(
                     channel_id = channel,
                     "HTTP fleet: cannot release a lease: {err}"
                 );
+                self.metrics.fleet_store_error("release");
             } else {
                 debug!(channel_id = channel, "HTTP fleet: released an idle channel");
             }
@@ -212,11 +224,13 @@ impl Worker {
                     channel_id = channel,
                     "HTTP fleet: cannot take a lease: {err}"
                 );
+                self.metrics.fleet_store_error("acquire");
                 return;
             }
         }
         if self.held.insert(channel, Instant::now()).is_none() {
             info!(channel_id = channel, holder = %self.leases.holder(), "HTTP fleet: took a channel");
+            self.metrics.fleet_channel("taken", self.held.len());
         }
         match self.leases.waiting_in(channel).await {
             Ok(questions) if questions.is_empty() => {}
@@ -225,10 +239,13 @@ impl Worker {
                     warn!("HTTP fleet: the event actor is gone");
                 }
             }
-            Err(err) => warn!(
-                channel_id = channel,
-                "HTTP fleet: cannot read questions: {err}"
-            ),
+            Err(err) => {
+                warn!(
+                    channel_id = channel,
+                    "HTTP fleet: cannot read questions: {err}"
+                );
+                self.metrics.fleet_store_error("read");
+            }
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Metrics {
     http_connections: Gauge<i64, AtomicI64>,
     http_connections_shed: Family<Outcome, Counter>,
     config_reloads: Family<Outcome, Counter>,
+    fleet_channels_held: Gauge<i64, AtomicI64>,
+    fleet_channel_changes: Family<Outcome, Counter>,
+    fleet_store_errors: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +71,9 @@ impl Metrics {
             http_connections: Gauge::default(),
             http_connections_shed: Family::default(),
             config_reloads: Family::default(),
+            fleet_channels_held: Gauge::default(),
+            fleet_channel_changes: Family::default(),
+            fleet_store_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,6 +172,31 @@ impl Metrics {
             "Configuration reloads (SIGHUP) by outcome",
             metrics.config_reloads.clone(),
         );
+        registry.register(
+            "zundamon_fleet_channels_held",
+            "HTTP fleet: channels whose lease this instance holds (it answers their questions)",
+            metrics.fleet_channels_held.clone(),
+        );
+        registry.register(
+            "zundamon_fleet_channel_changes",
+            "HTTP fleet: channel leases taken, released when idle, or lost (not renewed in time)",
+            metrics.fleet_channel_changes.clone(),
+        );
+        registry.register(
+            "zundamon_fleet_store_errors",
+            "HTTP fleet: failed lease or pending-table operations, by operation",
+            metrics.fleet_store_errors.clone(),
+        );
+        for event in ["taken", "released", "lost"] {
+            let _ = metrics
+                .fleet_channel_changes
+                .get_or_create(&vec![("event".into(), event.into())]);
+        }
+        for op in ["renew", "scan", "acquire", "read", "release"] {
+            let _ = metrics
+                .fleet_store_errors
+                .get_or_create(&vec![("op".into(), op.into())]);
+        }
         for outcome in ["ok", "invalid"] {
             let _ = metrics
                 .config_reloads
@@ -271,6 +302,24 @@ impl Metrics {
 
     pub fn set_gateway_ready(&self, ready: bool) {
         self.gateway_ready.set(i64::from(ready));
+    }
+
+    /// HTTP fleet: this instance now holds `held` channels after a lease was `event` (`taken`,
+    /// `released` or `lost`).
+    pub fn fleet_channel(&self, event: &str, held: usize) {
+        self.fleet_channel_changes
+            .get_or_create(&vec![("event".into(), event.into())])
+            .inc();
+        self.fleet_channels_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// HTTP fleet: a lease or pending-table operation (`renew`, `scan`, `acquire`, `read`,
+    /// `release`) failed.
+    pub fn fleet_store_error(&self, op: &str) {
+        self.fleet_store_errors
+            .get_or_create(&vec![("op".into(), op.into())])
+            .inc();
     }
 
     /// Counts one configuration reload; `outcome` is `ok` or `invalid`.

@@ -118,6 +118,17 @@ async fn thirty_questions_in_three_channels_through_three_instances_are_answered
             .await,
         0
     );
+    // Each channel is held by exactly one instance (kept while its actor would live).
+    let mut held = 0.0;
+    for bot in &fleet.bots {
+        held += bot.metric("zundamon_fleet_channels_held").await.unwrap();
+        assert_eq!(
+            bot.metric("zundamon_fleet_channel_changes_total{event=\"lost\"}")
+                .await,
+            Some(0.0)
+        );
+    }
+    assert_eq!(held, 3.0, "channels held across the fleet");
     fleet.finish().await;
 }
 
@@ -228,6 +239,19 @@ async fn a_killed_instances_channel_is_taken_over_and_its_question_answered() {
         "took over in {takeover:?}"
     );
     eprintln!("takeover after kill -9: {takeover:?}");
+    // The survivor counts the channel it took over, and holds it.
+    assert_eq!(
+        fleet.bots[survivor]
+            .metric("zundamon_fleet_channel_changes_total{event=\"taken\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        fleet.bots[survivor]
+            .metric("zundamon_fleet_channels_held")
+            .await,
+        Some(1.0)
+    );
     fleet.bots.remove(holder);
     fleet.add_instance().await; // keeps the fleet's indices simple for finish()
     fleet.finish().await;
