@@ -281,6 +281,44 @@ async fn the_memory_commands_work_over_post_interactions_too() {
     );
 }
 
+#[tokio::test]
+async fn a_model_whose_template_opens_the_thought_shows_no_thought_once_recognised() {
+    let world = World::start("think-implicit", &[("ZUNDA_STREAM_EDIT_MS", "250")]).await;
+    world
+        .openai
+        .set_shape(support::fake_openai::Shape::StreamThinkImplicit);
+    world.openai.set_stream_gap(Duration::from_millis(15));
+    // The first answer teaches the bot that this model's text starts inside the thought.
+    let first = world
+        .discord
+        .send_interaction(47, USER, "user", "最初の質問")
+        .await;
+    world.wait_final(&first).await;
+    let shown = world.discord.shown(&first.token).concat();
+    assert!(!shown.contains("SECRET"), "{shown}");
+    // From then on no edit shows any of it: each is a status line or the answer so far.
+    let second = world
+        .discord
+        .send_interaction(47, USER, "user", "二番目の質問")
+        .await;
+    world.wait_final(&second).await;
+    let final_text = world.discord.shown(&second.token).concat();
+    assert!(!final_text.contains("SECRET"), "{final_text}");
+    let edits = original_edits(&world, &second);
+    assert!(edits.len() >= 2, "{} edits", edits.len());
+    for edit in &edits {
+        let text = content(edit);
+        assert!(
+            final_text.starts_with(&text) || text.contains("考えているのだ"),
+            "an edit showed something else than the answer so far: {text:?}"
+        );
+    }
+    assert!(world
+        .bot
+        .logs()
+        .contains("the model's chat template opens its thoughts"));
+}
+
 /// The successful edits of an interaction's original response, in order.
 fn original_edits(world: &World, sent: &SentInteraction) -> Vec<RecordedRequest> {
     world

@@ -10,6 +10,7 @@
 //! one metric per attempt, a semaphore permit per attempt (not held while backing off), and error
 //! texts we know never carry the API key.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use reqwest::StatusCode;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::response::{parse_completion, AssistantMessage, ResponseError};
 use super::stream::{read_stream, StreamEvent, StreamFailure};
@@ -129,6 +130,10 @@ pub struct ChatClient {
     /// Caps model requests in flight across all channels; waiters queue in FIFO order.
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Set once an answer closed a thought it never opened (the chat template opens `<think>`
+    /// in the prompt): from then on streamed text is held as thought until `</think>`, so the
+    /// live view never shows the model thinking.
+    think_opens_implicitly: AtomicBool,
 }
 
 impl std::fmt::Debug for ChatClient {
@@ -163,6 +168,7 @@ impl ChatClient {
             request_timeout,
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             metrics,
+            think_opens_implicitly: AtomicBool::new(false),
         })
     }
 
@@ -218,6 +224,11 @@ impl ChatClient {
             let err = match result {
                 Ok(message) => {
                     self.metrics.llm_request("ok");
+                    if message.think_opened_implicitly
+                        && !self.think_opens_implicitly.swap(true, Ordering::Relaxed)
+                    {
+                        info!("the model's chat template opens its thoughts: streamed text is held until </think>");
+                    }
                     return Ok(message);
                 }
                 Err(err) => err,
@@ -283,7 +294,8 @@ impl ChatClient {
                     }
                 },
             ));
-            let result = read_stream(chunks, on_event).await;
+            let implicit = self.think_opens_implicitly.load(Ordering::Relaxed);
+            let result = read_stream(chunks, implicit, on_event).await;
             debug!(
                 status = status.as_u16(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -331,12 +343,13 @@ impl ChatClient {
             bytes[text_start..].starts_with(b"data:") || bytes[text_start..].starts_with(b":");
         if looks_like_sse {
             let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
-            return read_stream(chunks, on_event)
-                .await
-                .map_err(|failure| match failure {
+            let implicit = self.think_opens_implicitly.load(Ordering::Relaxed);
+            return read_stream(chunks, implicit, on_event).await.map_err(
+                |failure| match failure {
                     StreamFailure::Response(err) => self.invalid(err),
                     StreamFailure::Transport { error, .. } => match error {},
-                });
+                },
+            );
         }
         let message = parse_completion(&bytes).map_err(|err| self.invalid(err))?;
         if let Some(text) = &message.content {

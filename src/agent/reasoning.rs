@@ -17,6 +17,9 @@ pub struct Stripped {
     pub visible: String,
     /// Whether any reasoning was removed.
     pub had_reasoning: bool,
+    /// Whether the text closed a thought it never opened: the chat template opens the block in
+    /// the prompt, so the model's text starts inside it.
+    pub opened_implicitly: bool,
 }
 
 /// The earliest occurrence of any of `tags` in `lower` at or after `from`: (start, tag length).
@@ -33,6 +36,7 @@ pub fn strip_reasoning(text: &str) -> Stripped {
     let lower = text.to_ascii_lowercase();
     let mut visible = String::with_capacity(text.len());
     let mut had_reasoning = false;
+    let mut opened_implicitly = false;
     let mut at = 0;
     let first_open = find_tag(&lower, 0, &OPEN_TAGS).map(|(start, _)| start);
     if let Some((close, len)) = find_tag(&lower, 0, &CLOSE_TAGS) {
@@ -42,6 +46,7 @@ pub fn strip_reasoning(text: &str) -> Stripped {
         };
         if before_any_open {
             had_reasoning = true;
+            opened_implicitly = true;
             at = close + len;
         }
     }
@@ -60,6 +65,7 @@ pub fn strip_reasoning(text: &str) -> Stripped {
     Stripped {
         visible,
         had_reasoning,
+        opened_implicitly,
     }
 }
 
@@ -88,6 +94,11 @@ pub struct ThinkFilter {
     /// Bytes held back: a possible partial tag at the end of the last delta.
     pending: String,
     saw_reasoning: bool,
+    /// Started inside a thought the model never opens (see [`ThinkFilter::opened_implicitly`])
+    /// and no closing tag has come yet: the text so far is held in `hidden`, shown at the end if
+    /// the model did not think this time after all.
+    implicit: bool,
+    hidden: String,
 }
 
 impl Default for ThinkFilter {
@@ -102,6 +113,19 @@ impl ThinkFilter {
             state: FilterState::Start,
             pending: String::new(),
             saw_reasoning: false,
+            implicit: false,
+            hidden: String::new(),
+        }
+    }
+
+    /// A filter for a model whose chat template opens the thought in the prompt (its text starts
+    /// inside `<think>` and only `</think>` arrives): everything up to the first closing tag is a
+    /// thought. If none comes, the held text is the answer and [`ThinkFilter::finish`] returns it.
+    pub fn opened_implicitly() -> Self {
+        Self {
+            state: FilterState::Thinking,
+            implicit: true,
+            ..Self::new()
         }
     }
 
@@ -122,9 +146,16 @@ impl ThinkFilter {
                     Some((close, len)) => {
                         buf.drain(..close + len);
                         self.state = FilterState::Start;
+                        if std::mem::take(&mut self.implicit) {
+                            self.hidden.clear();
+                            self.saw_reasoning = true;
+                        }
                     }
                     None => {
                         let keep = partial_tag_suffix(&lower, &CLOSE_TAGS);
+                        if self.implicit {
+                            self.hidden.push_str(&buf[..buf.len() - keep]);
+                        }
                         self.pending = buf[buf.len() - keep..].to_owned();
                         break;
                     }
@@ -168,6 +199,12 @@ impl ThinkFilter {
     /// Ends the stream: a held-back partial tag outside a thought was just text.
     pub fn finish(&mut self) -> String {
         let pending = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.implicit) {
+            // No closing tag came: the model answered without thinking.
+            self.state = FilterState::Visible;
+            let held = std::mem::take(&mut self.hidden) + &pending;
+            return strip_reasoning(&held).visible.trim_start().to_owned();
+        }
         match self.state {
             FilterState::Thinking => String::new(),
             FilterState::Start => pending.trim_start().to_owned(),
@@ -234,7 +271,12 @@ mod tests {
 
     /// Feeds `text` to a filter in pieces of `size` bytes (on char boundaries).
     fn stream(text: &str, size: usize) -> (String, bool) {
-        let mut filter = ThinkFilter::new();
+        stream_with(ThinkFilter::new(), text, size).0
+    }
+
+    /// `text` through `filter` in pieces of `size` bytes: (visible, saw reasoning), and the
+    /// visible text shown before the stream ended.
+    fn stream_with(mut filter: ThinkFilter, text: &str, size: usize) -> ((String, bool), String) {
         let mut out = String::new();
         let mut rest = text;
         while !rest.is_empty() {
@@ -245,8 +287,43 @@ mod tests {
             out.push_str(&filter.push(&rest[..cut]).visible);
             rest = &rest[cut..];
         }
+        let before_end = out.clone();
         out.push_str(&filter.finish());
-        (out, filter.saw_reasoning())
+        ((out, filter.saw_reasoning()), before_end)
+    }
+
+    #[test]
+    fn a_template_opened_thought_is_never_shown_and_a_plain_answer_still_is() {
+        let cases = [
+            // The model's text starts inside the thought; only the closing tag arrives.
+            (
+                "秘密の考え</think>\n\n答えなのだ",
+                "答えなのだ",
+                "答えなのだ",
+                true,
+            ),
+            (
+                "秘密</THINK>答え<think>また秘密</think>なのだ",
+                "答えなのだ",
+                "答えなのだ",
+                true,
+            ),
+            // This time it did not think: nothing is shown until the end, then all of it.
+            ("普通の答えなのだ", "普通の答えなのだ", "", false),
+        ];
+        for (text, visible, streamed, reasoning) in cases {
+            for size in 1..=text.len() {
+                let ((out, saw), before_end) =
+                    stream_with(ThinkFilter::opened_implicitly(), text, size);
+                assert_eq!(out, visible, "{text:?} in pieces of {size}");
+                assert_eq!(before_end, streamed, "{text:?} in pieces of {size}");
+                assert!(!out.contains("秘密"), "{text:?} in pieces of {size}");
+                assert_eq!(saw, reasoning, "{text:?} in pieces of {size}");
+            }
+        }
+        assert!(strip_reasoning("考え</think>答え").opened_implicitly);
+        assert!(!strip_reasoning("<think>考え</think>答え").opened_implicitly);
+        assert!(!strip_reasoning("答え").opened_implicitly);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct AssistantMessage {
     pub had_reasoning: bool,
     /// Whether it arrived as an event stream.
     pub streamed: bool,
+    /// Whether its text closed a thought it never opened (the chat template opens it).
+    pub think_opened_implicitly: bool,
 }
 
 impl AssistantMessage {
@@ -273,6 +275,7 @@ pub(super) fn assemble(
 ) -> Result<AssistantMessage, ResponseError> {
     let stripped = raw.map(strip_reasoning);
     let had_think = stripped.as_ref().is_some_and(|s| s.had_reasoning);
+    let think_opened_implicitly = stripped.as_ref().is_some_and(|s| s.opened_implicitly);
     let content = stripped
         .map(|s| s.visible.trim().to_owned())
         .filter(|text| !text.is_empty());
@@ -282,6 +285,7 @@ pub(super) fn assemble(
         finish_reason,
         had_reasoning: had_think || reasoning_field,
         streamed: false,
+        think_opened_implicitly,
     };
     if message.is_usable() {
         return Ok(message);

@@ -320,6 +320,7 @@ impl<E: Display> Display for StreamFailure<E> {
 /// error is still accepted if a chunk already gave a `finish_reason`.
 pub async fn read_stream<S, B, E>(
     mut chunks: S,
+    think_opens_implicitly: bool,
     on_event: &mut (dyn FnMut(StreamEvent) + Send),
 ) -> Result<AssistantMessage, StreamFailure<E>>
 where
@@ -327,6 +328,9 @@ where
     B: AsRef<[u8]>,
 {
     let mut assembler = StreamAssembler::new();
+    if think_opens_implicitly {
+        assembler.filter = ThinkFilter::opened_implicitly();
+    }
     while let Some(chunk) = chunks.next().await {
         match chunk {
             Ok(bytes) => assembler
@@ -510,7 +514,7 @@ mod tests {
             Err("connection reset"),
         ];
         let mut seen = Vec::new();
-        let message = read_stream(futures::stream::iter(pieces), &mut |e| seen.push(e))
+        let message = read_stream(futures::stream::iter(pieces), false, &mut |e| seen.push(e))
             .await
             .unwrap();
         assert_eq!(message.content.as_deref(), Some("のだ"));
@@ -519,7 +523,7 @@ mod tests {
             Ok(chunk(r#"{"content":"途中"}"#).into_bytes()),
             Err("connection reset"),
         ];
-        let err = read_stream(futures::stream::iter(pieces), &mut |_| {})
+        let err = read_stream(futures::stream::iter(pieces), false, &mut |_| {})
             .await
             .unwrap_err();
         assert!(

@@ -86,6 +86,9 @@ pub enum Shape {
     StreamNoDone,
     /// A stream with `<think>` tags split across chunks.
     StreamThink,
+    /// A stream from a chat template that opens `<think>` in the prompt: the text starts inside
+    /// the thought and only `</think>` arrives.
+    StreamThinkImplicit,
     /// Unusable: `choices: []`.
     NoChoices,
     /// Unusable: a message with neither content nor tool calls.
@@ -103,6 +106,7 @@ impl Shape {
                 | Shape::StreamKeepAlive
                 | Shape::StreamNoDone
                 | Shape::StreamThink
+                | Shape::StreamThinkImplicit
         )
     }
 }
@@ -572,6 +576,10 @@ fn shaped_completion(
         // Reasoning models think before a tool call too.
         Shape::ThinkTags | Shape::StreamThink => Some(format!(
             "<think>\n{THOUGHT}\n</think>\n\n{}",
+            content.unwrap_or_default()
+        )),
+        Shape::StreamThinkImplicit => Some(format!(
+            "{THOUGHT}\n</think>\n\n{}",
             content.unwrap_or_default()
         )),
         Shape::OnlyThinking => Some(format!("<think>{THOUGHT}")),
