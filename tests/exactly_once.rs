@@ -84,12 +84,7 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         .openai
         .wait_for_requests(2, Duration::from_secs(5))
         .await;
-    world.bot.signal("KILL");
-    world
-        .bot
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("killed");
+    world.bot.kill_9().await;
     for sent in &all {
         assert!(
             world.deliveries(sent).is_empty(),
@@ -436,12 +431,7 @@ async fn kill_9_mid_stream_reuses_the_follow_up_already_posted() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    world.bot.signal("KILL");
-    world
-        .bot
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("killed");
+    world.bot.kill_9().await;
     let before = world.discord.shown(&sent.token);
     assert_eq!(before.len(), 2, "{before:?}");
 

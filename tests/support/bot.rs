@@ -221,6 +221,15 @@ impl Bot {
         assert!(status.success());
     }
 
+    /// Kills the process with SIGKILL (no drain, nothing flushed) and waits until it is gone.
+    #[allow(dead_code)]
+    pub async fn kill_9(&mut self) {
+        self.signal("KILL");
+        self.wait_exit(Duration::from_secs(5))
+            .await
+            .expect("the process did not die after SIGKILL");
+    }
+
     /// Waits for the process to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
