@@ -259,6 +259,8 @@ impl ChatClient {
         on_event: &mut (dyn FnMut(StreamEvent) + Send),
     ) -> Result<AssistantMessage, LlmError> {
         let started = std::time::Instant::now();
+        // Whether a streamed answer starts inside a thought (see `think_opens_implicitly`).
+        let implicit = self.think_opens_implicitly.load(Ordering::Relaxed);
         let mut response = self
             .http
             .post(&self.endpoint)
@@ -294,7 +296,6 @@ impl ChatClient {
                     }
                 },
             ));
-            let implicit = self.think_opens_implicitly.load(Ordering::Relaxed);
             let result = read_stream(chunks, implicit, on_event).await;
             debug!(
                 status = status.as_u16(),
@@ -343,7 +344,6 @@ impl ChatClient {
             bytes[text_start..].starts_with(b"data:") || bytes[text_start..].starts_with(b":");
         if looks_like_sse {
             let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
-            let implicit = self.think_opens_implicitly.load(Ordering::Relaxed);
             return read_stream(chunks, implicit, on_event).await.map_err(
                 |failure| match failure {
                     StreamFailure::Response(err) => self.invalid(err),

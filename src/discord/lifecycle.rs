@@ -41,7 +41,7 @@ const SWEEP_ACTIVE_AT: usize = 4096;
 /// How long a live view may take to stop after the answer is complete (one edit in flight).
 const LIVE_STOP_BUDGET: Duration = Duration::from_secs(30);
 /// How long other pending-table writes may take before they are given up (and logged).
-const STORE_BUDGET: Duration = Duration::from_secs(5);
+pub(super) const STORE_BUDGET: Duration = Duration::from_secs(5);
 
 /// A question on its way through its channel's queue.
 pub type PendingAnswer = Pin<Box<dyn Future<Output = Result<String, AskError>> + Send>>;
@@ -219,24 +219,24 @@ impl Lifecycle {
         };
         self.metrics.observe_answer(took.as_secs_f64());
         let parts = split_message(&content, MESSAGE_LIMIT);
-        let mut shown = match job.live.take() {
+        let viewed = match job.live.take() {
             // The answerer has finished, so the view stops after its current edit at most.
             Some(view) => match tokio::time::timeout(LIVE_STOP_BUDGET, view).await {
-                Ok(Ok(shown)) => shown,
+                Ok(Ok(shown)) => Some(shown),
                 _ => {
                     warn!("the live view did not stop in time; delivering over it");
-                    Shown::new(
-                        Some(self.follow_up_log(interaction_id)),
-                        job.question.follow_ups.clone(),
-                    )
+                    None
                 }
             },
-            // Not streamed, or resumed: the follow-ups an earlier process posted, if any.
-            None => Shown::new(
+            None => None,
+        };
+        // Not streamed, or resumed: the follow-ups an earlier process posted, if any.
+        let mut shown = viewed.unwrap_or_else(|| {
+            Shown::new(
                 Some(self.follow_up_log(interaction_id)),
                 job.question.follow_ups.clone(),
-            ),
-        };
+            )
+        });
         if shown.edits > 0 {
             self.metrics.observe_live_edits(shown.edits);
         }

@@ -18,13 +18,11 @@ use zundamon_actors::Live;
 
 use super::deliver::{Delivery, DeliveryError};
 use super::edits::LiveEdit;
+use super::lifecycle::STORE_BUDGET;
 use super::split::split_message;
 use super::{bound_reply, quote_answer, MESSAGE_LIMIT};
 use crate::config::Secret;
 use crate::store::PendingStore;
-
-/// How long noting the follow-up ids may take before the answer goes on without it.
-const NOTE_BUDGET: Duration = Duration::from_secs(5);
 
 /// Where an answer's follow-up message ids are kept while it is pending, so that a process that
 /// dies mid-answer leaves them to the next one (which edits them instead of posting them again).
@@ -45,7 +43,7 @@ impl std::fmt::Debug for FollowUpLog {
 impl FollowUpLog {
     async fn note(&self, ids: &[u64]) {
         let noted = self.store.follow_ups(self.interaction_id, ids);
-        match tokio::time::timeout(NOTE_BUDGET, noted).await {
+        match tokio::time::timeout(STORE_BUDGET, noted).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!("cannot note the answer's follow-up messages: {err}"),
             Err(_) => warn!("cannot note the answer's follow-up messages: the store took too long"),

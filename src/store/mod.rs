@@ -91,14 +91,14 @@ pub fn acceptance_stamp() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last.saturating_add(1));
-        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(seen) => last = seen,
-        }
-    }
+    let next = |last: u64| now.max(last.saturating_add(1));
+    // The closure never declines, so `fetch_update` always succeeds with the previous value.
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(next(last))
+        })
+        .unwrap_or_else(|last| last);
+    next(previous)
 }
 
 /// Follow-up message ids as stored (`"12,34"`); anything unreadable is skipped.
