@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use zundamon_actors::{Channels, SupervisorArgs};
 
 use crate::agent::ZundaAgent;
@@ -23,6 +23,7 @@ use crate::discord::router::{Router, RouterArgs, RouterMsg};
 use crate::health::Health;
 use crate::http::{HttpSettings, Routes, Server};
 use crate::metrics::Metrics;
+use crate::owners::Owners;
 use crate::reload::{self, Hangups, LiveAnswerer, Reloader};
 use crate::shutdown::{self, InFlight};
 use crate::store::{self as stores, Backend};
@@ -48,6 +49,7 @@ pub struct Application {
     in_flight: InFlight,
     gateway: Gateway,
     fleet: Option<crate::fleet::Fleet>,
+    owners: Owners,
     reloader: Reloader,
     hangups: Hangups,
 }
@@ -125,10 +127,9 @@ impl Application {
             .clone()
             .postgres()
             .filter(|_| !config.discord.public_key.trim().is_empty());
-        let fleet_store = fleet_postgres.clone().map(|postgres| {
-            Arc::new(crate::fleet::lease::FleetPending(postgres))
-                as Arc<dyn crate::store::PendingStore>
-        });
+        let fleet_store = fleet_postgres
+            .clone()
+            .map(|postgres| Arc::new(crate::fleet::lease::FleetPending(postgres)));
         let (router, _) = Actor::spawn(
             None,
             Router,
@@ -151,28 +152,17 @@ impl Application {
         )
         .await
         .context("cannot start the Discord event actor")?;
-        // Questions a previous process accepted and did not answer go first, ahead of anything
-        // the gateway or the endpoint brings from now on.
-        // With a shared store, each process of a shard range resumes only its own guilds'.
+        // Questions a process that is gone accepted and did not answer go first, ahead of
+        // anything the gateway or the endpoint brings from now on; a live process's are its own.
+        // With a shared store, each process of a shard range takes only its own guilds'.
         let shards = config.gateway.shards();
-        let pending = store.pending().await.map(|all| {
-            all.into_iter()
-                .filter(|question| shards.owns(question.guild_id))
-                .collect::<Vec<_>>()
-        });
-        match pending {
-            Ok(pending) if pending.is_empty() => {}
-            Ok(pending) => {
-                info!(
-                    count = pending.len(),
-                    "resuming questions left by the previous process"
-                );
-                router
-                    .cast(RouterMsg::Resume(pending))
-                    .context("cannot resume pending questions")?;
-            }
-            Err(err) => error!("cannot read the pending questions, they stay stored: {err}"),
-        }
+        let owners = Owners::start(
+            store.clone().into_pending(),
+            router.clone(),
+            Duration::from_secs(config.fleet.lease_secs.max(1)),
+            Arc::new(move |guild| shards.owns(guild)),
+        )
+        .await;
         if !config.discord.public_key.trim().is_empty() {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
@@ -193,7 +183,7 @@ impl Application {
                     lease: Duration::from_secs(config.fleet.lease_secs),
                     keep_idle: Duration::from_secs(config.channels.idle_secs)
                         + Duration::from_secs(config.fleet.lease_secs),
-                    holder: crate::fleet::instance_name(),
+                    holder: store.instance().to_owned(),
                     metrics: metrics.clone(),
                 },
             )),
@@ -228,6 +218,7 @@ impl Application {
             in_flight,
             gateway,
             fleet,
+            owners,
             reloader,
             hangups,
         })
@@ -260,6 +251,7 @@ impl Application {
             in_flight,
             gateway,
             fleet,
+            owners,
             reloader,
             hangups,
         } = self;
@@ -303,6 +295,7 @@ impl Application {
         if let Err(err) = router.call(RouterMsg::Drain, Some(TEARDOWN_STEP)).await {
             warn!("the event actor did not confirm the drain: {err}");
         }
+        owners.drain();
         if let Some(fleet) = &fleet {
             fleet.drain();
         }
@@ -323,6 +316,7 @@ impl Application {
         } else {
             info!("every accepted question was answered");
         }
+        owners.stop().await;
         router.stop(None);
         channels.stop().await;
         if let Err(err) = store.close().await {

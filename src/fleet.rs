@@ -42,7 +42,8 @@ pub struct FleetSettings {
     pub lease: Duration,
     /// How long a channel is kept after its last question (the channel actor's idle time).
     pub keep_idle: Duration,
-    /// This instance's name in the lease table.
+    /// This instance's name in the lease table (the store's instance id, which also owns the
+    /// questions it claims).
     pub holder: String,
     /// Where the fleet's metrics go.
     pub metrics: Arc<Metrics>,
@@ -61,16 +62,6 @@ enum Mode {
     /// Keep the channels held (their answers are finishing), take no new ones.
     Draining,
     Stopped,
-}
-
-/// A name unique to this process among the fleet's instances.
-pub fn instance_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "zundamon".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{host}-{}-{nanos:08x}", std::process::id())
 }
 
 impl Fleet {
@@ -213,12 +204,13 @@ impl Worker {
         }
     }
 
-    /// Takes (or renews) `channel`'s lease and, if held, hands its waiting questions to the event
-    /// actor (which skips the ones it is already answering).
+    /// Takes (or renews) `channel`'s lease and, if held, claims its waiting questions with the
+    /// lease's token and hands them to the event actor (which skips the ones it is already
+    /// answering).
     async fn take(&mut self, channel: ChannelId) {
-        match self.leases.acquire(channel).await {
-            Ok(true) => {}
-            Ok(false) => return, // another instance answers this channel
+        let token = match self.leases.acquire(channel).await {
+            Ok(Some(token)) => token,
+            Ok(None) => return, // another instance answers this channel
             Err(err) => {
                 warn!(
                     channel_id = channel,
@@ -227,12 +219,12 @@ impl Worker {
                 self.metrics.fleet_store_error("acquire");
                 return;
             }
-        }
+        };
         if self.held.insert(channel, Instant::now()).is_none() {
             info!(channel_id = channel, holder = %self.leases.holder(), "HTTP fleet: took a channel");
             self.metrics.fleet_channel("taken", self.held.len());
         }
-        match self.leases.waiting_in(channel).await {
+        match self.leases.claim(channel, token).await {
             Ok(questions) if questions.is_empty() => {}
             Ok(questions) => {
                 if self.router.cast(RouterMsg::Resume(questions)).is_err() {

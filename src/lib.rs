@@ -15,6 +15,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod ops_metrics;
+pub mod owners;
 pub mod probe;
 pub mod reload;
 pub mod retry;

@@ -44,6 +44,7 @@ pub struct Metrics {
     fleet_channels_held: Gauge<i64, AtomicI64>,
     fleet_channel_changes: Family<Outcome, Counter>,
     fleet_store_errors: Family<Outcome, Counter>,
+    fleet_fenced: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -74,6 +75,7 @@ impl Metrics {
             fleet_channels_held: Gauge::default(),
             fleet_channel_changes: Family::default(),
             fleet_store_errors: Family::default(),
+            fleet_fenced: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +183,12 @@ impl Metrics {
             "zundamon_fleet_channel_changes",
             "HTTP fleet: channel leases taken, released when idle, or lost (not renewed in time)",
             metrics.fleet_channel_changes.clone(),
+        );
+        registry.register(
+            "zundamon_fleet_fenced",
+            "Answers dropped because their question had been taken over by another process (a \
+             fleet lease or a heartbeat that lapsed while this process was frozen or cut off)",
+            metrics.fleet_fenced.clone(),
         );
         registry.register(
             "zundamon_fleet_store_errors",
@@ -312,6 +320,11 @@ impl Metrics {
             .inc();
         self.fleet_channels_held
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// An answer was dropped: its question belongs to another process now.
+    pub fn fleet_fenced(&self) {
+        self.fleet_fenced.inc();
     }
 
     /// HTTP fleet: a lease or pending-table operation (`renew`, `scan`, `acquire`, `read`,

@@ -179,6 +179,7 @@ async fn a_pending_question_older_than_its_token_is_dropped_and_counted() {
                 accepted: zundamon::store::acceptance_stamp(),
                 delivered_parts: 0,
                 follow_ups: Vec::new(),
+                fence: 0,
             };
             zundamon::store::PendingStore::record(&store, &question)
                 .await

@@ -31,6 +31,7 @@ fn pending(interaction_id: u64, channel_id: u64) -> PendingQuestion {
         accepted: zundamon::store::acceptance_stamp(),
         delivered_parts: 1,
         follow_ups: vec![7, 8],
+        fence: 0,
     }
 }
 

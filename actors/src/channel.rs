@@ -243,6 +243,9 @@ impl ChannelState {
                 "its deadline passed while it waited in the channel's queue".into(),
             ));
         }
+        if let Some(started) = &ticket.started {
+            let _ = started.set(Instant::now());
+        }
         let answer = self.answer(question, ticket.progress.as_ref()).await?;
         let remembered = self.args.answerer.remembered(&answer);
         let exchange = Exchange::new(question.text.clone(), remembered).with_id(ticket.id);

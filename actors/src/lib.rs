@@ -21,7 +21,7 @@ pub use store::{ConversationStore, MemoryStore, StoreError};
 pub use supervisor::{
     ChannelSettings, ChannelSupervisor, Channels, MemoryReport, SupervisorArgs, SupervisorMsg,
 };
-pub use ticket::{gate, Gate, GateKeeper, Live, Progress, Ticket};
+pub use ticket::{gate, Gate, GateKeeper, Live, Progress, Started, Ticket};
 pub use window::{Exchange, Window};
 
 /// A Discord channel id (a snowflake).

@@ -131,6 +131,10 @@ pub enum SupervisorMsg {
     /// Reply with what the channel remembers now without waiting for its queue: the window's
     /// length if its actor is alive and loaded, and the idle timeout and window size in force.
     Memory(ChannelId, RpcReplyPort<MemoryReport>),
+    /// Stop a channel's actor now, busy or not, and forget its in-memory window: another process
+    /// took the channel's questions over, so what this actor remembers may be stale. The next
+    /// question starts a new actor with the stored window.
+    Discard(ChannelId),
     /// Evict the actors idle for longer than the idle timeout (sent by a timer).
     Sweep,
     /// Apply new settings now: the sweep follows the new idle timeout, a lower cap evicts the
@@ -191,6 +195,7 @@ impl Actor for ChannelSupervisor {
             SupervisorMsg::Lookup(channel, reply) => {
                 let _ = reply.send(state.routes.get(&channel).map(|r| r.actor.clone()));
             }
+            SupervisorMsg::Discard(channel) => state.discard(channel),
             SupervisorMsg::Sweep => state.sweep(),
             SupervisorMsg::Reconfigure(settings) => state.reconfigure(&myself, settings),
         }
@@ -434,6 +439,25 @@ impl SupervisorState {
         }
     }
 
+    fn discard(&mut self, channel: ChannelId) {
+        if let Some(route) = self.routes.remove(&channel) {
+            self.by_actor.remove(&route.actor.get_id());
+            // Questions still queued are dropped with it; their askers get an error.
+            let lost = route.routed.saturating_sub(route.shared.completed());
+            self.args
+                .stats
+                .in_flight
+                .fetch_sub(lost as usize, Ordering::Relaxed);
+            route.actor.stop(Some("discarded".into()));
+            info!(
+                channel_id = channel,
+                dropped_questions = lost,
+                "channel actor discarded: its questions belong to another process now"
+            );
+            self.publish_live();
+        }
+    }
+
     /// Drops the route of an actor that ended without being evicted (crash or closed mailbox).
     fn forget(&mut self, actor: ActorId, failure: Option<String>) {
         let Some(channel) = self.by_actor.remove(&actor) else {
@@ -563,6 +587,13 @@ impl Channels {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Stops `channel`'s actor and forgets its in-memory window (see [`SupervisorMsg::Discard`]).
+    pub fn discard(&self, channel: ChannelId) {
+        if let Err(err) = self.supervisor.cast(SupervisorMsg::Discard(channel)) {
+            warn!("cannot discard a channel actor: {err}");
+        }
     }
 
     /// Applies new settings while running (see [`SupervisorMsg::Reconfigure`]).

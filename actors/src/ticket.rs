@@ -26,7 +26,13 @@ pub struct Ticket {
     /// Where the answerer shows its work while it answers (a status line, the answer so far),
     /// for a front end that streams it to the user.
     pub progress: Option<Progress>,
+    /// Set by the channel actor when it starts answering (after the gate and the queue), so
+    /// the front end can tell the time spent answering from the time spent waiting.
+    pub started: Option<Started>,
 }
+
+/// When a question started being answered; see [`Ticket::started`].
+pub type Started = std::sync::Arc<std::sync::OnceLock<Instant>>;
 
 /// What the user may see of an answer in the making.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,12 +57,19 @@ impl Ticket {
             deadline,
             gate: None,
             progress: None,
+            started: None,
         }
     }
 
     /// The same ticket with a live view of the answer.
     pub fn with_progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// The same ticket noting when it starts being answered in `started`.
+    pub fn timed(mut self, started: Started) -> Self {
+        self.started = Some(started);
         self
     }
 

@@ -22,7 +22,7 @@ use super::lifecycle::STORE_BUDGET;
 use super::split::split_message;
 use super::{bound_reply, quote_answer, MESSAGE_LIMIT};
 use crate::config::Secret;
-use crate::store::PendingStore;
+use crate::store::{Fence, PendingStore};
 
 /// Where an answer's follow-up message ids are kept while it is pending, so that a process that
 /// dies mid-answer leaves them to the next one (which edits them instead of posting them again).
@@ -30,6 +30,8 @@ use crate::store::PendingStore;
 pub struct FollowUpLog {
     pub store: Arc<dyn PendingStore>,
     pub interaction_id: u64,
+    /// The fence the question is held with (`None`: it was never recorded, nothing to note).
+    pub fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for FollowUpLog {
@@ -42,9 +44,15 @@ impl std::fmt::Debug for FollowUpLog {
 
 impl FollowUpLog {
     async fn note(&self, ids: &[u64]) {
-        let noted = self.store.follow_ups(self.interaction_id, ids);
+        let Some(fence) = self.fence else {
+            return;
+        };
+        let noted = self.store.follow_ups(self.interaction_id, ids, fence);
         match tokio::time::timeout(STORE_BUDGET, noted).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                warn!("cannot note the answer's follow-up messages: the question is no longer this process's")
+            }
             Ok(Err(err)) => warn!("cannot note the answer's follow-up messages: {err}"),
             Err(_) => warn!("cannot note the answer's follow-up messages: the store took too long"),
         }

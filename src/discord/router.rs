@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
-use zundamon_actors::{gate, Channels, GateKeeper, Live, Question, Ticket};
+use zundamon_actors::{gate, Channels, Live, Question, Ticket};
 
 use super::admission::Admission;
 use super::deliver::Delivery;
@@ -20,10 +20,11 @@ use super::lifecycle::{Active, Job, Lifecycle, TOKEN_LIFETIME};
 use super::live;
 use super::{MENTION_REPLY, WAIT_REPLY};
 use crate::config::{LimitsConfig, Secret};
+use crate::fleet::lease::FleetPending;
 use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlight;
-use crate::store::{PendingQuestion, PendingStore, Store};
+use crate::store::{PendingQuestion, Store};
 use crate::voice;
 
 /// How long an HTTP fleet instance may take to record a question before it replies with the
@@ -66,6 +67,7 @@ impl CommandEvent {
             accepted: crate::store::acceptance_stamp(),
             delivered_parts: 0,
             follow_ups: Vec::new(),
+            fence: 0,
         }
     }
 }
@@ -171,7 +173,7 @@ pub struct RouterArgs {
     /// HTTP fleet mode: questions from the HTTP endpoint are recorded here (for the instance
     /// holding the channel's lease, which gets them as [`RouterMsg::Resume`]) instead of being
     /// answered by this instance; resumed questions are removed from here once delivered.
-    pub fleet: Option<Arc<dyn PendingStore>>,
+    pub fleet: Option<Arc<FleetPending>>,
 }
 
 pub struct RouterState {
@@ -198,12 +200,12 @@ impl RouterState {
         Lifecycle {
             delivery: self.delivery(application_id),
             // In a fleet, the questions this instance answers are the fleet's.
-            store: self
-                .args
-                .fleet
-                .clone()
-                .unwrap_or_else(|| store.into_pending()),
+            store: match &self.args.fleet {
+                Some(fleet) => fleet.clone(),
+                None => store.into_pending(),
+            },
             metrics: self.args.metrics.clone(),
+            channels: self.args.channels.clone(),
         }
     }
 }
@@ -340,7 +342,11 @@ fn on_command(
     let http_reply = match (fleet, http_reply) {
         (Some(fleet), Some(reply)) => {
             let guard = state.args.in_flight.start();
-            let recording = record_for_fleet(fleet, event, question, reply, metrics, guard);
+            let limits = (
+                state.args.limits.max_queued_per_channel,
+                state.args.limits.max_pending,
+            );
+            let recording = record_for_fleet(fleet, event, question, reply, limits, metrics, guard);
             tokio::spawn(recording.instrument(span));
             return;
         }
@@ -381,7 +387,10 @@ fn on_command(
 
     // The question's place in its channel is fixed here, before anything can reorder it.
     let (keeper, gate) = gate();
-    let mut ticket = Ticket::new(Some(event.interaction_id), Some(start_by)).gated(gate);
+    let started = zundamon_actors::Started::default();
+    let mut ticket = Ticket::new(Some(event.interaction_id), Some(start_by))
+        .gated(gate)
+        .timed(started.clone());
     let live = state.args.stream_every.map(|every| {
         let (progress, states) = watch::channel(Live::Waiting);
         ticket.progress = Some(progress);
@@ -402,31 +411,36 @@ fn on_command(
         received,
         deliver_by,
         answer,
+        started,
         permit: Some(permit),
+        fence: None,
+        keep_row: false,
         live: None,
-        _active: active,
+        active,
         in_flight: state.args.in_flight.start(),
     };
     tokio::spawn(
         async move {
             // A refused acknowledgement withdraws the question through its gate; `finish` then
-            // sees it skipped by the channel and forgets it.
-            let acknowledged = match http_reply {
+            // sees it skipped by the channel.
+            let (recorded, acknowledged) = match http_reply {
                 // Recorded together with the deferral, so a slow store never pushes the
                 // acknowledgement past Discord's 3 s.
                 None => {
-                    let (_, acknowledged) = tokio::join!(
+                    tokio::join!(
                         lifecycle.record(&job.question),
-                        lifecycle.acknowledge(&job.question, job.received, keeper)
-                    );
-                    acknowledged
+                        lifecycle.acknowledge(&job.question, job.received)
+                    )
                 }
                 // The HTTP response is the acknowledgement: record first (within its budget).
                 Some(reply) => {
-                    lifecycle.record(&job.question).await;
-                    acknowledge_http(&lifecycle, job.received, keeper, reply)
+                    let recorded = lifecycle.record(&job.question).await;
+                    (recorded, acknowledge_http(&lifecycle, job.received, reply))
                 }
             };
+            let acknowledged = lifecycle
+                .settle(&mut job, recorded, acknowledged, keeper)
+                .await;
             if let (true, Some((states, every))) = (acknowledged, live) {
                 job.live = Some(tokio::spawn(
                     live::follow(
@@ -436,7 +450,7 @@ fn on_command(
                         states,
                         every,
                         job.deliver_by,
-                        Some(lifecycle.follow_up_log(job.question.interaction_id)),
+                        Some(lifecycle.follow_up_log(job.question.interaction_id, job.fence)),
                     )
                     .in_current_span(),
                 ));
@@ -450,20 +464,32 @@ fn on_command(
 /// HTTP fleet mode: the question is recorded in the shared pending table (the instance holding
 /// the channel's lease answers it), then acknowledged with the HTTP response.
 async fn record_for_fleet(
-    fleet: Arc<dyn PendingStore>,
+    fleet: Arc<FleetPending>,
     event: CommandEvent,
     question: String,
     reply: RpcReplyPort<String>,
+    (max_queued, max_pending): (usize, usize),
     metrics: Arc<Metrics>,
     _guard: crate::shutdown::InFlightGuard,
 ) {
     let received = event.received;
     let pending = event.into_pending(question);
     // Recorded before the acknowledgement: an accepted question is never lost. Bounded: Discord
-    // drops a reply that comes after 3 s.
-    let recorded = tokio::time::timeout(FLEET_RECORD_TIMEOUT, fleet.record(&pending)).await;
+    // drops a reply that comes after 3 s. The queue limits hold across the fleet: the store
+    // counts the channel's (and the fleet's) questions in the same statement.
+    let recorded = tokio::time::timeout(
+        FLEET_RECORD_TIMEOUT,
+        fleet.record_within(&pending, max_queued, max_pending),
+    )
+    .await;
     let text = match recorded {
-        Ok(Ok(())) => WAIT_REPLY,
+        Ok(Ok(true)) => WAIT_REPLY,
+        Ok(Ok(false)) => {
+            warn!("queue full in the fleet: answering busy");
+            metrics.reply("busy_channel");
+            let _ = reply.send(BUSY_REPLY.to_owned());
+            return;
+        }
         Ok(Err(err)) => {
             error!("cannot record the question for the fleet: {err}");
             super::ERROR_REPLY
@@ -483,21 +509,17 @@ async fn record_for_fleet(
 fn acknowledge_http(
     lifecycle: &Lifecycle,
     received: Instant,
-    keeper: GateKeeper,
     reply: RpcReplyPort<String>,
-) -> bool {
+) -> Result<(), &'static str> {
     if reply.send(WAIT_REPLY.to_owned()).is_err() {
         // The endpoint gave up waiting (its 3 s budget): Discord never saw an acknowledgement.
         warn!("the HTTP request was gone before the acknowledgement: withdrawing the question");
-        lifecycle.metrics.withdrawn("ack_failed");
-        keeper.withdraw("the HTTP request was gone");
-        return false;
+        return Err("ack_failed");
     }
     lifecycle
         .metrics
         .observe_ack_latency(received.elapsed().as_secs_f64());
-    keeper.open();
-    true
+    Ok(())
 }
 
 /// Answers at once without the model (bad question, rate limit, busy, draining).
@@ -564,16 +586,31 @@ fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
                 )
             });
             metrics.resumed("expired");
-            let id = question.interaction_id;
-            tokio::spawn(async move { lifecycle.forget(id).await }.instrument(span));
+            let fence = Some(question.fence);
+            tokio::spawn(async move { lifecycle.forget(&question, fence).await }.instrument(span));
             continue;
         };
-        metrics.resumed("resumed");
         let now = Instant::now();
         let deliver_by = now + left;
         let start_by = deliver_by
             .checked_sub(state.args.answer_budget)
             .unwrap_or(now);
+        // Resumed questions keep the queue limits too (the busy reply replaces 「ちょっと待ってね。」).
+        let permit = match state
+            .admission
+            .admit(question.channel_id, start_by.saturating_duration_since(now))
+        {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                span.in_scope(|| warn!(why = refusal.label(), "queue full: answering busy"));
+                let guard = state.args.in_flight.start();
+                let refused = refuse_resumed(lifecycle, question, refusal.label(), guard);
+                tokio::spawn(refused.instrument(span));
+                continue;
+            }
+        };
+        metrics.resumed("resumed");
+        let started = zundamon_actors::Started::default();
         let answer = Box::pin(state.args.channels.submit_with(
             Question {
                 channel_id: question.channel_id,
@@ -581,21 +618,53 @@ fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
                 user_name: question.user_name.clone(),
                 text: question.question.clone(),
             },
-            Ticket::new(Some(question.interaction_id), Some(start_by)),
+            Ticket::new(Some(question.interaction_id), Some(start_by)).timed(started.clone()),
         ));
         span.in_scope(|| info!(age_secs = age.as_secs(), "resuming a pending question"));
         let job = Job {
+            fence: Some(question.fence),
             question,
             received: now,
             deliver_by,
             answer,
-            permit: None,
+            started,
+            permit: Some(permit),
+            keep_row: false,
             live: None,
-            _active: active,
+            active,
             in_flight: state.args.in_flight.start(),
         };
         tokio::spawn(async move { lifecycle.finish(job).await }.instrument(span));
     }
+}
+
+/// A resumed question refused by the queue limits: its deferred reply becomes the busy reply, and
+/// the question is finished (if this process still holds it).
+async fn refuse_resumed(
+    lifecycle: Lifecycle,
+    question: PendingQuestion,
+    kind: &'static str,
+    _guard: crate::shutdown::InFlightGuard,
+) {
+    let fence = Some(question.fence);
+    if !lifecycle
+        .store
+        .holds(question.interaction_id, question.fence)
+        .await
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let deliver_by = Instant::now() + TOKEN_LIFETIME.saturating_sub(question.age());
+    match lifecycle
+        .delivery
+        .edit_original(question.token.expose(), BUSY_REPLY, deliver_by)
+        .await
+    {
+        Ok(()) => lifecycle.metrics.reply(kind),
+        Err(err) => warn!("cannot deliver the busy reply: {err}"),
+    }
+    lifecycle.forget(&question, fence).await;
 }
 
 fn on_message(

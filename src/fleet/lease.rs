@@ -9,7 +9,7 @@ use zundamon_actors::{ChannelId, StoreError};
 
 use crate::store::postgres::failed;
 use crate::store::sqlite::{channel_key, unkey};
-use crate::store::{PendingQuestion, PendingStore, PostgresStore};
+use crate::store::{Fence, PendingQuestion, PendingStore, PostgresStore, Recorded, Wanted};
 
 /// Lease operations for one instance (`holder`).
 #[derive(Clone)]
@@ -33,29 +33,36 @@ impl Leases {
     }
 
     /// Takes `channel`'s lease if it is free or lapsed, or renews it if this instance holds it.
-    /// True if this instance holds it now.
-    pub async fn acquire(&self, channel: ChannelId) -> Result<bool, StoreError> {
+    /// The lease's token if this instance holds it now: unchanged on a renewal, raised on every
+    /// takeover (also when this instance takes back a lease that lapsed), so a holder that froze
+    /// past its lease holds an older token than the channel's questions carry once another took
+    /// them.
+    pub async fn acquire(&self, channel: ChannelId) -> Result<Option<Fence>, StoreError> {
         let client = self.store.client("take a channel lease").await?;
         let statement = client
             .prepare_cached(
-                "INSERT INTO channel_leases (channel_id, holder, expires_at)
-                 VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                "INSERT INTO channel_leases (channel_id, holder, expires_at, token)
+                 VALUES ($1, $2, now() + $3 * interval '1 millisecond', 1)
                  ON CONFLICT (channel_id) DO UPDATE
-                     SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                     SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+                         token = CASE WHEN channel_leases.holder = EXCLUDED.holder
+                                       AND channel_leases.expires_at >= now()
+                                 THEN channel_leases.token
+                                 ELSE channel_leases.token + 1 END
                      WHERE channel_leases.holder = EXCLUDED.holder
                         OR channel_leases.expires_at < now()
-                 RETURNING channel_id",
+                 RETURNING token",
             )
             .await
             .map_err(failed("take a channel lease"))?;
-        let rows = client
-            .query(
+        let row = client
+            .query_opt(
                 &statement,
                 &[&channel_key(channel), &&*self.holder, &self.lease_ms],
             )
             .await
             .map_err(failed("take a channel lease"))?;
-        Ok(!rows.is_empty())
+        Ok(row.map(|row| row.get(0)))
     }
 
     /// Renews the leases of `channels`; returns those this instance still holds.
@@ -76,12 +83,14 @@ impl Leases {
         Ok(rows.iter().map(|row| unkey(row.get(0))).collect())
     }
 
-    /// Gives `channel` up (only if this instance holds it).
+    /// Gives `channel` up (only if this instance holds it). The row stays, lapsed, so the next
+    /// holder's token is still higher than every earlier one.
     pub async fn release(&self, channel: ChannelId) -> Result<(), StoreError> {
         let client = self.store.client("release a channel lease").await?;
         client
             .execute(
-                "DELETE FROM channel_leases WHERE channel_id = $1 AND holder = $2",
+                "UPDATE channel_leases SET expires_at = '-infinity'
+                 WHERE channel_id = $1 AND holder = $2",
                 &[&channel_key(channel), &&*self.holder],
             )
             .await
@@ -94,7 +103,8 @@ impl Leases {
         let client = self.store.client("release channel leases").await?;
         client
             .execute(
-                "DELETE FROM channel_leases WHERE holder = $1",
+                "UPDATE channel_leases SET expires_at = '-infinity'
+                 WHERE holder = $1 AND expires_at > '-infinity'",
                 &[&&*self.holder],
             )
             .await
@@ -106,7 +116,7 @@ impl Leases {
         let client = self.store.client("list waiting channels").await?;
         let rows = client
             .query(
-                "SELECT DISTINCT channel_id FROM pending_questions WHERE fleet",
+                "SELECT DISTINCT channel_id FROM pending_questions WHERE fleet AND NOT done",
                 &[],
             )
             .await
@@ -114,36 +124,102 @@ impl Leases {
         Ok(rows.iter().map(|row| unkey(row.get(0))).collect())
     }
 
-    /// `channel`'s fleet questions, oldest interaction first.
-    pub async fn waiting_in(&self, channel: ChannelId) -> Result<Vec<PendingQuestion>, StoreError> {
-        self.store.fleet_pending_in(channel).await
+    /// Claims `channel`'s fleet questions with the lease's `token`, oldest interaction first
+    /// (nothing if the lease is no longer this instance's with that token).
+    pub async fn claim(
+        &self,
+        channel: ChannelId,
+        token: Fence,
+    ) -> Result<Vec<PendingQuestion>, StoreError> {
+        self.store.claim_fleet_channel(channel, token).await
     }
 }
 
 /// The pending table as the event actor sees it in fleet mode: questions are recorded as fleet
-/// questions (which wakes the instances), and removed when delivered.
+/// questions (which wakes the instances, and is refused past the queue limits), and the holder's
+/// writes for the questions it claimed go to the store, fenced by the lease token it claimed them
+/// with.
 pub struct FleetPending(pub Arc<PostgresStore>);
+
+impl FleetPending {
+    /// Records a question for the fleet; `false` when the channel's queue (`max_queued`) or the
+    /// fleet's (`max_pending`) is full.
+    pub async fn record_within(
+        &self,
+        question: &PendingQuestion,
+        max_queued: usize,
+        max_pending: usize,
+    ) -> Result<bool, StoreError> {
+        self.0
+            .record_for_fleet(question, max_queued, max_pending)
+            .await
+    }
+}
 
 #[async_trait]
 impl PendingStore for FleetPending {
-    async fn record(&self, question: &PendingQuestion) -> Result<(), StoreError> {
-        self.0.record_for_fleet(question).await
+    fn instance(&self) -> &str {
+        self.0.instance()
     }
 
-    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError> {
-        self.0.delivered_parts(interaction_id, parts).await
+    async fn record(&self, question: &PendingQuestion) -> Result<Recorded, StoreError> {
+        self.0.record_for_fleet(question, 0, 0).await?;
+        // A fleet question belongs to whichever instance claims its channel, not to its recorder.
+        Ok(Recorded::Existing)
     }
 
-    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError> {
-        self.0.follow_ups(interaction_id, ids).await
+    async fn adopt(&self, question: &PendingQuestion) -> Result<Option<Fence>, StoreError> {
+        self.0.adopt(question).await
     }
 
-    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {
-        self.0.remove(interaction_id).await
+    async fn holds(&self, interaction_id: u64, fence: Fence) -> Result<bool, StoreError> {
+        self.0.holds(interaction_id, fence).await
+    }
+
+    async fn delivered_parts(
+        &self,
+        interaction_id: u64,
+        parts: u32,
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        self.0.delivered_parts(interaction_id, parts, fence).await
+    }
+
+    async fn follow_ups(
+        &self,
+        interaction_id: u64,
+        ids: &[u64],
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        self.0.follow_ups(interaction_id, ids, fence).await
+    }
+
+    async fn finish(
+        &self,
+        question: &PendingQuestion,
+        fence: Option<Fence>,
+    ) -> Result<bool, StoreError> {
+        self.0.finish(question, fence).await
     }
 
     async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError> {
         self.0.pending().await
+    }
+
+    async fn heartbeat(&self, lease: Duration) -> Result<(), StoreError> {
+        self.0.heartbeat(lease).await
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        self.0.leave().await
+    }
+
+    async fn claim_orphans(
+        &self,
+        unheld_after: Duration,
+        wanted: Wanted,
+    ) -> Result<Vec<PendingQuestion>, StoreError> {
+        self.0.claim_orphans(unheld_after, wanted).await
     }
 }
 
@@ -154,6 +230,7 @@ mod tests {
     use super::*;
     use crate::config::Secret;
     use crate::store::postgres::tests::TestDb;
+    use zundamon_actors::{ConversationStore, Exchange};
 
     fn question(interaction_id: u64, channel_id: u64) -> PendingQuestion {
         PendingQuestion {
@@ -169,6 +246,7 @@ mod tests {
             accepted: interaction_id,
             delivered_parts: 0,
             follow_ups: Vec::new(),
+            fence: 0,
         }
     }
 
@@ -181,25 +259,36 @@ mod tests {
         let store = Arc::new(db.store.clone());
         let a = Leases::new(store.clone(), "a", Duration::from_millis(600));
         let b = Leases::new(store.clone(), "b", Duration::from_millis(600));
-        assert!(a.acquire(7).await.unwrap());
-        assert!(a.acquire(7).await.unwrap(), "the holder renews");
-        assert!(!b.acquire(7).await.unwrap(), "held: no second holder");
-        assert!(b.acquire(8).await.unwrap(), "another channel is free");
+        assert_eq!(a.acquire(7).await.unwrap(), Some(1));
+        assert_eq!(
+            a.acquire(7).await.unwrap(),
+            Some(1),
+            "the holder renews, same token"
+        );
+        assert_eq!(b.acquire(7).await.unwrap(), None, "held: no second holder");
+        assert!(
+            b.acquire(8).await.unwrap().is_some(),
+            "another channel is free"
+        );
         assert_eq!(b.renew(&[7, 8]).await.unwrap(), vec![8], "b holds only 8");
 
-        // Not renewed: the lease lapses and b takes it; a's renewal then fails.
+        // Not renewed: the lease lapses and b takes it with a higher token; a's renewal fails.
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert!(b.acquire(7).await.unwrap());
+        assert_eq!(b.acquire(7).await.unwrap(), Some(2));
         assert!(a.renew(&[7]).await.unwrap().is_empty());
-        assert!(!a.acquire(7).await.unwrap());
+        assert_eq!(a.acquire(7).await.unwrap(), None);
 
-        // Released: free at once, and only by its holder.
+        // Released: free at once, and only by its holder; tokens keep rising.
         a.release(7).await.unwrap();
-        assert!(!a.acquire(7).await.unwrap(), "a cannot release b's lease");
+        assert_eq!(
+            a.acquire(7).await.unwrap(),
+            None,
+            "a cannot release b's lease"
+        );
         b.release(7).await.unwrap();
-        assert!(a.acquire(7).await.unwrap());
+        assert_eq!(a.acquire(7).await.unwrap(), Some(3));
         assert_eq!(b.release_all().await.unwrap(), 1);
-        assert!(a.acquire(8).await.unwrap());
+        assert!(a.acquire(8).await.unwrap().is_some());
         db.drop_schema().await;
     }
 
@@ -221,7 +310,7 @@ mod tests {
                 .collect();
             let mut won = 0;
             for taker in takers {
-                won += usize::from(taker.await.unwrap());
+                won += usize::from(taker.await.unwrap().is_some());
             }
             assert_eq!(won, 1, "channel {channel}");
         }
@@ -236,7 +325,7 @@ mod tests {
         else {
             return;
         };
-        let store = Arc::new(db.store.clone());
+        let store = Arc::new(db.store.clone().with_instance("a"));
         let fleet = FleetPending(store.clone());
         let leases = Leases::new(store.clone(), "a", Duration::from_secs(5));
         // Recorded out of order (two instances racing): answered in interaction order.
@@ -245,19 +334,90 @@ mod tests {
         fleet.record(&question(20, 2)).await.unwrap();
         fleet.record(&question(10, 1)).await.unwrap(); // a retried insert
         store.record(&question(5, 1)).await.unwrap(); // a process's own question
-        let ids =
-            |qs: Vec<PendingQuestion>| qs.iter().map(|q| q.interaction_id).collect::<Vec<_>>();
-        assert_eq!(ids(leases.waiting_in(1).await.unwrap()), vec![10, 30]);
+        let ids = |qs: &[PendingQuestion]| qs.iter().map(|q| q.interaction_id).collect::<Vec<_>>();
+        assert!(
+            leases.claim(1, 1).await.unwrap().is_empty(),
+            "no lease, no claim"
+        );
+        let token = leases.acquire(1).await.unwrap().unwrap();
+        let claimed = leases.claim(1, token).await.unwrap();
+        assert_eq!(ids(&claimed), vec![10, 30]);
+        assert!(claimed.iter().all(|q| q.fence == token));
         let mut channels = leases.waiting_channels().await.unwrap();
         channels.sort_unstable();
         assert_eq!(channels, vec![1, 2]);
         assert_eq!(
-            ids(store.pending().await.unwrap()),
+            ids(&store.pending().await.unwrap()),
             vec![5],
             "fleet rows are not resumed at startup"
         );
-        fleet.remove(10).await.unwrap();
-        assert_eq!(ids(leases.waiting_in(1).await.unwrap()), vec![30]);
+        assert!(fleet.finish(&claimed[0], Some(token)).await.unwrap());
+        assert_eq!(ids(&leases.claim(1, token).await.unwrap()), vec![30]);
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn a_holder_frozen_past_its_lease_is_fenced_out() {
+        let Some(db) = TestDb::new("a_holder_frozen_past_its_lease_is_fenced_out").await else {
+            return;
+        };
+        let a_store = Arc::new(db.store.clone().with_instance("a"));
+        let b_store = Arc::new(db.store.clone().with_instance("b"));
+        let a = Leases::new(a_store.clone(), "a", Duration::from_millis(500));
+        let b = Leases::new(b_store.clone(), "b", Duration::from_millis(500));
+        FleetPending(a_store.clone())
+            .record(&question(1, 4))
+            .await
+            .unwrap();
+        let a_token = a.acquire(4).await.unwrap().unwrap();
+        let a_claim = a.claim(4, a_token).await.unwrap();
+        assert!(a_store.holds(1, a_token).await.unwrap());
+        // a freezes past its lease; b takes the channel and its question.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let b_token = b.acquire(4).await.unwrap().unwrap();
+        assert!(b_token > a_token);
+        let b_claim = b.claim(4, b_token).await.unwrap();
+        assert_eq!(b_claim.len(), 1);
+        // a wakes: nothing it writes for the question lands.
+        assert!(!a_store.holds(1, a_token).await.unwrap());
+        assert!(!a_store.delivered_parts(1, 1, a_token).await.unwrap());
+        assert!(a.claim(4, a_token).await.unwrap().is_empty());
+        a_store
+            .append(4, &[Exchange::new("q", "stale").with_id(Some(1))], 5)
+            .await
+            .unwrap();
+        assert!(a_store.load(4, 5).await.unwrap().is_empty());
+        assert!(!a_store.finish(&a_claim[0], Some(a_token)).await.unwrap());
+        assert!(b_store.finish(&b_claim[0], Some(b_token)).await.unwrap());
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn the_fleet_keeps_the_queue_limits() {
+        let Some(db) = TestDb::new("the_fleet_keeps_the_queue_limits").await else {
+            return;
+        };
+        let fleet = FleetPending(Arc::new(db.store.clone()));
+        assert!(fleet.record_within(&question(1, 1), 2, 3).await.unwrap());
+        assert!(fleet.record_within(&question(2, 1), 2, 3).await.unwrap());
+        assert!(
+            !fleet.record_within(&question(3, 1), 2, 3).await.unwrap(),
+            "channel full"
+        );
+        assert!(
+            fleet.record_within(&question(2, 1), 2, 3).await.unwrap(),
+            "a retry is fine"
+        );
+        assert!(fleet.record_within(&question(4, 2), 2, 3).await.unwrap());
+        assert!(
+            !fleet.record_within(&question(5, 3), 2, 3).await.unwrap(),
+            "fleet full"
+        );
+        fleet.finish(&question(1, 1), None).await.unwrap();
+        assert!(
+            fleet.record_within(&question(3, 1), 2, 3).await.unwrap(),
+            "room again"
+        );
         db.drop_schema().await;
     }
 

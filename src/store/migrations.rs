@@ -9,6 +9,7 @@ pub const SQLITE: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_exchanges.sql"),
     include_str!("../../migrations/sqlite/0002_pending.sql"),
     include_str!("../../migrations/sqlite/0003_acceptance_order.sql"),
+    include_str!("../../migrations/sqlite/0004_owners.sql"),
 ];
 
 /// `migrations/postgres/*.sql`, in order.
@@ -16,4 +17,5 @@ pub const POSTGRES: &[&str] = &[
     include_str!("../../migrations/postgres/0001_store.sql"),
     include_str!("../../migrations/postgres/0002_fleet.sql"),
     include_str!("../../migrations/postgres/0003_acceptance_order.sql"),
+    include_str!("../../migrations/postgres/0004_owners.sql"),
 ];

@@ -53,6 +53,9 @@ pub struct PendingQuestion {
     /// The follow-up messages a live (streamed) view of the answer has posted, in order: a
     /// resumed delivery edits them instead of posting the same parts again.
     pub follow_ups: Vec<u64>,
+    /// The fence the row was read (or claimed) with: the one this process holds it with when it
+    /// resumes it.
+    pub fence: Fence,
 }
 
 impl fmt::Debug for PendingQuestion {
@@ -69,6 +72,7 @@ impl fmt::Debug for PendingQuestion {
             .field("accepted", &self.accepted)
             .field("delivered_parts", &self.delivered_parts)
             .field("follow_ups", &self.follow_ups)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -114,19 +118,104 @@ pub(crate) fn split_ids(stored: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The questions accepted but not yet answered, in acceptance order.
+/// The token a process holds a pending question with. It is raised each time the question
+/// changes hands (a takeover from a process whose heartbeat expired, a fleet lease taken over),
+/// and every write for the question checks the owner and the token together.
+pub type Fence = i64;
+
+/// What recording a question found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// This call wrote the row: this process owns the question, with this fence.
+    Mine(Fence),
+    /// A row for the interaction was there already: another process of the bot got the same
+    /// event (a rolling deploy), or the question was finished already.
+    Existing,
+}
+
+/// Which recorded questions a process may take over (a shard range takes only its own guilds').
+pub type Wanted = Arc<dyn Fn(Option<u64>) -> bool + Send + Sync>;
+
+/// The questions accepted but not yet answered, each owned by the process that accepted it (or
+/// took it over), in acceptance order.
+///
+/// Ownership rule: a process renews its [`heartbeat`](Self::heartbeat) while it lives; only a
+/// process whose owner's heartbeat has expired takes a question over
+/// ([`claim_orphans`](Self::claim_orphans)), and it raises the question's fence as it does, so
+/// the old owner's later writes (checked with [`holds`](Self::holds), or in the same statement)
+/// change nothing.
 #[async_trait]
 pub trait PendingStore: Send + Sync + 'static {
-    /// Records an accepted question; recording the same interaction again changes nothing.
-    async fn record(&self, question: &PendingQuestion) -> Result<(), StoreError>;
-    /// Notes that the first `parts` messages of the answer were delivered.
-    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError>;
-    /// Notes the follow-up messages the answer's live view has posted so far.
-    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError>;
-    /// Forgets a question: its answer was delivered, or it was withdrawn or expired.
-    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError>;
-    /// Every pending question, in the order they were accepted.
+    /// This process's instance id: the owner of the questions it records.
+    fn instance(&self) -> &str;
+    /// Records an accepted question as this process's. Recording an interaction that has a row
+    /// already (even a finished one) changes nothing.
+    async fn record(&self, question: &PendingQuestion) -> Result<Recorded, StoreError>;
+    /// Makes the question this process's once it won the acknowledgement: records it if it is
+    /// missing, or takes it over (raising the fence) from whichever process recorded it first.
+    /// `None` if the question is finished already.
+    async fn adopt(&self, question: &PendingQuestion) -> Result<Option<Fence>, StoreError>;
+    /// Whether this process still holds the question with `fence`: not taken over, not finished.
+    async fn holds(&self, interaction_id: u64, fence: Fence) -> Result<bool, StoreError>;
+    /// Notes that the first `parts` messages of the answer were delivered (only while held with
+    /// `fence`; false if not).
+    async fn delivered_parts(
+        &self,
+        interaction_id: u64,
+        parts: u32,
+        fence: Fence,
+    ) -> Result<bool, StoreError>;
+    /// Notes the follow-up messages the answer's live view has posted so far (only while held
+    /// with `fence`; false if not).
+    async fn follow_ups(
+        &self,
+        interaction_id: u64,
+        ids: &[u64],
+        fence: Fence,
+    ) -> Result<bool, StoreError>;
+    /// Marks a question finished (answered, withdrawn or expired). Its row stays for a while as a
+    /// tombstone (without the token), so a `record` that timed out and commits later cannot bring
+    /// it back; a missing row is written as a tombstone for the same reason. With a fence only if
+    /// this process holds the question with it; without one only if no other process owns it.
+    /// True if it was marked.
+    async fn finish(
+        &self,
+        question: &PendingQuestion,
+        fence: Option<Fence>,
+    ) -> Result<bool, StoreError>;
+    /// Every question not finished (the HTTP fleet's excepted), in the order they were accepted.
     async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError>;
+    /// Renews this process's heartbeat: its questions are not taken over for `lease`.
+    async fn heartbeat(&self, lease: Duration) -> Result<(), StoreError>;
+    /// Ends this process's heartbeat (a clean stop): its questions may be taken over at once.
+    async fn leave(&self) -> Result<(), StoreError>;
+    /// The questions this process should answer now, in acceptance order: those whose owner's
+    /// heartbeat expired (or that have no owner), taken over with a raised fence, and this
+    /// process's own recorded more than `unheld_after` ago (questions it lost the acknowledgement
+    /// of to a process that then never took them; the caller skips the ones it has in hand).
+    /// Only questions whose guild `wanted` accepts; never the HTTP fleet's.
+    async fn claim_orphans(
+        &self,
+        unheld_after: Duration,
+        wanted: Wanted,
+    ) -> Result<Vec<PendingQuestion>, StoreError>;
+}
+
+/// A name unique to this process among every process sharing a store: the host, the process id
+/// and the start time.
+pub fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "zundamon".into());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{host}-{}-{nanos:08x}", std::process::id())
+}
+
+/// Questions in acceptance order (rows from before acceptance stamps first, by interaction id).
+pub(crate) fn in_acceptance_order(mut questions: Vec<PendingQuestion>) -> Vec<PendingQuestion> {
+    questions.sort_by_key(|q| (q.accepted, q.interaction_id));
+    questions
 }
 
 /// Both halves of a store.

@@ -18,7 +18,9 @@ use tokio_postgres::NoTls;
 use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
 
 use super::sqlite::{channel_key, unkey};
-use super::{from_unix_millis, unix_millis, PendingQuestion, PendingStore};
+use super::{
+    from_unix_millis, unix_millis, Fence, PendingQuestion, PendingStore, Recorded, Wanted,
+};
 use super::{retention_cutoff, unix_secs, Clock};
 use crate::config::Secret;
 
@@ -46,6 +48,8 @@ pub enum PostgresOpenError {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// This process's instance id (see [`super::instance_id`]).
+    instance: Arc<str>,
     target: Arc<str>,
     retention: Duration,
     clock: Clock,
@@ -138,6 +142,7 @@ impl PostgresStore {
             .map_err(|err| connect(err.to_string()))?;
         let store = Self {
             pool,
+            instance: super::instance_id().into(),
             target: target.into(),
             retention,
             clock,
@@ -150,6 +155,12 @@ impl PostgresStore {
         let version = migrate(&mut client, target).await?;
         tracing::info!(target, schema_version = version, "conversation store open");
         Ok(store)
+    }
+
+    /// The same store acting for instance `id` (tests: several processes on one database).
+    pub fn with_instance(mut self, id: &str) -> Self {
+        self.instance = id.into();
+        self
     }
 
     /// The pool, for the fleet's lease and wake-up queries.
@@ -229,65 +240,83 @@ impl PostgresStore {
     }
 
     /// Records a question taken by an instance of the HTTP fleet: the instance holding the
-    /// channel's lease answers it (the insert wakes the listening instances).
-    pub async fn record_for_fleet(&self, question: &PendingQuestion) -> Result<(), StoreError> {
-        self.insert_pending(question, true).await
-    }
-
-    /// `channel`'s fleet questions, oldest interaction first (interaction ids are time-ordered).
-    pub async fn fleet_pending_in(
+    /// channel's lease answers it (the insert wakes the listening instances). Refused (`false`)
+    /// when the channel already has `max_queued` questions waiting or being answered, or the
+    /// fleet `max_pending` (0: no limit for either). Recording an interaction that has a row
+    /// already changes nothing and counts as recorded.
+    pub async fn record_for_fleet(
         &self,
-        channel: ChannelId,
-    ) -> Result<Vec<PendingQuestion>, StoreError> {
-        let client = self.client("list pending questions").await?;
+        q: &PendingQuestion,
+        max_queued: usize,
+        max_pending: usize,
+    ) -> Result<bool, StoreError> {
+        const WHAT: &str = "record pending question";
+        let limit = |n: usize| {
+            if n == 0 {
+                i64::MAX
+            } else {
+                i64::try_from(n).unwrap_or(i64::MAX)
+            }
+        };
+        let client = self.client(WHAT).await?;
         let statement = client
             .prepare_cached(&format!(
-                "{SELECT_PENDING} WHERE channel_id = $1 AND fleet ORDER BY interaction_id"
+                "WITH new AS (
+                     INSERT INTO pending_questions ({PENDING_INSERT_COLUMNS}, fleet)
+                     SELECT {PENDING_INSERT_VALUES}, TRUE
+                     WHERE (SELECT count(*) FROM pending_questions
+                            WHERE fleet AND NOT done AND channel_id = $4) < $16
+                       AND (SELECT count(*) FROM pending_questions WHERE fleet AND NOT done) < $17
+                     ON CONFLICT (interaction_id) DO NOTHING
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM new)
+                      + (SELECT count(*) FROM pending_questions WHERE interaction_id = $1)"
             ))
             .await
-            .map_err(failed("list pending questions"))?;
-        let rows = client
-            .query(&statement, &[&channel_key(channel)])
+            .map_err(failed(WHAT))?;
+        let values = insert_values(q, None, 0, false);
+        let (max_queued, max_pending) = (limit(max_queued), limit(max_pending));
+        let mut params = values.params();
+        params.push(&max_queued);
+        params.push(&max_pending);
+        let found: i64 = client
+            .query_one(&statement, &params)
             .await
-            .map_err(failed("list pending questions"))?;
-        Ok(rows.iter().map(pending_from_row).collect())
+            .map_err(failed(WHAT))?
+            .get(0);
+        Ok(found > 0)
     }
 
-    async fn insert_pending(&self, q: &PendingQuestion, fleet: bool) -> Result<(), StoreError> {
-        let client = self.client("record pending question").await?;
+    /// Claims `channel`'s fleet questions for this instance with its lease's `token`, oldest
+    /// interaction first (interaction ids are time-ordered); nothing unless this instance holds
+    /// the lease with that token now. Each question is then held with the token as its fence.
+    pub async fn claim_fleet_channel(
+        &self,
+        channel: ChannelId,
+        token: Fence,
+    ) -> Result<Vec<PendingQuestion>, StoreError> {
+        const WHAT: &str = "claim a channel's questions";
+        let client = self.client(WHAT).await?;
         let statement = client
-            .prepare_cached(
-                "INSERT INTO pending_questions (interaction_id, application_id, token,
-                     channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts, fleet, accepted, follow_ups)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (interaction_id) DO NOTHING",
-            )
+            .prepare_cached(&format!(
+                "UPDATE pending_questions SET owner = $2, fence = $3
+                 WHERE channel_id = $1 AND fleet AND NOT done
+                   AND EXISTS (SELECT 1 FROM channel_leases l WHERE l.channel_id = $1
+                       AND l.holder = $2 AND l.token = $3 AND l.expires_at > now())
+                 RETURNING {PENDING_COLUMNS}"
+            ))
             .await
-            .map_err(failed("record pending question"))?;
-        let parts = i32::try_from(q.delivered_parts).unwrap_or(i32::MAX);
-        client
-            .execute(
+            .map_err(failed(WHAT))?;
+        let rows = client
+            .query(
                 &statement,
-                &[
-                    &channel_key(q.interaction_id),
-                    &channel_key(q.application_id),
-                    &q.token.expose(),
-                    &channel_key(q.channel_id),
-                    &q.guild_id.map(channel_key),
-                    &channel_key(q.user_id),
-                    &q.user_name,
-                    &q.question,
-                    &unix_millis(q.received_at),
-                    &parts,
-                    &fleet,
-                    &channel_key(q.accepted),
-                    &super::join_ids(&q.follow_ups),
-                ],
+                &[&channel_key(channel), &&*self.instance, &token],
             )
             .await
-            .map(drop)
-            .map_err(failed("record pending question"))
+            .map_err(failed(WHAT))?;
+        let mut questions: Vec<PendingQuestion> = rows.iter().map(pending_from_row).collect();
+        questions.sort_by_key(|q| q.interaction_id);
+        Ok(questions)
     }
 
     /// A pooled connection, or a store error naming `what` could not run.
@@ -385,9 +414,90 @@ async fn migrate(client: &mut Object, target: &str) -> Result<usize, PostgresOpe
     Ok(known.len())
 }
 
-const SELECT_PENDING: &str = "SELECT interaction_id, application_id, token, channel_id, guild_id,
-    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups
-    FROM pending_questions";
+/// The columns of a pending question, in the order [`pending_from_row`] reads them.
+const PENDING_COLUMNS: &str = "interaction_id, application_id, token, channel_id, guild_id,
+    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence";
+
+/// The columns [`insert_values`] fills, and its placeholders (`$1`…`$15`).
+const PENDING_INSERT_COLUMNS: &str = "interaction_id, application_id, token, channel_id,
+    guild_id, user_id, user_name, question, received_at_ms, delivered_parts, accepted,
+    follow_ups, owner, fence, done";
+const PENDING_INSERT_VALUES: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15";
+
+/// How long a finished question's tombstone is kept: longer than an interaction token lives, so
+/// no write for it can still be under way.
+const TOMBSTONE_MILLIS: i64 = 30 * 60 * 1000;
+
+/// A new pending row's values, owned by `owner` with `fence`; a tombstone (`done`) keeps no token.
+struct InsertValues {
+    interaction_id: i64,
+    application_id: i64,
+    token: String,
+    channel_id: i64,
+    guild_id: Option<i64>,
+    user_id: i64,
+    user_name: String,
+    question: String,
+    received_at_ms: i64,
+    delivered_parts: i32,
+    accepted: i64,
+    follow_ups: String,
+    owner: Option<String>,
+    fence: Fence,
+    done: bool,
+}
+
+impl InsertValues {
+    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.interaction_id,
+            &self.application_id,
+            &self.token,
+            &self.channel_id,
+            &self.guild_id,
+            &self.user_id,
+            &self.user_name,
+            &self.question,
+            &self.received_at_ms,
+            &self.delivered_parts,
+            &self.accepted,
+            &self.follow_ups,
+            &self.owner,
+            &self.fence,
+            &self.done,
+        ]
+    }
+}
+
+fn insert_values(
+    q: &PendingQuestion,
+    owner: Option<&str>,
+    fence: Fence,
+    done: bool,
+) -> InsertValues {
+    InsertValues {
+        interaction_id: channel_key(q.interaction_id),
+        application_id: channel_key(q.application_id),
+        token: if done {
+            String::new()
+        } else {
+            q.token.expose().to_owned()
+        },
+        channel_id: channel_key(q.channel_id),
+        guild_id: q.guild_id.map(channel_key),
+        user_id: channel_key(q.user_id),
+        user_name: q.user_name.clone(),
+        question: q.question.clone(),
+        received_at_ms: unix_millis(q.received_at),
+        delivered_parts: i32::try_from(q.delivered_parts).unwrap_or(i32::MAX),
+        accepted: channel_key(q.accepted),
+        follow_ups: super::join_ids(&q.follow_ups),
+        owner: owner.map(str::to_owned),
+        fence,
+        done,
+    }
+}
 
 fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
     PendingQuestion {
@@ -403,6 +513,7 @@ fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
         delivered_parts: u32::try_from(row.get::<_, i32>(9)).unwrap_or(0),
         accepted: row.get::<_, Option<i64>>(10).map_or(0, unkey),
         follow_ups: super::split_ids(row.get::<_, &str>(11)),
+        fence: row.get(12),
     }
 }
 
@@ -454,10 +565,14 @@ impl ConversationStore for PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&channel])
             .await
             .map_err(failed("append"))?;
+        // Fenced: an exchange whose question another process owns now (it took the question or
+        // the channel over while this one was frozen) is that process's to remember.
         let insert = tx
             .prepare_cached(
                 "INSERT INTO exchanges (channel_id, question, answer, created_at, exchange_id)
-                 VALUES ($1, $2, $3, $4, $5)
+                 SELECT $1, $2, $3, $4, $5
+                 WHERE $5::BIGINT IS NULL OR NOT EXISTS (SELECT 1 FROM pending_questions
+                     WHERE interaction_id = $5 AND owner IS DISTINCT FROM $6)
                  ON CONFLICT (channel_id, exchange_id) DO NOTHING",
             )
             .await
@@ -466,7 +581,14 @@ impl ConversationStore for PostgresStore {
             let id = exchange.id.map(channel_key);
             tx.execute(
                 &insert,
-                &[&channel, &exchange.question, &exchange.answer, &now, &id],
+                &[
+                    &channel,
+                    &exchange.question,
+                    &exchange.answer,
+                    &now,
+                    &id,
+                    &&*self.instance,
+                ],
             )
             .await
             .map_err(failed("append"))?;
@@ -499,61 +621,268 @@ impl ConversationStore for PostgresStore {
 }
 
 /// The HTTP fleet's questions (recorded with [`PostgresStore::record_for_fleet`]) are not part of
-/// [`PendingStore::pending`]: the instance holding their channel's lease answers them, so a
-/// process resuming its own questions at startup never takes them.
+/// [`PendingStore::pending`] nor taken by [`PendingStore::claim_orphans`]: the instance holding
+/// their channel's lease claims them ([`PostgresStore::claim_fleet_channel`]).
 #[async_trait]
 impl PendingStore for PostgresStore {
-    async fn record(&self, q: &PendingQuestion) -> Result<(), StoreError> {
-        self.insert_pending(q, false).await
+    fn instance(&self) -> &str {
+        &self.instance
     }
 
-    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError> {
-        let client = self.client("note delivered parts").await?;
+    async fn record(&self, q: &PendingQuestion) -> Result<Recorded, StoreError> {
+        const WHAT: &str = "record pending question";
+        let client = self.client(WHAT).await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO pending_questions ({PENDING_INSERT_COLUMNS})
+                 VALUES ({PENDING_INSERT_VALUES}) ON CONFLICT (interaction_id) DO NOTHING"
+            ))
+            .await
+            .map_err(failed(WHAT))?;
+        let values = insert_values(q, Some(&self.instance), 0, false);
+        let written = client
+            .execute(&statement, &values.params())
+            .await
+            .map_err(failed(WHAT))?;
+        Ok(if written == 1 {
+            Recorded::Mine(0)
+        } else {
+            Recorded::Existing
+        })
+    }
+
+    async fn adopt(&self, q: &PendingQuestion) -> Result<Option<Fence>, StoreError> {
+        const WHAT: &str = "take over a pending question";
+        let client = self.client(WHAT).await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO pending_questions ({PENDING_INSERT_COLUMNS})
+                 VALUES ({PENDING_INSERT_VALUES})
+                 ON CONFLICT (interaction_id) DO UPDATE
+                     SET owner = EXCLUDED.owner,
+                         fence = CASE WHEN pending_questions.owner IS NOT DISTINCT FROM EXCLUDED.owner
+                                 THEN pending_questions.fence
+                                 ELSE pending_questions.fence + 1 END
+                     WHERE NOT pending_questions.done
+                 RETURNING fence"
+            ))
+            .await
+            .map_err(failed(WHAT))?;
+        let values = insert_values(q, Some(&self.instance), 0, false);
+        let row = client
+            .query_opt(&statement, &values.params())
+            .await
+            .map_err(failed(WHAT))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn holds(&self, interaction_id: u64, fence: Fence) -> Result<bool, StoreError> {
+        const WHAT: &str = "check a pending question's owner";
+        let client = self.client(WHAT).await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT 1 FROM pending_questions
+                 WHERE interaction_id = $1 AND owner = $2 AND fence = $3 AND NOT done",
+            )
+            .await
+            .map_err(failed(WHAT))?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[&channel_key(interaction_id), &&*self.instance, &fence],
+            )
+            .await
+            .map_err(failed(WHAT))?;
+        Ok(row.is_some())
+    }
+
+    async fn delivered_parts(
+        &self,
+        interaction_id: u64,
+        parts: u32,
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        const WHAT: &str = "note delivered parts";
+        let client = self.client(WHAT).await?;
         let parts = i32::try_from(parts).unwrap_or(i32::MAX);
         client
             .execute(
-                "UPDATE pending_questions SET delivered_parts = $2 WHERE interaction_id = $1",
-                &[&channel_key(interaction_id), &parts],
+                "UPDATE pending_questions SET delivered_parts = $2
+                 WHERE interaction_id = $1 AND owner = $3 AND fence = $4 AND NOT done",
+                &[
+                    &channel_key(interaction_id),
+                    &parts,
+                    &&*self.instance,
+                    &fence,
+                ],
             )
             .await
-            .map(drop)
-            .map_err(failed("note delivered parts"))
+            .map(|n| n == 1)
+            .map_err(failed(WHAT))
     }
 
-    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError> {
-        let client = self.client("note follow-up messages").await?;
+    async fn follow_ups(
+        &self,
+        interaction_id: u64,
+        ids: &[u64],
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        const WHAT: &str = "note follow-up messages";
+        let client = self.client(WHAT).await?;
         client
             .execute(
-                "UPDATE pending_questions SET follow_ups = $2 WHERE interaction_id = $1",
-                &[&channel_key(interaction_id), &super::join_ids(ids)],
+                "UPDATE pending_questions SET follow_ups = $2
+                 WHERE interaction_id = $1 AND owner = $3 AND fence = $4 AND NOT done",
+                &[
+                    &channel_key(interaction_id),
+                    &super::join_ids(ids),
+                    &&*self.instance,
+                    &fence,
+                ],
             )
             .await
-            .map(drop)
-            .map_err(failed("note follow-up messages"))
+            .map(|n| n == 1)
+            .map_err(failed(WHAT))
     }
 
-    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {
-        let client = self.client("remove pending question").await?;
-        client
-            .execute(
-                "DELETE FROM pending_questions WHERE interaction_id = $1",
-                &[&channel_key(interaction_id)],
-            )
+    async fn finish(&self, q: &PendingQuestion, fence: Option<Fence>) -> Result<bool, StoreError> {
+        const WHAT: &str = "finish a pending question";
+        let held = if fence.is_some() {
+            "pending_questions.owner = EXCLUDED.owner AND pending_questions.fence = EXCLUDED.fence"
+        } else {
+            "(pending_questions.owner IS NULL OR pending_questions.owner = EXCLUDED.owner)"
+        };
+        let client = self.client(WHAT).await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO pending_questions ({PENDING_INSERT_COLUMNS})
+                 VALUES ({PENDING_INSERT_VALUES})
+                 ON CONFLICT (interaction_id) DO UPDATE SET done = TRUE, token = ''
+                 WHERE {held} AND NOT pending_questions.done"
+            ))
             .await
-            .map(drop)
-            .map_err(failed("remove pending question"))
+            .map_err(failed(WHAT))?;
+        let values = insert_values(q, Some(&self.instance), fence.unwrap_or(0), true);
+        client
+            .execute(&statement, &values.params())
+            .await
+            .map(|n| n == 1)
+            .map_err(failed(WHAT))
     }
 
     async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError> {
-        let client = self.client("list pending questions").await?;
+        const WHAT: &str = "list pending questions";
+        let client = self.client(WHAT).await?;
         let rows = client
             .query(
-                &format!("{SELECT_PENDING} WHERE NOT fleet ORDER BY accepted NULLS FIRST, seq"),
+                &format!(
+                    "SELECT {PENDING_COLUMNS} FROM pending_questions WHERE NOT fleet AND NOT done
+                     ORDER BY accepted NULLS FIRST, seq"
+                ),
                 &[],
             )
             .await
-            .map_err(failed("list pending questions"))?;
+            .map_err(failed(WHAT))?;
         Ok(rows.iter().map(pending_from_row).collect())
+    }
+
+    async fn heartbeat(&self, lease: Duration) -> Result<(), StoreError> {
+        const WHAT: &str = "renew the heartbeat";
+        let client = self.client(WHAT).await?;
+        let lease_ms = lease.as_secs_f64() * 1000.0;
+        client
+            .execute(
+                "INSERT INTO instances (id, expires_at) VALUES ($1, now() + $2 * interval '1 millisecond')
+                 ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                &[&&*self.instance, &lease_ms],
+            )
+            .await
+            .map_err(failed(WHAT))?;
+        // Upkeep: processes long gone, and tombstones no write can still come for.
+        client
+            .execute(
+                "DELETE FROM instances WHERE expires_at < now() - interval '1 day'",
+                &[],
+            )
+            .await
+            .map_err(failed(WHAT))?;
+        let before = unix_millis((self.clock)()) - TOMBSTONE_MILLIS;
+        client
+            .execute(
+                "DELETE FROM pending_questions WHERE done AND received_at_ms < $1",
+                &[&before],
+            )
+            .await
+            .map(drop)
+            .map_err(failed(WHAT))
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        const WHAT: &str = "end the heartbeat";
+        let client = self.client(WHAT).await?;
+        client
+            .execute("DELETE FROM instances WHERE id = $1", &[&&*self.instance])
+            .await
+            .map(drop)
+            .map_err(failed(WHAT))
+    }
+
+    async fn claim_orphans(
+        &self,
+        unheld_after: Duration,
+        wanted: Wanted,
+    ) -> Result<Vec<PendingQuestion>, StoreError> {
+        const WHAT: &str = "take over pending questions";
+        const ORPHAN: &str = "NOT p.done AND NOT p.fleet AND (p.owner IS NULL OR (p.owner <> $1
+            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = p.owner AND i.expires_at > now())))";
+        let client = self.client(WHAT).await?;
+        let candidates = client
+            .query(
+                &format!("SELECT interaction_id, guild_id FROM pending_questions p WHERE {ORPHAN}"),
+                &[&&*self.instance],
+            )
+            .await
+            .map_err(failed(WHAT))?;
+        let ids: Vec<i64> = candidates
+            .iter()
+            .filter(|row| wanted(row.get::<_, Option<i64>>(1).map(unkey)))
+            .map(|row| row.get(0))
+            .collect();
+        let mut questions = Vec::new();
+        if !ids.is_empty() {
+            // The condition again: of processes claiming at once, each row goes to one (the
+            // others see it owned by a live process when their update reaches it).
+            let taken = client
+                .query(
+                    &format!(
+                        "UPDATE pending_questions p SET owner = $1, fence = p.fence + 1
+                         WHERE p.interaction_id = ANY($2) AND {ORPHAN}
+                         RETURNING {PENDING_COLUMNS}"
+                    ),
+                    &[&&*self.instance, &ids],
+                )
+                .await
+                .map_err(failed(WHAT))?;
+            questions.extend(taken.iter().map(pending_from_row));
+        }
+        let unheld_before = unix_millis((self.clock)())
+            .saturating_sub(i64::try_from(unheld_after.as_millis()).unwrap_or(i64::MAX));
+        let own = client
+            .query(
+                &format!(
+                    "SELECT {PENDING_COLUMNS} FROM pending_questions
+                     WHERE owner = $1 AND NOT done AND NOT fleet AND received_at_ms < $2"
+                ),
+                &[&&*self.instance, &unheld_before],
+            )
+            .await
+            .map_err(failed(WHAT))?;
+        questions.extend(
+            own.iter()
+                .map(pending_from_row)
+                .filter(|q| wanted(q.guild_id)),
+        );
+        Ok(super::in_acceptance_order(questions))
     }
 }
 

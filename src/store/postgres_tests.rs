@@ -121,6 +121,34 @@ async fn suite_pending_questions_round_trip_in_acceptance_order() {
 }
 
 #[tokio::test]
+async fn suite_a_late_record_cannot_resurrect_a_finished_question() {
+    let Some(db) = TestDb::new("suite_a_late_record_cannot_resurrect_a_finished_question").await
+    else {
+        return;
+    };
+    suite::a_late_record_cannot_resurrect_a_finished_question(&db.store).await;
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn suite_questions_belong_to_their_owner_until_its_heartbeat_lapses() {
+    let Some(db) =
+        TestDb::new("suite_questions_belong_to_their_owner_until_its_heartbeat_lapses").await
+    else {
+        return;
+    };
+    let a = db.store.clone().with_instance("a");
+    let b = db.store.clone().with_instance("b");
+    suite::questions_belong_to_their_owner_until_its_heartbeat_lapses(
+        &a,
+        &b,
+        Duration::from_millis(700),
+    )
+    .await;
+    db.drop_schema().await;
+}
+
+#[tokio::test]
 async fn suite_round_trip_keeps_text_and_order() {
     let Some(db) = TestDb::new("suite_round_trip_keeps_text_and_order").await else {
         return;

@@ -17,8 +17,8 @@ use thiserror::Error;
 use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
 
 use super::{
-    from_unix_millis, retention_cutoff, unix_millis, unix_secs, Clock, PendingQuestion,
-    PendingStore,
+    from_unix_millis, retention_cutoff, unix_millis, unix_secs, Clock, Fence, PendingQuestion,
+    PendingStore, Recorded, Wanted,
 };
 use crate::config::Secret;
 
@@ -85,6 +85,8 @@ impl StoreOpenError {
 /// avoids `SQLITE_BUSY` between writers of the same process.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// This process's instance id (see [`super::instance_id`]).
+    instance: Arc<str>,
     path: PathBuf,
     retention: Duration,
     clock: Clock,
@@ -117,10 +119,17 @@ impl SqliteStore {
         let conn = open_connection(path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            instance: super::instance_id().into(),
             path: path.to_owned(),
             retention,
             clock,
         })
+    }
+
+    /// The same store acting for instance `id` (tests: two processes on one file).
+    pub fn with_instance(mut self, id: &str) -> Self {
+        self.instance = id.into();
+        self
     }
 
     /// The database file.
@@ -271,6 +280,7 @@ impl ConversationStore for SqliteStore {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let now = self.now();
         let exchanges = exchanges.to_vec();
+        let me = self.instance.clone();
         self.with_conn("append", move |conn| {
             // One transaction: a crash never leaves half of a batch, and the trim sees the rows
             // it has to keep.
@@ -278,10 +288,14 @@ impl ConversationStore for SqliteStore {
             {
                 // OR IGNORE: an exchange already stored under its id (a write that timed out
                 // but committed, then retried) is not stored twice.
+                // Fenced: an exchange whose question another process owns now (it took the
+                // question over while this one was frozen) is that process's to remember.
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO exchanges
                          (channel_id, question, answer, created_at, exchange_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                     SELECT ?1, ?2, ?3, ?4, ?5
+                     WHERE ?5 IS NULL OR NOT EXISTS (SELECT 1 FROM pending_questions
+                         WHERE interaction_id = ?5 AND owner IS NOT ?6)",
                 )?;
                 for exchange in &exchanges {
                     let id = exchange.id.map(channel_key);
@@ -290,7 +304,8 @@ impl ConversationStore for SqliteStore {
                         exchange.question,
                         exchange.answer,
                         now,
-                        id
+                        id,
+                        &*me
                     ])?;
                 }
                 // Everything at or below the (keep+1)-th newest id goes; fewer rows than that
@@ -318,97 +333,283 @@ impl ConversationStore for SqliteStore {
     }
 }
 
+/// The columns of a pending question, in the order [`pending_from_row`] reads them.
+const PENDING_COLUMNS: &str = "interaction_id, application_id, token, channel_id, guild_id,
+    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence";
+
+fn pending_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingQuestion> {
+    Ok(PendingQuestion {
+        interaction_id: unkey(row.get(0)?),
+        application_id: unkey(row.get(1)?),
+        token: Secret::new(row.get::<_, String>(2)?),
+        channel_id: unkey(row.get(3)?),
+        guild_id: row.get::<_, Option<i64>>(4)?.map(unkey),
+        user_id: unkey(row.get(5)?),
+        user_name: row.get(6)?,
+        question: row.get(7)?,
+        received_at: from_unix_millis(row.get(8)?),
+        delivered_parts: row.get(9)?,
+        accepted: row.get::<_, Option<i64>>(10)?.map_or(0, unkey),
+        follow_ups: super::split_ids(&row.get::<_, String>(11)?),
+        fence: row.get(12)?,
+    })
+}
+
+/// The values of a new row for `q` owned by `owner` (`?1`…`?15`, as [`INSERT_PENDING`] names
+/// them), with `token` in place of the question's own (a tombstone keeps none).
+fn insert_values(
+    q: &PendingQuestion,
+    owner: &str,
+    fence: Fence,
+    done: bool,
+) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let token = if done {
+        String::new()
+    } else {
+        q.token.expose().to_owned()
+    };
+    vec![
+        Value::Integer(channel_key(q.interaction_id)),
+        Value::Integer(channel_key(q.application_id)),
+        Value::Text(token),
+        Value::Integer(channel_key(q.channel_id)),
+        q.guild_id
+            .map_or(Value::Null, |g| Value::Integer(channel_key(g))),
+        Value::Integer(channel_key(q.user_id)),
+        Value::Text(q.user_name.clone()),
+        Value::Text(q.question.clone()),
+        Value::Integer(unix_millis(q.received_at)),
+        Value::Integer(i64::from(q.delivered_parts)),
+        Value::Integer(channel_key(q.accepted)),
+        Value::Text(super::join_ids(&q.follow_ups)),
+        Value::Text(owner.to_owned()),
+        Value::Integer(fence),
+        Value::Integer(i64::from(done)),
+    ]
+}
+
+/// Inserts a pending row from [`insert_values`]; the caller appends its conflict clause.
+const INSERT_PENDING: &str = "INSERT INTO pending_questions (interaction_id, application_id, token,
+     channel_id, guild_id, user_id, user_name, question, received_at_ms, delivered_parts,
+     accepted, follow_ups, owner, fence, done)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// How long a finished question's tombstone is kept: longer than an interaction token lives, so
+/// no write for it can still be under way.
+const TOMBSTONE_MILLIS: i64 = 30 * 60 * 1000;
+
 #[async_trait]
 impl PendingStore for SqliteStore {
-    async fn record(&self, question: &PendingQuestion) -> Result<(), StoreError> {
-        let q = question.clone();
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn record(&self, question: &PendingQuestion) -> Result<Recorded, StoreError> {
+        let values = insert_values(question, &self.instance, 0, false);
         self.with_conn("record pending question", move |conn| {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO pending_questions (interaction_id, application_id, token,
-                     channel_id, guild_id, user_id, user_name, question, received_at_ms,
-                     delivered_parts, accepted, follow_ups)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                channel_key(q.interaction_id),
-                channel_key(q.application_id),
-                q.token.expose(),
-                channel_key(q.channel_id),
-                q.guild_id.map(channel_key),
-                channel_key(q.user_id),
-                q.user_name,
-                q.question,
-                unix_millis(q.received_at),
-                q.delivered_parts,
-                channel_key(q.accepted),
-                super::join_ids(&q.follow_ups),
-            ])
-            .map(drop)
+            let written = conn
+                .prepare_cached(&format!("{INSERT_PENDING} ON CONFLICT DO NOTHING"))?
+                .execute(rusqlite::params_from_iter(values))?;
+            Ok(if written == 1 {
+                Recorded::Mine(0)
+            } else {
+                Recorded::Existing
+            })
         })
         .await
     }
 
-    async fn delivered_parts(&self, interaction_id: u64, parts: u32) -> Result<(), StoreError> {
-        let id = channel_key(interaction_id);
+    async fn adopt(&self, question: &PendingQuestion) -> Result<Option<Fence>, StoreError> {
+        let values = insert_values(question, &self.instance, 0, false);
+        self.with_conn("take over a pending question", move |conn| {
+            conn.prepare_cached(&format!(
+                "{INSERT_PENDING} ON CONFLICT (interaction_id) DO UPDATE
+                     SET owner = excluded.owner,
+                         fence = CASE WHEN pending_questions.owner IS excluded.owner
+                                 THEN pending_questions.fence
+                                 ELSE pending_questions.fence + 1 END
+                     WHERE NOT pending_questions.done
+                 RETURNING fence"
+            ))?
+            .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
+            .next()
+            .transpose()
+        })
+        .await
+    }
+
+    async fn holds(&self, interaction_id: u64, fence: Fence) -> Result<bool, StoreError> {
+        let (id, me) = (channel_key(interaction_id), self.instance.clone());
+        self.with_conn("check a pending question's owner", move |conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM pending_questions
+                 WHERE interaction_id = ?1 AND owner = ?2 AND fence = ?3 AND NOT done",
+            )?
+            .exists(params![id, &*me, fence])
+        })
+        .await
+    }
+
+    async fn delivered_parts(
+        &self,
+        interaction_id: u64,
+        parts: u32,
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        let (id, me) = (channel_key(interaction_id), self.instance.clone());
         self.with_conn("note delivered parts", move |conn| {
             conn.prepare_cached(
-                "UPDATE pending_questions SET delivered_parts = ?2 WHERE interaction_id = ?1",
+                "UPDATE pending_questions SET delivered_parts = ?2
+                 WHERE interaction_id = ?1 AND owner = ?3 AND fence = ?4 AND NOT done",
             )?
-            .execute(params![id, parts])
-            .map(drop)
+            .execute(params![id, parts, &*me, fence])
+            .map(|n| n == 1)
         })
         .await
     }
 
-    async fn follow_ups(&self, interaction_id: u64, ids: &[u64]) -> Result<(), StoreError> {
-        let (id, ids) = (channel_key(interaction_id), super::join_ids(ids));
+    async fn follow_ups(
+        &self,
+        interaction_id: u64,
+        ids: &[u64],
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        let (id, ids, me) = (
+            channel_key(interaction_id),
+            super::join_ids(ids),
+            self.instance.clone(),
+        );
         self.with_conn("note follow-up messages", move |conn| {
             conn.prepare_cached(
-                "UPDATE pending_questions SET follow_ups = ?2 WHERE interaction_id = ?1",
+                "UPDATE pending_questions SET follow_ups = ?2
+                 WHERE interaction_id = ?1 AND owner = ?3 AND fence = ?4 AND NOT done",
             )?
-            .execute(params![id, ids])
-            .map(drop)
+            .execute(params![id, ids, &*me, fence])
+            .map(|n| n == 1)
         })
         .await
     }
 
-    async fn remove(&self, interaction_id: u64) -> Result<(), StoreError> {
-        let id = channel_key(interaction_id);
-        self.with_conn("remove pending question", move |conn| {
-            conn.prepare_cached("DELETE FROM pending_questions WHERE interaction_id = ?1")?
-                .execute(params![id])
-                .map(drop)
+    async fn finish(
+        &self,
+        question: &PendingQuestion,
+        fence: Option<Fence>,
+    ) -> Result<bool, StoreError> {
+        let values = insert_values(question, &self.instance, fence.unwrap_or(0), true);
+        let held = if fence.is_some() {
+            "pending_questions.owner IS excluded.owner AND pending_questions.fence = excluded.fence"
+        } else {
+            "(pending_questions.owner IS NULL OR pending_questions.owner IS excluded.owner)"
+        };
+        let sql = format!(
+            "{INSERT_PENDING} ON CONFLICT (interaction_id) DO UPDATE SET done = 1, token = ''
+             WHERE {held} AND NOT pending_questions.done"
+        );
+        self.with_conn("finish a pending question", move |conn| {
+            conn.prepare_cached(&sql)?
+                .execute(rusqlite::params_from_iter(values))
+                .map(|n| n == 1)
         })
         .await
     }
 
     async fn pending(&self) -> Result<Vec<PendingQuestion>, StoreError> {
         self.with_conn("list pending questions", |conn| {
-            let mut select = conn.prepare_cached(
-                "SELECT interaction_id, application_id, token, channel_id, guild_id, user_id,
-                        user_name, question, received_at_ms, delivered_parts, accepted,
-                        follow_ups
-                 FROM pending_questions ORDER BY accepted, seq",
-            )?;
-            let rows = select.query_map([], |row| {
-                Ok(PendingQuestion {
-                    interaction_id: unkey(row.get(0)?),
-                    application_id: unkey(row.get(1)?),
-                    token: Secret::new(row.get::<_, String>(2)?),
-                    channel_id: unkey(row.get(3)?),
-                    guild_id: row.get::<_, Option<i64>>(4)?.map(unkey),
-                    user_id: unkey(row.get(5)?),
-                    user_name: row.get(6)?,
-                    question: row.get(7)?,
-                    received_at: from_unix_millis(row.get(8)?),
-                    delivered_parts: row.get(9)?,
-                    accepted: row.get::<_, Option<i64>>(10)?.map_or(0, unkey),
-                    follow_ups: super::split_ids(&row.get::<_, String>(11)?),
-                })
-            })?;
+            let mut select = conn.prepare_cached(&format!(
+                "SELECT {PENDING_COLUMNS} FROM pending_questions WHERE NOT done
+                 ORDER BY accepted, seq"
+            ))?;
+            let rows = select.query_map([], pending_from_row)?;
             rows.collect()
         })
         .await
+    }
+
+    async fn heartbeat(&self, lease: Duration) -> Result<(), StoreError> {
+        let now = unix_millis((self.clock)());
+        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let me = self.instance.clone();
+        self.with_conn("renew the heartbeat", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO instances (id, expires_at_ms) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+            )?
+            .execute(params![&*me, until])?;
+            // Upkeep: processes long gone, and tombstones no write can still come for.
+            conn.prepare_cached("DELETE FROM instances WHERE expires_at_ms < ?1")?
+                .execute(params![now - 86_400_000])?;
+            conn.prepare_cached("DELETE FROM pending_questions WHERE done AND received_at_ms < ?1")?
+                .execute(params![now - TOMBSTONE_MILLIS])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        let me = self.instance.clone();
+        self.with_conn("end the heartbeat", move |conn| {
+            conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?
+                .execute(params![&*me])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn claim_orphans(
+        &self,
+        unheld_after: Duration,
+        wanted: Wanted,
+    ) -> Result<Vec<PendingQuestion>, StoreError> {
+        let now = unix_millis((self.clock)());
+        let unheld_before =
+            now.saturating_sub(i64::try_from(unheld_after.as_millis()).unwrap_or(i64::MAX));
+        let me = self.instance.clone();
+        let claimed = self
+            .with_conn("take over pending questions", move |conn| {
+                // IMMEDIATE: another process on the same file waits instead of claiming the same
+                // rows between our read and our write.
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let orphans: Vec<(i64, Option<i64>)> = tx
+                    .prepare_cached(
+                        "SELECT interaction_id, guild_id FROM pending_questions p
+                         WHERE NOT done AND (owner IS NULL OR (owner <> ?1 AND NOT EXISTS (
+                             SELECT 1 FROM instances i WHERE i.id = p.owner
+                                 AND i.expires_at_ms > ?2)))",
+                    )?
+                    .query_map(params![&*me, now], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut questions = Vec::new();
+                {
+                    let mut take = tx.prepare_cached(&format!(
+                        "UPDATE pending_questions SET owner = ?1, fence = fence + 1
+                         WHERE interaction_id = ?2 RETURNING {PENDING_COLUMNS}"
+                    ))?;
+                    for (id, guild) in orphans {
+                        if wanted(guild.map(unkey)) {
+                            let taken = take
+                                .query_map(params![&*me, id], pending_from_row)?
+                                .collect::<rusqlite::Result<Vec<_>>>()?;
+                            questions.extend(taken);
+                        }
+                    }
+                    let mut own = tx.prepare_cached(&format!(
+                        "SELECT {PENDING_COLUMNS} FROM pending_questions
+                         WHERE owner = ?1 AND NOT done AND received_at_ms < ?2"
+                    ))?;
+                    for question in own.query_map(params![&*me, unheld_before], pending_from_row)? {
+                        let question = question?;
+                        if wanted(question.guild_id) {
+                            questions.push(question);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(questions)
+            })
+            .await?;
+        Ok(super::in_acceptance_order(claimed))
     }
 }
 
@@ -605,6 +806,25 @@ mod tests {
     async fn suite_pending_questions_round_trip_in_acceptance_order() {
         let dir = TempDir::new("suite-pending");
         crate::store::suite::pending_questions_round_trip_in_acceptance_order(&open(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn suite_a_late_record_cannot_resurrect_a_finished_question() {
+        let dir = TempDir::new("suite-tombstone");
+        crate::store::suite::a_late_record_cannot_resurrect_a_finished_question(&open(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn suite_questions_belong_to_their_owner_until_its_heartbeat_lapses() {
+        let dir = TempDir::new("suite-owners");
+        let a = open(&dir).with_instance("a");
+        let b = open(&dir).with_instance("b");
+        crate::store::suite::questions_belong_to_their_owner_until_its_heartbeat_lapses(
+            &a,
+            &b,
+            Duration::from_millis(700),
+        )
+        .await;
     }
 
     #[tokio::test]

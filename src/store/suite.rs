@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use zundamon_actors::Exchange;
 
-use super::{PendingQuestion, Store};
+use super::{PendingQuestion, Recorded, Store};
 use crate::config::Secret;
 
 fn ex(n: u64) -> Exchange {
@@ -26,6 +26,7 @@ fn pending(interaction_id: u64, channel_id: u64, accepted: u64) -> PendingQuesti
         accepted,
         delivered_parts: 0,
         follow_ups: Vec::new(),
+        fence: 0,
     }
 }
 
@@ -58,7 +59,7 @@ pub async fn clear_forgets_one_channel(store: &dyn Store) {
 
 /// Pending questions round-trip every field, keep acceptance order (neither id order nor the
 /// order their inserts landed in), ignore a second record of the same interaction, and go when
-/// removed.
+/// finished.
 pub async fn pending_questions_round_trip_in_acceptance_order(store: &dyn Store) {
     assert!(store.pending().await.unwrap().is_empty());
     let (a, b, c) = (
@@ -67,24 +68,154 @@ pub async fn pending_questions_round_trip_in_acceptance_order(store: &dyn Store)
         pending(u64::MAX - 3, 1, 1_764_000_000_123_003),
     );
     for question in [&c, &a, &b] {
-        store.record(question).await.unwrap();
+        assert_eq!(store.record(question).await.unwrap(), Recorded::Mine(0));
     }
     let mut again = a.clone();
     again.question = "changed".into();
-    store.record(&again).await.unwrap();
+    assert_eq!(store.record(&again).await.unwrap(), Recorded::Existing);
     assert_eq!(
         store.pending().await.unwrap(),
         vec![a.clone(), b.clone(), c.clone()]
     );
 
-    store.delivered_parts(10, 2).await.unwrap();
-    store.follow_ups(10, &[u64::MAX - 7, 42]).await.unwrap();
-    store.remove(30).await.unwrap();
-    store.remove(30).await.unwrap(); // removing twice is fine
+    assert!(store.delivered_parts(10, 2, 0).await.unwrap());
+    assert!(store.follow_ups(10, &[u64::MAX - 7, 42], 0).await.unwrap());
+    assert!(store.finish(&a, Some(0)).await.unwrap());
+    assert!(!store.finish(&a, Some(0)).await.unwrap(), "finished once");
     let mut b_delivered = b.clone();
     b_delivered.delivered_parts = 2;
     b_delivered.follow_ups = vec![u64::MAX - 7, 42];
     assert_eq!(store.pending().await.unwrap(), vec![b_delivered, c]);
+}
+
+/// A finished question stays finished: a record that timed out and commits after the finish
+/// (or arrives after it) leaves no pending row, and a finish of a question whose record has not
+/// landed yet leaves a tombstone that the record then meets.
+pub async fn a_late_record_cannot_resurrect_a_finished_question(store: &dyn Store) {
+    let q = pending(40, 1, 1);
+    store.record(&q).await.unwrap();
+    assert!(store.finish(&q, Some(0)).await.unwrap());
+    assert_eq!(store.record(&q).await.unwrap(), Recorded::Existing);
+    assert_eq!(
+        store.adopt(&q).await.unwrap(),
+        None,
+        "finished: nothing to adopt"
+    );
+    let late = pending(41, 1, 2);
+    assert!(
+        store.finish(&late, None).await.unwrap(),
+        "a tombstone is written"
+    );
+    assert_eq!(store.record(&late).await.unwrap(), Recorded::Existing);
+    assert!(store.pending().await.unwrap().is_empty());
+    assert!(!store.holds(40, 0).await.unwrap());
+}
+
+/// Two processes on one store (`a` and `b` are the same store as two instances): each owns what
+/// it recorded; a live owner's questions are never taken; a withdrawal touches only the
+/// withdrawer's row; the winner of the acknowledgement adopts the row (raising the fence, so the
+/// first recorder's writes fail); once an owner's heartbeat lapses, one process takes its
+/// questions with a raised fence and the old owner's writes (window included) change nothing.
+pub async fn questions_belong_to_their_owner_until_its_heartbeat_lapses(
+    a: &dyn Store,
+    b: &dyn Store,
+    lapse: Duration,
+) {
+    let all: crate::store::Wanted = std::sync::Arc::new(|_| true);
+    let fresh = |id, accepted| PendingQuestion {
+        received_at: SystemTime::now(),
+        ..pending(id, 9, accepted)
+    };
+    a.heartbeat(lapse).await.unwrap();
+    b.heartbeat(lapse).await.unwrap();
+    let (q1, q2) = (fresh(1, 1), fresh(2, 2));
+    assert_eq!(a.record(&q1).await.unwrap(), Recorded::Mine(0));
+    // Both processes got q2 (a rolling deploy): a recorded it first, b won the acknowledgement.
+    a.record(&q2).await.unwrap();
+    assert_eq!(b.record(&q2).await.unwrap(), Recorded::Existing);
+    let b_fence = b.adopt(&q2).await.unwrap().expect("b adopts");
+    assert_eq!(b_fence, 1);
+    assert!(!a.holds(2, 0).await.unwrap(), "a lost q2 to b");
+    assert!(b.holds(2, b_fence).await.unwrap());
+    // a's withdrawal (40060) finishes only its own row: q2 is b's now.
+    assert!(!a.finish(&q2, None).await.unwrap());
+    assert!(b.holds(2, b_fence).await.unwrap());
+
+    // Everyone alive: nothing to take (a's own unheld rows only after `unheld_after`).
+    assert!(b
+        .claim_orphans(Duration::from_secs(3600), all.clone())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(a
+        .claim_orphans(Duration::from_secs(3600), all.clone())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // a stops renewing (frozen, or killed): once its heartbeat lapses b takes q1, fence raised.
+    tokio::time::sleep(lapse + Duration::from_millis(200)).await;
+    b.heartbeat(lapse).await.unwrap();
+    let taken = b
+        .claim_orphans(Duration::from_secs(3600), all.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        taken
+            .iter()
+            .map(|q| (q.interaction_id, q.fence))
+            .collect::<Vec<_>>(),
+        vec![(1, 1)]
+    );
+    assert!(
+        b.claim_orphans(Duration::from_secs(3600), all.clone())
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken once"
+    );
+    // a wakes: every write of its own for q1 fails.
+    assert!(!a.holds(1, 0).await.unwrap());
+    assert!(!a.delivered_parts(1, 1, 0).await.unwrap());
+    assert!(!a.follow_ups(1, &[5], 0).await.unwrap());
+    assert!(!a.finish(&q1, Some(0)).await.unwrap());
+    let stale = Exchange::new("q1", "stale").with_id(Some(1));
+    a.append(9, &[stale], 10).await.unwrap();
+    assert!(
+        a.load(9, 10).await.unwrap().is_empty(),
+        "a's window write is fenced"
+    );
+    let answered = Exchange::new("q1", "fresh").with_id(Some(1));
+    b.append(9, &[answered.clone()], 10).await.unwrap();
+    assert_eq!(b.load(9, 10).await.unwrap(), vec![answered]);
+    assert!(b.finish(&taken[0], Some(1)).await.unwrap());
+
+    // A process that leaves cleanly can be taken over at once; a filter keeps other guilds'.
+    let q3 = fresh(3, 3);
+    b.record(&q3).await.unwrap();
+    a.heartbeat(lapse).await.unwrap();
+    b.leave().await.unwrap();
+    let none: crate::store::Wanted = std::sync::Arc::new(|_| false);
+    assert!(a
+        .claim_orphans(Duration::from_secs(3600), none)
+        .await
+        .unwrap()
+        .is_empty());
+    let taken = a
+        .claim_orphans(Duration::from_secs(3600), all.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.iter().map(|q| q.interaction_id).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+
+    // A process's own questions come back once unheld for `unheld_after`.
+    let own = a.claim_orphans(Duration::ZERO, all).await.unwrap();
+    assert_eq!(
+        own.iter().map(|q| q.interaction_id).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
 }
 
 fn plain(n: usize) -> Exchange {
