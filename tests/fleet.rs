@@ -114,7 +114,7 @@ async fn thirty_questions_in_three_channels_through_three_instances_are_answered
     assert_eq!(
         fleet
             .pg
-            .scalar("SELECT count(*) FROM pending_questions")
+            .scalar("SELECT count(*) FROM pending_questions WHERE NOT done")
             .await,
         0
     );
