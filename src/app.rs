@@ -289,7 +289,10 @@ impl Application {
         {
             warn!("the gateway did not close in time");
         }
-        gateway_task.abort();
+        if !gateway_task.is_finished() {
+            gateway_task.abort();
+            let _ = gateway_task.await;
+        }
         // A call, not a cast: when it returns, every event the router took before the drain
         // holds its in-flight count, so the wait below cannot miss one.
         if let Err(err) = router.call(RouterMsg::Drain, Some(TEARDOWN_STEP)).await {
@@ -317,6 +320,12 @@ impl Application {
             info!("every accepted question was answered");
         }
         owners.stop().await;
+        // Every question task has ended (or is left to the next process): whatever is still
+        // running past the reserve is cancelled, so nothing writes after the store closes.
+        let cancelled = in_flight.close(Instant::now() + TEARDOWN_STEP).await;
+        if cancelled > 0 {
+            warn!(cancelled, "cancelled tasks still running at shutdown");
+        }
         router.stop(None);
         channels.stop().await;
         if let Err(err) = store.close().await {

@@ -1,11 +1,16 @@
-//! Graceful shutdown: the signal that starts it, and the count of accepted questions whose answer
-//! has not been delivered yet (the drain waits for it to reach zero).
+//! Graceful shutdown: the signal that starts it, the count of accepted questions whose answer
+//! has not been delivered yet (the drain waits for it to reach zero), and the tasks spawned for
+//! them (tracked, so the process knows when each has ended, and cancelled if they outlive the
+//! grace period).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Resolves on SIGTERM (what ECS, App Runner and Kubernetes send) or SIGINT (Ctrl-C).
 pub async fn signal() -> &'static str {
@@ -26,10 +31,12 @@ pub async fn signal() -> &'static str {
     }
 }
 
-/// Counts work that must finish before the process may exit.
+/// Counts work that must finish before the process may exit, and tracks the tasks doing it.
 #[derive(Clone, Default)]
 pub struct InFlight {
     inner: Arc<Inner>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 #[derive(Default)]
@@ -51,6 +58,34 @@ impl InFlight {
         InFlightGuard {
             inner: self.inner.clone(),
         }
+    }
+
+    /// Spawns a task that is tracked until it ends, and cancelled by [`close`](Self::close) if
+    /// it is still running then.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            let _ = cancel.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Waits until every tracked task has ended, at most until `deadline`; then cancels the
+    /// rest and waits for them to unwind. Returns how many were cancelled.
+    pub async fn close(&self, deadline: Instant) -> usize {
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.tasks.len();
+        self.cancel.cancel();
+        self.tasks.wait().await;
+        left
     }
 
     pub fn count(&self) -> usize {
@@ -114,6 +149,22 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(guard);
         assert_eq!(waiter.await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracked_tasks_are_awaited_then_cancelled() {
+        let in_flight = InFlight::default();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        in_flight.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = done_tx.send(());
+        });
+        in_flight.spawn(std::future::pending());
+        let cancelled = in_flight
+            .close(Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(cancelled, 1, "the stuck task was cancelled");
+        assert!(done_rx.await.is_ok(), "the short task ran to its end");
     }
 
     #[tokio::test(start_paused = true)]

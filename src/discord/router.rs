@@ -347,7 +347,7 @@ fn on_command(
                 state.args.limits.max_pending,
             );
             let recording = record_for_fleet(fleet, event, question, reply, limits, metrics, guard);
-            tokio::spawn(recording.instrument(span));
+            state.args.in_flight.spawn(recording.instrument(span));
             return;
         }
         (_, http_reply) => http_reply,
@@ -419,7 +419,8 @@ fn on_command(
         active,
         in_flight: state.args.in_flight.start(),
     };
-    tokio::spawn(
+    let tasks = state.args.in_flight.clone();
+    tasks.spawn(
         async move {
             // A refused acknowledgement withdraws the question through its gate; `finish` then
             // sees it skipped by the channel.
@@ -539,7 +540,7 @@ fn reply_now(
     }
     let delivery = state.delivery(event.application_id);
     let guard = state.args.in_flight.start();
-    tokio::spawn(
+    state.args.in_flight.spawn(
         async move {
             let _guard = guard;
             match delivery
@@ -587,7 +588,12 @@ fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
             });
             metrics.resumed("expired");
             let fence = Some(question.fence);
-            tokio::spawn(async move { lifecycle.forget(&question, fence).await }.instrument(span));
+            state.args.in_flight.spawn(
+                async move {
+                    lifecycle.forget(&question, fence).await;
+                }
+                .instrument(span),
+            );
             continue;
         };
         let now = Instant::now();
@@ -605,7 +611,7 @@ fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
                 span.in_scope(|| warn!(why = refusal.label(), "queue full: answering busy"));
                 let guard = state.args.in_flight.start();
                 let refused = refuse_resumed(lifecycle, question, refusal.label(), guard);
-                tokio::spawn(refused.instrument(span));
+                state.args.in_flight.spawn(refused.instrument(span));
                 continue;
             }
         };
@@ -634,7 +640,10 @@ fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>) {
             active,
             in_flight: state.args.in_flight.start(),
         };
-        tokio::spawn(async move { lifecycle.finish(job).await }.instrument(span));
+        state
+            .args
+            .in_flight
+            .spawn(async move { lifecycle.finish(job).await }.instrument(span));
     }
 }
 
@@ -687,7 +696,7 @@ fn on_message(
     let token = state.args.bot_token.clone();
     let guard = state.args.in_flight.start();
     let metrics = state.args.metrics.clone();
-    tokio::spawn(async move {
+    state.args.in_flight.spawn(async move {
         let _guard = guard;
         // The nonce makes Discord post the reply once, even if another process of the bot got
         // the same message, or a retry follows a reply whose answer was lost.

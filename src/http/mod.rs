@@ -72,6 +72,9 @@ impl Default for HttpSettings {
     }
 }
 
+/// How long open connections may take to finish when the server stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// One listener's server: its routes, limits and open connections.
 pub struct Server {
     routes: Arc<Routes>,
@@ -101,6 +104,21 @@ impl Server {
             settings,
             connections,
         } = self;
+        // Every connection's task is tracked: when the server stops, open connections get a
+        // moment to finish their request, then are cancelled, and `serve` returns only once
+        // every one of them has ended.
+        let tasks = tokio_util::task::TaskTracker::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let stopped = async {
+            tasks.close();
+            if tokio::time::timeout(CLOSE_GRACE, tasks.wait())
+                .await
+                .is_err()
+            {
+                cancel.cancel();
+                tasks.wait().await;
+            }
+        };
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -112,12 +130,12 @@ impl Server {
                         continue;
                     }
                 },
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
             };
             // At the cap with no room, later connections wait in the accept backlog, in order.
             let admitted = tokio::select! {
                 admitted = connections.admit_within(settings.header_timeout) => admitted,
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
             };
             let guard = match admitted {
                 Some((guard, evicted)) => {
@@ -135,13 +153,13 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_connection(
-                stream,
-                guard,
-                routes.clone(),
-                settings.clone(),
-            ));
+            let connection = serve_connection(stream, guard, routes.clone(), settings.clone());
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let _ = cancel.run_until_cancelled(connection).await;
+            });
         }
+        stopped.await;
     }
 }
 
