@@ -52,6 +52,20 @@ impl Fleet {
     }
 
     pub async fn add_instance(&mut self) {
+        let env = self.instance_env(self.bots.len());
+        self.bots.push(Bot::start(env).await);
+    }
+
+    /// Kills instance `n` (-9) and starts a new process in its place, with the same settings.
+    #[allow(dead_code)]
+    pub async fn restart(&mut self, n: usize) {
+        self.bots[n].kill_9().await;
+        let env = self.instance_env(n);
+        self.bots[n] = Bot::start(env).await;
+    }
+
+    /// The environment of instance `n`.
+    fn instance_env(&self, n: usize) -> Vec<(String, String)> {
         let public: String = self
             .key
             .verifying_key()
@@ -59,7 +73,6 @@ impl Fleet {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let n = self.bots.len();
         let host = format!("instance{n}");
         let mut extra = vec![
             ("DISCORD_PUBLIC_KEY", public.as_str()),
@@ -71,14 +84,13 @@ impl Fleet {
             extra.retain(|(k, _)| k != key);
             extra.push((key.as_str(), value.as_str()));
         }
-        let env = bot_env(
+        bot_env(
             &self.discord,
             &self.openai,
             &self.search,
             &self.dir.join(format!("sqlite-{n}.db")),
             &extra,
-        );
-        self.bots.push(Bot::start(env).await);
+        )
     }
 
     /// Signs and POSTs `/zunda question` in `channel` to instance `to`; the HTTP reply's content.
@@ -95,8 +107,37 @@ impl Fleet {
         )
     }
 
+    /// Like [`ask`](Self::ask), but `None` when the instance does not answer 200 (a load
+    /// balancer would try another).
+    #[allow(dead_code)]
+    pub async fn try_ask(
+        &self,
+        to: usize,
+        channel: u64,
+        question: &str,
+    ) -> Option<(SentInteraction, String)> {
+        let sent = self.discord.register_acknowledged_interaction(channel);
+        let payload = interaction_payload(sent.id, &sent.token, channel, USER, "ずんだ", question);
+        let (status, reply) = self.signed_post(to, &payload).await;
+        if status != 200 {
+            return None;
+        }
+        let reply: Value = serde_json::from_str(&reply).ok()?;
+        let content = reply["data"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Some((sent, content))
+    }
+
     /// Posts a signed interaction to instance `to`; its HTTP response (200 expected).
     pub async fn post(&self, to: usize, payload: &Value) -> Value {
+        let (status, reply) = self.signed_post(to, payload).await;
+        assert_eq!(status, 200, "{reply}");
+        serde_json::from_str(&reply).unwrap()
+    }
+
+    async fn signed_post(&self, to: usize, payload: &Value) -> (u16, String) {
         let body = payload.to_string();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -115,9 +156,7 @@ impl Fleet {
             ("X-Signature-Timestamp", timestamp),
             ("Content-Type", "application/json".to_owned()),
         ];
-        let (status, reply) = self.bots[to].post("/interactions", &headers, body).await;
-        assert_eq!(status, 200, "{reply}");
-        serde_json::from_str(&reply).unwrap()
+        self.bots[to].post("/interactions", &headers, body).await
     }
 
     /// The edits of `sent`'s original message (its answer).
