@@ -19,9 +19,9 @@ use crate::ops_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
 
 type Outcome = Vec<(String, String)>;
 
-/// Counts follow-up posts whose outcome was unknown (Discord's answer lost or a server error), by
-/// what became of them: `found` (it had been posted), `resent` (a look proved it missing, so it
-/// was posted once more), `given_up` (no way to tell; not posted again, so it may be missing).
+/// Counts what became of follow-up posts whose outcome was unknown (Discord's answer lost or a
+/// server error): `found` (a look found it posted), `resent` (a look proved it missing, so it was
+/// posted once more), `given_up` (no way to tell; not posted again, so it may be missing).
 /// Shared with the delivery client; a default one counts into no registry.
 #[derive(Clone, Default)]
 pub struct UnknownFollowUps(Family<Outcome, Counter>);

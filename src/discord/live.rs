@@ -62,6 +62,8 @@ const UNSURE: u64 = 0;
 /// How long after a lost answer to look for the follow-up: a request that timed out on our side
 /// may still be on its way through Discord.
 const SETTLE_DELAY: Duration = Duration::from_secs(1);
+/// How often a follow-up proven missing is posted again (each time only after a look).
+const MAX_RESENDS: u32 = 3;
 
 /// The messages an interaction shows: index 0 is the original response, the others follow-ups.
 #[derive(Clone, Debug, Default)]
@@ -351,7 +353,8 @@ impl Shown {
 
     /// Message `index` is a follow-up whose post had an unknown outcome: finds out whether it
     /// exists and brings it to `part`. Found, it is kept (and edited if need be); proven missing,
-    /// it is posted once more; when that cannot be told, it is left alone: a part that may be
+    /// it is posted once more (and if that answer is lost too, looked for again, up to
+    /// [`MAX_RESENDS`] times); when that cannot be told, it is left alone: a part that may be
     /// missing is better than one shown twice.
     async fn settle(
         &mut self,
@@ -361,7 +364,7 @@ impl Shown {
         part: &str,
         deliver_by: Instant,
     ) -> Result<(), DeliveryError> {
-        let mut resent = false;
+        let mut resends = 0;
         loop {
             let sent = self.content(index).unwrap_or_default().to_owned();
             let lookup = match self.origin {
@@ -396,8 +399,8 @@ impl Shown {
                     self.set(index, part);
                     return Ok(());
                 }
-                Lookup::Absent if !resent => {
-                    resent = true;
+                Lookup::Absent if resends < MAX_RESENDS => {
+                    resends += 1;
                     delivery.count_unknown_follow_up("resent");
                     info!(
                         part = index + 1,
@@ -410,7 +413,7 @@ impl Shown {
                             self.set(index, part);
                             return Ok(());
                         }
-                        // Unknown again: look once more, never post a third time.
+                        // Unknown again: look again before anything else.
                         Err(DeliveryError::Unknown { .. }) => self.set(index, part),
                         Err(err) => return Err(err),
                     }
@@ -418,7 +421,7 @@ impl Shown {
                 Lookup::Absent | Lookup::Unknowable(_) => {
                     let why = match lookup {
                         Lookup::Unknowable(why) => why,
-                        _ => "posted once more, and that answer was lost too".into(),
+                        _ => format!("posted {resends} more time(s), each answer lost"),
                     };
                     delivery.count_unknown_follow_up("given_up");
                     warn!(
