@@ -983,7 +983,7 @@ fn channel_messages(shared: &Shared, channel: u64, query: &str) -> Value {
     };
     let mut messages: Vec<Value> = lock(&shared.created)
         .iter()
-        .filter(|m| m["channel_id"] == channel.to_string())
+        .filter(|m| m["channel_id"].as_str() == Some(channel.to_string().as_str()))
         .cloned()
         .collect();
     for state in lock(&shared.interactions).values() {
