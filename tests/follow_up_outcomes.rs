@@ -236,3 +236,31 @@ async fn a_live_view_stuck_when_the_answer_completes_writes_nothing_after_the_fi
     );
     assert!(world.bot.logs().contains("stopped it"));
 }
+
+/// The live view posts the follow-up while the model writes; Discord creates it and answers 500.
+/// The view leaves it alone (its id is unknown) and the final delivery finds it in the channel and
+/// edits it into the final part instead of posting the part again.
+#[tokio::test]
+async fn a_follow_up_the_live_view_posted_behind_a_500_is_found_and_edited_into_the_final_part() {
+    let world = World::start("live-followup-500", &[("ZUNDA_STREAM_EDIT_MS", "250")]).await;
+    let answer = long_answer();
+    world
+        .openai
+        .script("長い話", vec![Step::Answer(answer.clone())]);
+    world.openai.set_stream_gap(Duration::from_millis(6));
+    world
+        .discord
+        .commit_then_fail_next("POST", &any_follow_up(), 1, 500);
+    let sent = ask_long(&world, 850).await;
+
+    let posts = follow_up_posts(&world, &sent);
+    assert_eq!(statuses(&posts), [500], "log:\n{}", world.bot.logs());
+    let expected = expected_parts(&answer);
+    assert_ne!(
+        posts[0].body["content"].as_str(),
+        Some(expected[1].as_str()),
+        "the view posted the follow-up before the answer was complete"
+    );
+    assert_eq!(world.discord.shown(&sent.token), expected);
+    assert_eq!(unknown_outcomes(&world, "found").await, Some(1.0));
+}

@@ -112,12 +112,19 @@ impl Shown {
         }
     }
 
-    /// Message `index` (the next follow-up) was posted showing `content` with an unknown
-    /// outcome: kept unsure (and noted so, so that no later process posts it blindly either).
-    async fn unsure(&mut self, index: usize, content: &str) {
-        debug_assert_eq!(index, self.follow_ups.len() + 1);
-        self.set(index, content);
+    /// The next follow-up was posted showing `content` with an unknown outcome: kept unsure (and
+    /// noted so, so that no later process posts it blindly either).
+    async fn unsure(&mut self, content: &str) {
+        self.set(self.follow_ups.len() + 1, content);
         self.follow_ups_changed(Some(UNSURE)).await;
+    }
+
+    /// Follow-up message `index` turned out to be `id`: noted.
+    async fn settled(&mut self, index: usize, id: u64) {
+        if let Some(slot) = self.follow_ups.get_mut(index - 1) {
+            *slot = id;
+        }
+        self.follow_ups_changed(None).await;
     }
 
     /// What a view stopped in the middle of a write leaves: a follow-up it was posting may or may
@@ -281,7 +288,7 @@ async fn run(
                         }
                     }
                     Err(err @ DeliveryError::Unknown { .. }) => {
-                        shown.unsure(index, part).await;
+                        shown.unsure(part).await;
                         LiveEdit::Failed(err)
                     }
                     Err(err) => LiveEdit::Failed(err),
@@ -340,7 +347,7 @@ impl Shown {
                 None => match delivery.create_follow_up(token, part, deliver_by).await {
                     Ok(id) => self.follow_ups_changed(Some(id)).await,
                     Err(DeliveryError::Unknown { .. }) => {
-                        self.unsure(index, part).await;
+                        self.unsure(part).await;
                         return self.settle(delivery, token, index, part, deliver_by).await;
                     }
                     Err(err) => return Err(err),
@@ -391,8 +398,7 @@ impl Shown {
                         message_id = id,
                         "a follow-up whose answer was lost had been posted: keeping it"
                     );
-                    self.follow_ups[index - 1] = id;
-                    self.follow_ups_changed(None).await;
+                    self.settled(index, id).await;
                     if sent != part {
                         delivery.edit_follow_up(token, id, part, deliver_by).await?;
                     }
@@ -408,8 +414,7 @@ impl Shown {
                     );
                     match delivery.create_follow_up(token, part, deliver_by).await {
                         Ok(id) => {
-                            self.follow_ups[index - 1] = id;
-                            self.follow_ups_changed(None).await;
+                            self.settled(index, id).await;
                             self.set(index, part);
                             return Ok(());
                         }
