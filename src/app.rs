@@ -135,11 +135,15 @@ impl Application {
             Router,
             RouterArgs {
                 channels: channels.clone(),
-                delivery: Arc::new(Delivery::new(
-                    &config.discord.api_base,
-                    0,
-                    config.discord.request_timeout(),
-                )),
+                delivery: Arc::new(
+                    Delivery::new(
+                        &config.discord.api_base,
+                        0,
+                        config.discord.request_timeout(),
+                    )
+                    .reading_channels_as(config.discord.bot_token.expose())
+                    .counting_unknown_follow_ups(metrics.follow_ups_unknown()),
+                ),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
                 metrics: metrics.clone(),

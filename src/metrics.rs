@@ -19,6 +19,30 @@ use crate::ops_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
 
 type Outcome = Vec<(String, String)>;
 
+/// Counts what became of follow-up posts whose outcome was unknown (Discord's answer lost or a
+/// server error): `found` (a look found it posted), `resent` (a look proved it missing, so it was
+/// posted once more), `given_up` (no way to tell; not posted again, so it may be missing).
+/// Shared with the delivery client; a default one counts into no registry.
+#[derive(Clone, Default)]
+pub struct UnknownFollowUps(Family<Outcome, Counter>);
+
+impl UnknownFollowUps {
+    /// The outcomes, all exported from the start.
+    pub const OUTCOMES: [&'static str; 3] = ["found", "resent", "given_up"];
+
+    pub fn count(&self, outcome: &str) {
+        self.0
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+}
+
+impl std::fmt::Debug for UnknownFollowUps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnknownFollowUps")
+    }
+}
+
 /// Latency buckets from 5 ms to ~3 min.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0,
@@ -45,6 +69,7 @@ pub struct Metrics {
     fleet_channel_changes: Family<Outcome, Counter>,
     fleet_store_errors: Family<Outcome, Counter>,
     fleet_fenced: Counter<u64, AtomicU64>,
+    follow_ups_unknown: UnknownFollowUps,
 }
 
 impl Default for Metrics {
@@ -76,6 +101,7 @@ impl Metrics {
             fleet_channel_changes: Family::default(),
             fleet_store_errors: Family::default(),
             fleet_fenced: Counter::default(),
+            follow_ups_unknown: UnknownFollowUps::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -195,6 +221,19 @@ impl Metrics {
             "HTTP fleet: failed lease or pending-table operations, by operation",
             metrics.fleet_store_errors.clone(),
         );
+        registry.register(
+            "zundamon_followups_unknown",
+            "Follow-up messages whose post had an unknown outcome (answer lost or a server error), \
+             by what became of them: found (it was posted), resent (proved missing, posted once \
+             more), given_up (could not tell; not posted again, so it may be missing)",
+            metrics.follow_ups_unknown.0.clone(),
+        );
+        for outcome in UnknownFollowUps::OUTCOMES {
+            let _ = metrics
+                .follow_ups_unknown
+                .0
+                .get_or_create(&vec![("outcome".into(), outcome.into())]);
+        }
         for event in ["taken", "released", "lost"] {
             let _ = metrics
                 .fleet_channel_changes
@@ -335,6 +374,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of follow-ups with an unknown outcome, for the delivery client.
+    pub fn follow_ups_unknown(&self) -> UnknownFollowUps {
+        self.follow_ups_unknown.clone()
+    }
+
     /// Counts one configuration reload; `outcome` is `ok` or `invalid`.
     pub fn config_reload(&self, outcome: &str) {
         self.config_reloads
@@ -447,6 +491,7 @@ mod tests {
             "zundamon_cold_load_seconds_count 0",
             "zundamon_process_resident_memory_bytes ",
             "zundamon_config_reloads_total{outcome=\"invalid\"} 0",
+            "zundamon_followups_unknown_total{outcome=\"given_up\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

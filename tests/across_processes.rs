@@ -167,14 +167,26 @@ fn holder_of(fleet: &Fleet, channel: u64) -> Option<usize> {
 
 #[tokio::test]
 async fn a_fleet_holder_frozen_past_its_lease_writes_nothing_when_it_wakes() {
-    let Some(mut fleet) =
-        Fleet::start("across_processes::a_fleet_holder_frozen_past_its_lease", 0).await
+    frozen_holder(false).await;
+}
+
+#[tokio::test]
+async fn a_streaming_fleet_holder_frozen_past_its_lease_writes_nothing_when_it_wakes() {
+    frozen_holder(true).await;
+}
+
+async fn frozen_holder(stream: bool) {
+    let Some(mut fleet) = Fleet::start(
+        &format!("across_processes::frozen_holder_stream_{stream}"),
+        0,
+    )
+    .await
     else {
         return;
     };
     fleet
         .overrides
-        .push(("ZUNDA_STREAM".into(), "false".into()));
+        .push(("ZUNDA_STREAM".into(), stream.to_string()));
     fleet.add_instance().await;
     fleet.add_instance().await;
     fleet.openai.set_delay(Duration::from_secs(4));

@@ -310,8 +310,7 @@ async fn delivery_retries_server_errors_with_backoff() {
     let delivery = Delivery::new(&fake.base_url(), APP_ID, Duration::from_secs(5));
     let token = deferred_interaction(&fake, &delivery).await;
 
-    let webhook = format!("/webhooks/{APP_ID}/{token}");
-    fake.fail_next("POST", &webhook, 2, 500, None);
+    fake.fail_next("PATCH", "/messages/@original", 2, 500, None);
     let parts = vec!["一つ目なのだ".to_string(), "二つ目なのだ".to_string()];
     delivery
         .deliver(&token, &parts, far_deadline())
@@ -319,19 +318,55 @@ async fn delivery_retries_server_errors_with_backoff() {
         .expect("delivered despite two 500s");
 
     let edits = matching(&fake, "PATCH", "/messages/@original");
-    assert_eq!(statuses(&edits), [200]);
-    assert_eq!(edits[0].body["content"], "一つ目なのだ");
-    let follow_ups = matching(&fake, "POST", &webhook);
-    assert_eq!(statuses(&follow_ups), [500, 500, 200]);
-    assert!(follow_ups[0].at > edits[0].at, "parts in order");
-    let first_wait = follow_ups[1].at.duration_since(follow_ups[0].at);
-    let second_wait = follow_ups[2].at.duration_since(follow_ups[1].at);
+    assert_eq!(statuses(&edits), [500, 500, 200]);
+    let first_wait = edits[1].at.duration_since(edits[0].at);
+    let second_wait = edits[2].at.duration_since(edits[1].at);
     assert!(first_wait >= Duration::from_millis(450), "{first_wait:?}");
     assert!(second_wait >= Duration::from_millis(950), "{second_wait:?}");
-    for request in &follow_ups {
-        assert_eq!(request.body["content"], "二つ目なのだ");
+    for request in &edits {
+        assert_eq!(request.body["content"], "一つ目なのだ");
         assert_eq!(request.body["allowed_mentions"], json!({"parse": []}));
     }
+    let webhook = format!("/webhooks/{APP_ID}/{token}");
+    let follow_ups = matching(&fake, "POST", &webhook);
+    assert_eq!(statuses(&follow_ups), [200]);
+    assert!(follow_ups[0].at > edits[2].at, "parts in order");
+}
+
+/// A follow-up answered with a server error may have been posted (Discord offers no idempotency
+/// key for webhooks): it is not sent again blindly; the caller is told its outcome is unknown.
+#[tokio::test]
+async fn a_follow_up_answered_with_a_server_error_is_not_posted_again() {
+    let fake = FakeDiscord::start().await;
+    let delivery = Delivery::new(&fake.base_url(), APP_ID, Duration::from_secs(5));
+    let token = deferred_interaction(&fake, &delivery).await;
+
+    let webhook = format!("/webhooks/{APP_ID}/{token}");
+    fake.commit_then_fail_next("POST", &webhook, 1, 500);
+    let parts = vec!["一つ目なのだ".to_string(), "二つ目なのだ".to_string()];
+    let err = delivery
+        .deliver(&token, &parts, far_deadline())
+        .await
+        .expect_err("the follow-up's outcome is unknown");
+    assert!(
+        matches!(err, DeliveryError::Unknown { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), Some(500));
+    assert!(err.is_final(), "retrying later could post it twice");
+    assert_eq!(statuses(&matching(&fake, "POST", &webhook)), [500]);
+    assert_eq!(fake.shown(&token), parts, "shown once");
+
+    // A 429 creates nothing: still retried.
+    fake.fail_next("POST", &webhook, 1, 429, Some(0.2));
+    delivery
+        .follow_up(&token, "三つ目なのだ", far_deadline())
+        .await
+        .expect("retried after the rate limit");
+    assert_eq!(
+        statuses(&matching(&fake, "POST", &webhook)),
+        [500, 429, 200]
+    );
 }
 
 #[tokio::test]
@@ -472,4 +507,22 @@ async fn channel_reply_is_authorized_and_pings_nobody_else() {
         json!({"parse": [], "replied_user": true})
     );
     assert_eq!(sent[0].body["message_reference"]["message_id"], "42");
+}
+
+/// A follow-up whose answer never comes (a timeout after sending) is not sent again either.
+#[tokio::test]
+async fn a_follow_up_whose_answer_times_out_is_not_posted_again() {
+    let fake = FakeDiscord::start().await;
+    let delivery = Delivery::new(&fake.base_url(), APP_ID, Duration::from_millis(500));
+    let token = deferred_interaction(&fake, &delivery).await;
+    let webhook = format!("/webhooks/{APP_ID}/{token}");
+    fake.delay_next("POST", &webhook, Duration::from_secs(2));
+    let err = delivery
+        .follow_up(&token, "遅い返事なのだ", far_deadline())
+        .await
+        .expect_err("the answer was lost");
+    assert!(matches!(err, DeliveryError::Unknown { .. }), "{err:?}");
+    assert!(!format!("{err:?}").contains(&token));
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(matching(&fake, "POST", &webhook).len(), 1);
 }

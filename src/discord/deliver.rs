@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::metrics::UnknownFollowUps;
 use crate::retry;
 
 /// The User-Agent Discord asks bots to send: `DiscordBot ($url, $version)`.
@@ -92,6 +93,12 @@ pub enum Route {
         /// The channel posted to.
         channel_id: u64,
     },
+    /// Reading a channel's recent messages (`GET /channels/{id}/messages`), to find out whether
+    /// a follow-up whose answer was lost was posted.
+    ChannelMessages {
+        /// The channel read.
+        channel_id: u64,
+    },
 }
 
 impl fmt::Display for Route {
@@ -110,6 +117,9 @@ impl fmt::Display for Route {
             }
             Self::ChannelMessage { channel_id } => {
                 write!(f, "POST /channels/{channel_id}/messages")
+            }
+            Self::ChannelMessages { channel_id } => {
+                write!(f, "GET /channels/{channel_id}/messages")
             }
         }
     }
@@ -161,6 +171,22 @@ pub enum DeliveryError {
         /// What went wrong the last time.
         last: Failure,
     },
+    /// A request that is not safe to send twice (posting a follow-up: Discord has no idempotency
+    /// key for webhooks) was sent, and whether Discord acted on it is unknown: the answer was a
+    /// server error, or it was lost (timeout, connection dropped after sending). It was not sent
+    /// again.
+    #[error(
+        "the outcome of {route} is unknown after {attempts} attempt(s) (Discord may have posted \
+         it; not sent again blindly): {last}"
+    )]
+    Unknown {
+        /// The route tried.
+        route: Route,
+        /// Attempts made.
+        attempts: u32,
+        /// What went wrong the last time.
+        last: Failure,
+    },
     /// The deadline had passed before the request could be sent.
     #[error("the deadline for {route} passed before it could be sent (interaction tokens last 15 minutes)")]
     Expired {
@@ -183,6 +209,7 @@ impl DeliveryError {
         match self {
             Self::Rejected { route, .. }
             | Self::GaveUp { route, .. }
+            | Self::Unknown { route, .. }
             | Self::Expired { route }
             | Self::Invalid { route, .. } => *route,
         }
@@ -193,6 +220,10 @@ impl DeliveryError {
         match self {
             Self::Rejected { status, .. }
             | Self::GaveUp {
+                last: Failure::Status(status),
+                ..
+            }
+            | Self::Unknown {
                 last: Failure::Status(status),
                 ..
             } => Some(*status),
@@ -218,7 +249,8 @@ impl DeliveryError {
     }
 
     /// Whether the token can no longer be used (unknown interaction, unknown webhook or
-    /// message, or past its lifetime): retrying the delivery later cannot succeed.
+    /// message, or past its lifetime): retrying the delivery later cannot succeed. A follow-up
+    /// whose outcome is unknown counts too: trying it later could post it twice.
     pub fn is_final(&self) -> bool {
         matches!(
             self,
@@ -230,6 +262,7 @@ impl DeliveryError {
                 ..
             } | Self::Expired { .. }
                 | Self::Invalid { .. }
+                | Self::Unknown { .. }
         )
     }
 
@@ -282,6 +315,11 @@ pub struct Delivery {
     pub(super) api: String,
     pub(super) application_id: u64,
     pub(super) request_timeout: Duration,
+    /// The bot's `Authorization` header, to read channels when a follow-up's outcome is unknown
+    /// (none: such a follow-up is never looked for).
+    pub(super) reader: Option<HeaderValue>,
+    /// Where follow-ups with an unknown outcome are counted.
+    pub(super) unknown_follow_ups: UnknownFollowUps,
 }
 
 impl Delivery {
@@ -311,6 +349,8 @@ impl Delivery {
             api: format!("{base}/api/v10"),
             application_id,
             request_timeout,
+            reader: None,
+            unknown_follow_ups: UnknownFollowUps::default(),
         }
     }
 
@@ -575,12 +615,16 @@ impl Delivery {
             let mut request = self
                 .client
                 .request(method.clone(), &url)
-                .timeout(remaining.min(policy.attempt_timeout))
-                .json(&body);
+                .timeout(remaining.min(policy.attempt_timeout));
+            if !body.is_null() {
+                request = request.json(&body);
+            }
             if let Some(auth) = &auth {
                 request = request.header(AUTHORIZATION, auth.clone());
             }
 
+            // Whether Discord may have acted on the request although we saw no success.
+            let mut maybe_taken = false;
             let (failure, wait) = match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     return Ok(response.bytes().await.unwrap_or_default())
@@ -592,6 +636,7 @@ impl Delivery {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         (Failure::Status(429), rate_limit_wait(&headers, &body))
                     } else if status.is_server_error() {
+                        maybe_taken = true;
                         (
                             Failure::Status(status.as_u16()),
                             (policy.transient_wait)(attempt),
@@ -614,11 +659,23 @@ impl Delivery {
                         });
                     }
                 }
-                Err(err) => (
-                    Failure::Transport(describe(err, secret)),
-                    (policy.transient_wait)(attempt),
-                ),
+                Err(err) => {
+                    // A connection never made carried nothing; anything later may have.
+                    maybe_taken = !err.is_connect();
+                    (
+                        Failure::Transport(describe(err, secret)),
+                        (policy.transient_wait)(attempt),
+                    )
+                }
             };
+
+            if maybe_taken && !resend_is_safe(route) {
+                return Err(DeliveryError::Unknown {
+                    route,
+                    attempts: attempt,
+                    last: failure,
+                });
+            }
 
             if attempt >= policy.max_attempts || !retry::fits_before(wait, policy.deadline) {
                 return Err(DeliveryError::GaveUp {
@@ -637,6 +694,13 @@ impl Delivery {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Whether sending `route` again after a lost answer is harmless: edits and deletes are
+/// idempotent, a second callback is refused (40060) and channel messages carry a nonce; a
+/// follow-up posted twice shows twice.
+fn resend_is_safe(route: Route) -> bool {
+    route != Route::FollowUp
 }
 
 pub(super) fn message_body(content: &str) -> Value {

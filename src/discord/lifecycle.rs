@@ -29,7 +29,8 @@ use zundamon_actors::{AskError, Channels, GateKeeper, Started};
 
 use super::admission::Permit;
 use super::deliver::{Delivery, DeliveryError};
-use super::live::{FollowUpLog, Shown};
+use super::follow_ups::Origin;
+use super::live::{FollowUpLog, Shown, View};
 use super::split::split_message;
 use super::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
 use crate::metrics::Metrics;
@@ -44,8 +45,9 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
 const RECORD_BUDGET: Duration = Duration::from_millis(1000);
 /// Remembered interaction ids beyond which finished ones are swept.
 const SWEEP_ACTIVE_AT: usize = 4096;
-/// How long a live view may take to stop after the answer is complete (one edit in flight).
-const LIVE_STOP_BUDGET: Duration = Duration::from_secs(30);
+/// How long a live view may take to stop by itself after the answer is complete (one write in
+/// flight) before it is aborted: the final delivery starts only once the view has ended.
+const LIVE_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long other pending-table writes may take before they are given up (and logged).
 pub(super) const STORE_BUDGET: Duration = Duration::from_secs(5);
 
@@ -123,7 +125,7 @@ pub struct Job {
     /// the acknowledgement and takes the row over).
     pub keep_row: bool,
     /// The live view following the answer as it streams, if streaming.
-    pub live: Option<tokio::task::JoinHandle<Shown>>,
+    pub live: Option<View>,
     pub active: ActiveGuard,
     pub in_flight: InFlightGuard,
 }
@@ -366,15 +368,10 @@ impl Lifecycle {
         };
         self.metrics.observe_answer(took.as_secs_f64());
         let parts = split_message(&content, MESSAGE_LIMIT);
+        // The answerer has finished, which tells the view to stop; nothing of it is sent once
+        // `stop` returns, so no live edit can land after the final messages.
         let viewed = match job.live.take() {
-            // The answerer has finished, so the view stops after its current edit at most.
-            Some(view) => match tokio::time::timeout(LIVE_STOP_BUDGET, view).await {
-                Ok(Ok(shown)) => Some(shown),
-                _ => {
-                    warn!("the live view did not stop in time; delivering over it");
-                    None
-                }
-            },
+            Some(view) => Some(view.stop(LIVE_STOP_GRACE).await),
             None => None,
         };
         // Not streamed, or resumed: the follow-ups an earlier process posted, if any.
@@ -383,6 +380,10 @@ impl Lifecycle {
                 Some(self.follow_up_log(job.question.interaction_id, job.fence)),
                 job.question.follow_ups.clone(),
             )
+        });
+        shown.set_origin(Origin {
+            interaction_id: job.question.interaction_id,
+            channel_id: job.question.channel_id,
         });
         if shown.edits > 0 {
             self.metrics.observe_live_edits(shown.edits);

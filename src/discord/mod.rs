@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod deliver;
 pub mod edits;
+pub mod follow_ups;
 pub mod gateway;
 pub mod interactions;
 pub mod lifecycle;

@@ -443,17 +443,14 @@ fn on_command(
                 .settle(&mut job, recorded, acknowledged, keeper)
                 .await;
             if let (true, Some((states, every))) = (acknowledged, live) {
-                job.live = Some(tokio::spawn(
-                    live::follow(
-                        lifecycle.delivery.clone(),
-                        job.question.token.clone(),
-                        job.question.question.clone(),
-                        states,
-                        every,
-                        job.deliver_by,
-                        Some(lifecycle.follow_up_log(job.question.interaction_id, job.fence)),
-                    )
-                    .in_current_span(),
+                job.live = Some(live::View::start(
+                    lifecycle.delivery.clone(),
+                    job.question.token.clone(),
+                    job.question.question.clone(),
+                    states,
+                    every,
+                    job.deliver_by,
+                    Some(lifecycle.follow_up_log(job.question.interaction_id, job.fence)),
                 ));
             }
             lifecycle.finish(job).await;

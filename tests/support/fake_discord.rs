@@ -6,7 +6,9 @@
 //! The gateway speaks just enough of the protocol for serenity 0.12.5: HELLO, IDENTIFY → READY,
 //! heartbeat ACKs, RESUME → RESUMED (replaying nothing), sequence numbers. Tests drive it with
 //! `send_interaction` / `send_message`, inspect every REST call with `requests()` /
-//! `wait_for_requests`, and inject trouble with `fail_next`, `delay_next` and `drop_gateway`.
+//! `wait_for_requests`, and inject trouble with `fail_next`, `commit_then_fail_next`, `delay_next`
+//! and `drop_gateway`. `GET /channels/{id}/messages` lists the channel's messages, interaction
+//! responses and follow-ups included (with `interaction_metadata`), as the bot token sees them.
 //!
 //! Like Discord, it refuses an interaction callback that comes later than 3 s after the
 //! interaction was sent (10062 Unknown interaction) or twice (40060), webhook edits for unknown or
@@ -59,6 +61,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// The URL path, e.g. `/api/v10/channels/1/messages` (no query string).
     pub path: String,
+    /// The query string (without `?`), empty if none.
+    pub query: String,
     /// The JSON body, `Value::Null` if empty or not JSON.
     pub body: Value,
     /// Header names (lower case) and values.
@@ -100,6 +104,9 @@ enum Action {
         retry_after: Option<f64>,
     },
     Delay(Duration),
+    /// The request takes effect, but the answer is this status (a server error after the
+    /// message was created).
+    CommitThenFail(u16),
 }
 
 struct Rule {
@@ -184,6 +191,8 @@ struct Shared {
     webhook_bucket: Mutex<Option<(usize, Duration)>>,
     /// Until then, new gateway connections are closed at once (an outage).
     refuse_until: Mutex<Option<Instant>>,
+    /// Reading channel messages is refused (403), as in a channel the bot cannot see.
+    channel_reads_forbidden: Mutex<bool>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,6 +254,7 @@ impl FakeDiscord {
             created: Mutex::default(),
             webhook_bucket: Mutex::default(),
             refuse_until: Mutex::default(),
+            channel_reads_forbidden: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(serve_rest(rest, Arc::clone(&shared))),
@@ -573,6 +583,24 @@ impl FakeDiscord {
         );
     }
 
+    /// The next `times` requests for `method` on a path containing `path_contains` take effect
+    /// (a follow-up is posted and shown) but are answered with `status`, as when Discord fails
+    /// after creating the message. (`fail_next` with a 5xx is the failure that creates nothing.)
+    pub fn commit_then_fail_next(
+        &self,
+        method: &str,
+        path_contains: &str,
+        times: usize,
+        status: u16,
+    ) {
+        self.add_rule(method, path_contains, times, Action::CommitThenFail(status));
+    }
+
+    /// `GET /channels/{id}/messages` answers 403 (Missing Access) while `forbidden`.
+    pub fn forbid_channel_reads(&self, forbidden: bool) {
+        *lock(&self.shared.channel_reads_forbidden) = forbidden;
+    }
+
     /// The next request for `method` on a path containing `path_contains` takes effect at once
     /// but is answered only after `delay`, like a reply lost in a slow network.
     pub fn delay_next(&self, method: &str, path_contains: &str, delay: Duration) {
@@ -755,6 +783,7 @@ async fn handle_rest(
     let at = Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -771,7 +800,7 @@ async fn handle_rest(
     };
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
 
-    let (mut delay, mut failure) = (None, None);
+    let (mut delay, mut failure, mut commit_failure) = (None, None, None);
     {
         let mut rules = lock(&shared.rules);
         for rule in rules.iter_mut() {
@@ -785,6 +814,9 @@ async fn handle_rest(
                     status,
                     retry_after,
                 } if failure.is_none() => failure = Some((status, retry_after)),
+                Action::CommitThenFail(status) if commit_failure.is_none() => {
+                    commit_failure = Some(status)
+                }
                 _ => continue,
             }
             rule.remaining -= 1;
@@ -804,13 +836,20 @@ async fn handle_rest(
             (429, headers, body)
         }
         Some((status, _)) => error(status, 0, &format!("{status}: injected failure")),
-        None => route(&shared, &method, &path, &headers, &body, at),
+        None => {
+            let reply = route(&shared, &method, &path, &query, &headers, &body, at);
+            match commit_failure {
+                Some(status) => error(status, 0, &format!("{status}: injected failure")),
+                None => reply,
+            }
+        }
     };
 
     lock(&shared.requests).push(RecordedRequest {
         at,
         method,
         path,
+        query,
         body,
         headers,
         status,
@@ -840,6 +879,7 @@ fn route(
     shared: &Shared,
     method: &str,
     path: &str,
+    query: &str,
     headers: &[(String, String)],
     body: &Value,
     at: Instant,
@@ -864,6 +904,22 @@ fn route(
         ("POST", ["interactions", id, token, "callback"]) => callback(shared, id, token, body, at),
         (_, ["webhooks", a, token, rest @ ..]) if *a == app => {
             webhook(shared, method, token, rest, body)
+        }
+        ("GET", ["channels", channel, "messages"]) => {
+            let authorized = headers
+                .iter()
+                .any(|(n, v)| n == "authorization" && v.starts_with("Bot "));
+            if !authorized {
+                return error(401, 0, "401: Unauthorized");
+            }
+            if *lock(&shared.channel_reads_forbidden) {
+                return error(403, 50001, "Missing Access");
+            }
+            ok(channel_messages(
+                shared,
+                channel.parse().unwrap_or(0),
+                query,
+            ))
         }
         ("POST", ["channels", channel, "messages"]) => {
             let authorized = headers
@@ -906,6 +962,55 @@ fn route(
         }
         _ => error(404, 0, "404: Not Found"),
     }
+}
+
+/// A channel's messages as `GET /channels/{id}/messages?after=&before=&limit=` lists them: newest
+/// first; with `after`, the `limit` oldest after it. Interaction responses and follow-ups carry
+/// `interaction_metadata` naming their interaction.
+fn channel_messages(shared: &Shared, channel: u64, query: &str) -> Value {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| value.parse::<u64>().ok())
+    };
+    let id_of = |message: &Value| {
+        message["id"]
+            .as_str()
+            .and_then(|id| id.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut messages: Vec<Value> = lock(&shared.created)
+        .iter()
+        .filter(|m| m["channel_id"].as_str() == Some(channel.to_string().as_str()))
+        .cloned()
+        .collect();
+    for state in lock(&shared.interactions).values() {
+        if state.channel_id != channel {
+            continue;
+        }
+        for message in state.original.iter().chain(&state.follow_ups) {
+            let mut message = message.clone();
+            message["interaction_metadata"] = json!({"id": state.id.to_string(), "type": 2,
+                "user": user_json(1, "asker", false), "authorizing_integration_owners": {}});
+            messages.push(message);
+        }
+    }
+    messages.sort_by_key(id_of);
+    let limit = param("limit").unwrap_or(50).clamp(1, 100) as usize;
+    if let Some(after) = param("after") {
+        messages.retain(|m| id_of(m) > after);
+        messages.truncate(limit);
+    } else {
+        if let Some(before) = param("before") {
+            messages.retain(|m| id_of(m) < before);
+        }
+        let skip = messages.len().saturating_sub(limit);
+        messages.drain(..skip);
+    }
+    messages.reverse();
+    json!(messages)
 }
 
 /// `/applications/{app}/commands` and `/applications/{app}/guilds/{guild}/commands`.
