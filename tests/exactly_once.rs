@@ -362,6 +362,47 @@ async fn a_flood_in_one_channel_is_answered_in_order_up_to_the_limit_and_the_res
     assert_eq!(world.asked(), questions[..8]);
 }
 
+/// The "would expire" estimate multiplies the questions ahead by the time ONE answer takes: after
+/// a backlog (whose answers each waited for the ones before) it must not refuse questions that
+/// can start in time. Here a question has 4 s to start (`ZUNDA_ANSWER_TIMEOUT_SECS` leaves 4 s of
+/// the token) and an answer takes 0.5 s: six at once fit (the sixth starts at 2.5 s). Fed on
+/// end-to-end times, the first backlog (0.5, 1, 1.5, 2 s) would push the estimate past 1 s and
+/// turn the fifth and sixth away.
+#[tokio::test]
+async fn a_backlog_does_not_make_admission_refuse_what_can_start_in_time() {
+    let world = World::start(
+        "service-time",
+        &[
+            ("ZUNDA_ANSWER_TIMEOUT_SECS", "866"),
+            ("ZUNDA_STREAM", "false"),
+        ],
+    )
+    .await;
+    world.openai.set_delay(Duration::from_millis(500));
+    for wave in ["一波", "二波"] {
+        let count = if wave == "一波" { 4 } else { 6 };
+        let questions: Vec<String> = (1..=count).map(|n| format!("{wave}{n}")).collect();
+        let refs: Vec<&str> = questions.iter().map(String::as_str).collect();
+        let sent = world
+            .discord
+            .send_interactions_at_once(950, USER, &refs)
+            .await;
+        for (interaction, question) in sent.iter().zip(&questions) {
+            let delivered = world
+                .wait_delivered(interaction, Duration::from_secs(30))
+                .await;
+            assert!(!delivered.is_empty(), "{question}: no answer");
+            let shown = world.discord.shown(&interaction.token).concat();
+            assert!(
+                !shown.contains("混んでいる"),
+                "{question} was refused as busy: {shown}\n{}",
+                world.bot.logs()
+            );
+        }
+    }
+    assert_eq!(world.asked().len(), 10);
+}
+
 #[tokio::test]
 async fn sigterm_past_the_grace_period_leaves_the_question_to_the_next_process() {
     let mut world = World::start("sigterm-leave", &[("ZUNDA_SHUTDOWN_GRACE_SECS", "4")]).await;
