@@ -246,11 +246,12 @@ impl Lifecycle {
         {
             Ok(()) => {
                 self.metrics.reply(kind);
-                info!(
-                    parts = parts.len(),
-                    total_ms = job.received.elapsed().as_millis() as u64,
-                    "answer delivered"
-                );
+                let total_ms = job.received.elapsed().as_millis() as u64;
+                if kind == "error" {
+                    info!(parts = parts.len(), total_ms, "error reply delivered");
+                } else {
+                    info!(parts = parts.len(), total_ms, "answer delivered");
+                }
                 self.forget(interaction_id).await;
             }
             Err(err) if err.is_final() => {
