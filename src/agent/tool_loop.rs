@@ -267,7 +267,7 @@ impl ZundaAgent {
             }
             let room = numbers
                 .room_for_answer()
-                .filter(|room| *room >= MIN_ANSWER_ROOM && allowance.is_none_or(|a| *room < a));
+                .filter(|room| *room >= MIN_ANSWER_ROOM && allowance.map_or(true, |a| *room < a));
             if let Some(room) = room {
                 self.metrics.context_trim();
                 warn!(
