@@ -137,15 +137,16 @@ pub async fn check_model(config: &Config) -> CheckReport {
     let mut made_up = user_request(config, "Reply with OK.");
     made_up.model = format!("zundamon-check-no-such-model-{}", std::process::id());
     set_max_tokens(&mut made_up, 1);
-    if client.complete(&made_up, deadline()).await.is_ok() {
-        lines.push(
+    lines.push(match client.complete(&made_up, deadline()).await {
+        // An unusable answer (one token of thought) is still an answer.
+        Ok(_) | Err(LlmError::InvalidResponse { .. } | LlmError::EmptyBody { .. }) => {
             "  model name: WARNING: the server also answers for a made-up model name: it serves \
              whatever it loaded, whatever OPENAI_MODEL says"
-                .into(),
-        );
-    } else {
-        lines.push("  model name: checked (a made-up name is refused)".into());
-    }
+                .into()
+        }
+        Err(LlmError::Status { .. }) => "  model name: checked (a made-up name is refused)".into(),
+        Err(err) => format!("  model name: could not check ({err})"),
+    });
     lines.push(format!("  answer:     {}", shown(&message)));
 
     // 3. The context length, where the server states it.
@@ -272,6 +273,13 @@ async fn check_length_limit(
                      and no finish_reason \"length\")"
                 ),
             }
+        }
+        // A reasoning model can spend a few tokens thinking and show nothing: cut all the same.
+        Err(LlmError::InvalidResponse { reason, .. }) if reason.contains("\"length\"") => {
+            format!(
+                "  max_tokens: honoured (asked for {limit}: the answer stopped there before any \
+                 visible text, finish_reason \"length\")"
+            )
         }
         Err(err) => format!("  max_tokens: check failed: {err}"),
     });
