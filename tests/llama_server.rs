@@ -481,8 +481,9 @@ async fn against_a_real_server() {
             format!("{n}番目の質問なのだ。ずんだ餅の歴史をできるだけ詳しく、長く教えて。");
         let started = Instant::now();
         last = ask_slowly(&world, channel, &question, wait).await;
+        let shown: String = last.chars().take(160).collect();
         println!(
-            "channel question {n} ({:?}): {} chars, error reply: {}",
+            "channel question {n} ({:?}): {} chars, error reply: {}\n{shown}…\n",
             started.elapsed(),
             last.chars().count(),
             last.ends_with(ERROR_REPLY)
@@ -498,6 +499,21 @@ async fn against_a_real_server() {
         println!("{name} {:?}", world.bot.metric(name).await);
     }
     let logs = world.bot.logs();
+    for event in [
+        "cannot stream a request with tools",
+        "asking for a shorter answer",
+        "asking again without the oldest part",
+        "even the question alone does not fit",
+        "a rewrite would not fit",
+        "the answer lacked Zundamon's voice: rewritten",
+        "the rewrite still lacks Zundamon's voice",
+        "cannot rewrite the answer",
+        "the answer was cut at the token limit",
+        "error reply delivered",
+        "answer delivered",
+    ] {
+        println!("log {event:?}: {}", logs.matches(event).count());
+    }
     assert!(
         !logs.contains("no attribute 'content'"),
         "a tool round failed on content:\n{logs}"

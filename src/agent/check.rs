@@ -432,7 +432,20 @@ async fn check_tools(
     let request = tool_request(config, auto);
     check.lines.push(
         match client.stream(&request, deadline(), &mut |_| {}).await {
-            Ok(_) => "  streamed tools: supported".into(),
+            Ok(message)
+                if message
+                    .tool_calls
+                    .iter()
+                    .any(|call| call.name == WEB_SEARCH) =>
+            {
+                "  streamed tools: supported (a streamed web_search call)".into()
+            }
+            // llama-cpp-python streams a text answer but sends an empty body when the model calls.
+            Ok(_) => {
+                "  streamed tools: accepted, but the model answered without calling web_search, \
+                  so a streamed call was not seen (the bot asks again unstreamed if one fails)"
+                    .into()
+            }
             Err(err) if err.rejects_streamed_tools() => format!(
             "  streamed tools: not supported ({err}): the bot asks rounds that offer web search \
              without streaming"
