@@ -137,6 +137,8 @@ pub struct OpenAiConfig {
     pub max_retries: u32,
     pub answer_timeout_secs: u64,
     pub max_tool_rounds: u32,
+    /// The longest answer asked for, in tokens (`max_tokens`); 0 sends no limit.
+    pub max_answer_tokens: u32,
     pub max_concurrent_requests: usize,
     /// Whether requests offer the model the web search tool: `auto`, `on` or `off`
     /// (see [`ToolMode`]).
@@ -376,6 +378,12 @@ const ENV: &[(&str, &str, &str, Kind)] = &[
         "ZUNDA_MAX_TOOL_ROUNDS",
         "openai",
         "max_tool_rounds",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_MAX_ANSWER_TOKENS",
+        "openai",
+        "max_answer_tokens",
         Kind::Int,
     ),
     (

@@ -62,6 +62,8 @@ pub struct Metrics {
     live_edits: Histogram,
     reasoning_answers: Counter<u64, AtomicU64>,
     persona_rewrites: Counter<u64, AtomicU64>,
+    answers_cut: Counter<u64, AtomicU64>,
+    context_trims: Counter<u64, AtomicU64>,
     http_connections: Gauge<i64, AtomicI64>,
     http_connections_shed: Family<Outcome, Counter>,
     config_reloads: Family<Outcome, Counter>,
@@ -94,6 +96,8 @@ impl Metrics {
             live_edits: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             reasoning_answers: Counter::default(),
             persona_rewrites: Counter::default(),
+            answers_cut: Counter::default(),
+            context_trims: Counter::default(),
             http_connections: Gauge::default(),
             http_connections_shed: Family::default(),
             config_reloads: Family::default(),
@@ -178,6 +182,18 @@ impl Metrics {
             "zundamon_persona_rewrites",
             "Answers without Zundamon's voice that were sent back once to be rewritten",
             metrics.persona_rewrites.clone(),
+        );
+        registry.register(
+            "zundamon_answers_cut",
+            "Answers the model stopped at the token limit (ZUNDA_MAX_ANSWER_TOKENS or its context); \
+             delivered with a note that they were cut",
+            metrics.answers_cut.clone(),
+        );
+        registry.register(
+            "zundamon_context_trims",
+            "Model requests sent again shorter (oldest window exchanges, then older tool results \
+             left out) because the prompt did not fit the model's context",
+            metrics.context_trims.clone(),
         );
         registry.register(
             "zundamon_http_connections",
@@ -347,6 +363,16 @@ impl Metrics {
         self.persona_rewrites.inc();
     }
 
+    /// Counts one answer cut at the token limit (`finish_reason: "length"`).
+    pub fn answer_cut(&self) {
+        self.answers_cut.inc();
+    }
+
+    /// Counts one request sent again with a shorter prompt after a context overflow.
+    pub fn context_trim(&self) {
+        self.context_trims.inc();
+    }
+
     pub fn set_gateway_ready(&self, ready: bool) {
         self.gateway_ready.set(i64::from(ready));
     }
@@ -492,6 +518,8 @@ mod tests {
             "zundamon_process_resident_memory_bytes ",
             "zundamon_config_reloads_total{outcome=\"invalid\"} 0",
             "zundamon_followups_unknown_total{outcome=\"given_up\"} 0",
+            "zundamon_answers_cut_total 0",
+            "zundamon_context_trims_total 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

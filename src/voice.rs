@@ -68,8 +68,14 @@ pub fn searching_status(query: &str) -> String {
 /// The status line while a reasoning model thinks (its thoughts are never shown).
 pub const THINKING_STATUS: &str = "🤔 考えているのだ…";
 
-/// The status line while an answer is rewritten in Zundamon's voice.
+/// The status line while an answer is rewritten in Zundamon's voice, shown after the answer
+/// being rewritten (which stays visible).
 pub const REWRITING_STATUS: &str = "✏️ ずんだもんの言葉で書き直しているのだ…";
+
+/// Appended to an answer the model stopped at its token limit (`finish_reason: "length"`), so
+/// nobody takes a sentence that breaks off for the whole answer.
+pub const ANSWER_CUT_NOTE: &str =
+    "⚠️ 答えが長くなりすぎて、途中で切れてしまったのだ。続きが知りたいときは、もっと短く答えられる聞き方で聞いてほしいのだ。";
 
 /// The reply to `/zunda-reset` from a member without Manage Messages.
 pub const RESET_FORBIDDEN_REPLY: &str =
@@ -163,6 +169,7 @@ mod tests {
             searching_status("ずんだ餅"),
             THINKING_STATUS.to_owned(),
             REWRITING_STATUS.to_owned(),
+            ANSWER_CUT_NOTE.to_owned(),
         ] {
             assert!(text.contains("のだ"), "{text}");
         }

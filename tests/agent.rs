@@ -660,9 +660,12 @@ async fn auto_tools_fall_back_once_per_process_and_keep_the_conversation() {
     agent.answer(&question("次の質問"), &[]).await.unwrap();
     let requests = h.openai.requests();
     assert_eq!(requests.len(), 3);
-    // The retry is the same conversation, minus the tools.
+    // The retry is the same conversation, minus the tools (and the tool_choice that goes
+    // with them).
+    assert_eq!(requests[0]["tool_choice"], "auto");
     let mut without_tools = requests[0].clone();
     without_tools.as_object_mut().unwrap().remove("tools");
+    without_tools.as_object_mut().unwrap().remove("tool_choice");
     assert_eq!(requests[1], without_tools);
     assert!(requests[2].get("tools").is_none());
     // A fresh agent (a new process) tries tools again.

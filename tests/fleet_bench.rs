@@ -25,8 +25,10 @@ async fn one_channel(label: &str, instances: usize, overrides: &[(&str, &str)]) 
     let Some(mut fleet) = Fleet::start(&format!("fleet_bench::{label}"), 0).await else {
         return;
     };
-    fleet.overrides = overrides
+    // The whole burst waits in one channel: above the default queue limit (8) on purpose.
+    fleet.overrides = [("ZUNDA_MAX_QUEUED_PER_CHANNEL", "64")]
         .iter()
+        .chain(overrides)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     for _ in 0..instances {
@@ -50,8 +52,10 @@ async fn one_channel(label: &str, instances: usize, overrides: &[(&str, &str)]) 
     for interaction in &sent {
         assert!(
             fleet
-                .wait_answered(interaction, Duration::from_secs(120))
-                .await
+                .wait_answered(interaction, Duration::from_secs(60))
+                .await,
+            "unanswered\n{}",
+            fleet.logs()
         );
     }
     let done = started.elapsed();

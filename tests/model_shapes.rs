@@ -334,10 +334,28 @@ async fn check_model_passes_against_a_working_server() {
     }
     assert!(stdout.contains(" ms)"), "latency is shown:\n{stdout}");
     assert!(!stdout.contains(API_KEY) && !stderr.contains(API_KEY));
+    for line in [
+        "model:      found (listed by the server)",
+        "model name: checked (a made-up name is refused)",
+        "usage:      reported",
+        "tool round: ok",
+        "streamed tools: accepted, but the model answered without calling",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
     let requests = openai.requests();
-    assert_eq!(requests.len(), 3);
-    assert!(requests[1]["tools"].is_array());
-    assert_eq!(requests[2]["stream"], true);
+    // Plain, made-up model name, max_tokens, tools, the tool round, streamed tools, streaming.
+    assert_eq!(requests.len(), 7, "{requests:#?}");
+    assert!(requests[1]["model"]
+        .as_str()
+        .unwrap()
+        .starts_with("zundamon-check-no-such-model"));
+    assert!(requests[3]["tools"].is_array());
+    assert_eq!(requests[3]["tool_choice"], "auto");
+    assert_eq!(requests[4]["messages"][2]["content"], "");
+    assert_eq!(requests[5]["stream"], true);
+    assert!(requests[5]["tools"].is_array());
+    assert_eq!(requests[6]["stream"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

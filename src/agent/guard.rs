@@ -13,6 +13,14 @@ pub fn has_voice(answer: &str) -> bool {
     answer.contains(VOICE_MARKER)
 }
 
+/// The answer length a rewrite of `answer` is given: the answer's estimated length with room
+/// for the voice's longer endings, never more than the configured limit.
+pub fn rewrite_allowance(answer: &str, max_answer_tokens: Option<u32>) -> u32 {
+    let estimate = super::context::estimate_text(answer);
+    let wanted = estimate + estimate / 4 + 64;
+    max_answer_tokens.map_or(wanted, |max| wanted.min(max))
+}
+
 /// The request that asks for `answer` rewritten in Zundamon's voice (no tools).
 pub fn rewrite_request(
     model: &str,
@@ -43,6 +51,17 @@ mod tests {
         assert!(has_voice("それは大事なのだ。"));
         assert!(!has_voice("それは大事です。"));
         assert!(!has_voice(""));
+    }
+
+    #[test]
+    fn the_rewrite_allowance_follows_the_answer_within_the_limit() {
+        let short = rewrite_allowance("大事です。", Some(1024));
+        assert!((64..200).contains(&short), "{short}");
+        assert_eq!(
+            rewrite_allowance(&"大事です。".repeat(500), Some(1024)),
+            1024
+        );
+        assert!(rewrite_allowance(&"大事です。".repeat(500), None) > 1024);
     }
 
     #[test]

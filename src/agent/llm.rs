@@ -9,6 +9,10 @@
 //! of ours around it would multiply retries. Owning the exchange gives exactly `max_retries` retries,
 //! one metric per attempt, a semaphore permit per attempt (not held while backing off), and error
 //! texts we know never carry the API key.
+//!
+//! Every request carries the answer length limit (`ZUNDA_MAX_ANSWER_TOKENS`) as `max_tokens`,
+//! unless it sets its own; a server that refuses `max_tokens` and asks for
+//! `max_completion_tokens` gets the same request again with that name, and keeps getting it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,11 +22,11 @@ use async_openai::error::WrappedError;
 use async_openai::types::chat::CreateChatCompletionRequest;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+pub use super::llm_error::LlmError;
 use super::response::{parse_completion, AssistantMessage, ResponseError};
 use super::stream::{read_stream, StreamEvent, StreamFailure};
 use crate::config::{OpenAiConfig, Secret};
@@ -35,88 +39,6 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from
 const MAX_DETAIL_CHARS: usize = 200;
 /// Largest response body accepted; a chat completion is a few KiB.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-/// Why a chat completion failed. Every message names the upstream (without credentials) and never
-/// contains the API key.
-#[derive(Debug, Error)]
-pub enum LlmError {
-    #[error("chat model at {upstream}: HTTP {status}{detail}")]
-    Status {
-        upstream: String,
-        status: u16,
-        /// `: <upstream message>` or empty, already scrubbed of secrets.
-        detail: String,
-        /// The wait the server asked for (`Retry-After`), if any.
-        retry_after: Option<Duration>,
-    },
-    #[error("chat model at {upstream}: no response within {secs}s")]
-    Timeout { upstream: String, secs: u64 },
-    #[error("chat model at {upstream}: {reason}")]
-    Transport { upstream: String, reason: String },
-    #[error("chat model at {upstream}: invalid response: {reason}")]
-    InvalidResponse { upstream: String, reason: String },
-    #[error("{cause} (a retry after {wait_secs}s would pass the answer deadline)")]
-    DeadlineTooClose {
-        wait_secs: u64,
-        cause: Box<LlmError>,
-    },
-    #[error("cannot set up the chat model client: {0}")]
-    Setup(String),
-}
-
-impl LlmError {
-    /// Whether another attempt may succeed: rate limits, server errors, timeouts and dropped or
-    /// refused connections. `insufficient_quota` 429s and other 4xx are permanent.
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Status { status, detail, .. } => {
-                (*status == 429 && !detail.contains("insufficient_quota"))
-                    || *status == 408
-                    || (500..=599).contains(status)
-            }
-            Self::Timeout { .. } | Self::Transport { .. } => true,
-            Self::InvalidResponse { .. } | Self::DeadlineTooClose { .. } | Self::Setup(_) => false,
-        }
-    }
-
-    /// Whether this is a server refusing the `tools` of a request (Ollama: "… does not support
-    /// tools"; vLLM and llama.cpp name the flag that enables tool calling).
-    pub fn rejects_tools(&self) -> bool {
-        match self {
-            Self::Status { status, detail, .. } => {
-                let detail = detail.to_ascii_lowercase();
-                matches!(status, 400 | 422)
-                    && (detail.contains("tool") || detail.contains("function"))
-            }
-            _ => false,
-        }
-    }
-
-    /// The HTTP status of a rejected request.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Status { status, .. } => Some(*status),
-            Self::DeadlineTooClose { cause, .. } => cause.status(),
-            _ => None,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// The metric label of a failed attempt.
-    fn outcome(&self, will_retry: bool) -> &'static str {
-        match self {
-            Self::Timeout { .. } => "timeout",
-            _ if will_retry => "retry",
-            _ => "error",
-        }
-    }
-}
 
 /// Sends chat completions to one OpenAI-compatible endpoint. Cheap to share behind an `Arc`.
 pub struct ChatClient {
@@ -134,6 +56,13 @@ pub struct ChatClient {
     /// in the prompt): from then on streamed text is held as thought until `</think>`, so the
     /// live view never shows the model thinking.
     think_opens_implicitly: AtomicBool,
+    /// The answer length limit of requests that set none (0: none).
+    max_answer_tokens: u32,
+    /// Set once the server refused `max_tokens` and asked for `max_completion_tokens`.
+    wants_max_completion_tokens: AtomicBool,
+    /// `{base}/models` and the server's root (llama.cpp serves `/props` there).
+    models_endpoint: String,
+    root: String,
 }
 
 impl std::fmt::Debug for ChatClient {
@@ -169,6 +98,10 @@ impl ChatClient {
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             metrics,
             think_opens_implicitly: AtomicBool::new(false),
+            max_answer_tokens: config.max_answer_tokens,
+            wants_max_completion_tokens: AtomicBool::new(false),
+            models_endpoint: format!("{base}/models"),
+            root: base.strip_suffix("/v1").unwrap_or(base).to_owned(),
         })
     }
 
@@ -186,6 +119,39 @@ impl ChatClient {
         deadline: Instant,
     ) -> Result<AssistantMessage, LlmError> {
         self.exchange(request, deadline, &mut |_| {}).await
+    }
+
+    /// Like [`ChatClient::complete`] (not streamed), giving `on_event` the answer's text once it
+    /// is complete.
+    pub async fn complete_showing(
+        &self,
+        request: &CreateChatCompletionRequest,
+        deadline: Instant,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<AssistantMessage, LlmError> {
+        self.exchange(request, deadline, on_event).await
+    }
+
+    /// The answer length limit requests get when they set none (`None`: no limit).
+    pub fn max_answer_tokens(&self) -> Option<u32> {
+        (self.max_answer_tokens > 0).then_some(self.max_answer_tokens)
+    }
+
+    /// Puts the request's length limit (its own, else the configured one) under the name this
+    /// server takes.
+    #[allow(deprecated)] // `max_tokens` is what most OpenAI-compatible servers read.
+    fn apply_token_limit(&self, request: &mut CreateChatCompletionRequest) {
+        let limit = request
+            .max_completion_tokens
+            .or(request.max_tokens)
+            .or(self.max_answer_tokens());
+        if self.wants_max_completion_tokens.load(Ordering::Relaxed) {
+            request.max_completion_tokens = limit;
+            request.max_tokens = None;
+        } else {
+            request.max_tokens = limit;
+            request.max_completion_tokens = None;
+        }
     }
 
     /// Like [`ChatClient::complete`], asking for a streamed answer: `on_event` gets the visible
@@ -208,8 +174,13 @@ impl ChatClient {
         deadline: Instant,
         on_event: &mut (dyn FnMut(StreamEvent) + Send),
     ) -> Result<AssistantMessage, LlmError> {
-        let body = serde_json::to_vec(request)
-            .map_err(|err| LlmError::Setup(format!("cannot serialize the request: {err}")))?;
+        let mut request = request.clone();
+        self.apply_token_limit(&mut request);
+        let serialize = |request: &CreateChatCompletionRequest| {
+            serde_json::to_vec(request)
+                .map_err(|err| LlmError::Setup(format!("cannot serialize the request: {err}")))
+        };
+        let mut body = serialize(&request)?;
         let mut attempt = 0u32;
         loop {
             let result = {
@@ -233,6 +204,17 @@ impl ChatClient {
                 }
                 Err(err) => err,
             };
+            if err.rejects_max_tokens()
+                && !self
+                    .wants_max_completion_tokens
+                    .swap(true, Ordering::Relaxed)
+            {
+                self.metrics.llm_request("retry");
+                warn!(error = %err, "the chat model refused max_tokens: sending the answer length limit as max_completion_tokens from now on");
+                self.apply_token_limit(&mut request);
+                body = serialize(&request)?;
+                continue;
+            }
             let will_retry = attempt < self.max_retries && err.is_retryable();
             self.metrics.llm_request(err.outcome(will_retry));
             if !will_retry {
@@ -303,6 +285,7 @@ impl ChatClient {
                 "chat model stream ended"
             );
             return result.map_err(|failure| match failure {
+                StreamFailure::Response(ResponseError::EmptyStream) => self.empty_body(),
                 StreamFailure::Response(err) => self.invalid(err),
                 StreamFailure::Transport {
                     error,
@@ -335,6 +318,9 @@ impl ChatClient {
                 retry_after,
             });
         }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(self.empty_body());
+        }
         // Some proxies stream even when not asked to, under a generic content type.
         let text_start = bytes
             .iter()
@@ -346,6 +332,7 @@ impl ChatClient {
             let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
             return read_stream(chunks, implicit, on_event).await.map_err(
                 |failure| match failure {
+                    StreamFailure::Response(ResponseError::EmptyStream) => self.empty_body(),
                     StreamFailure::Response(err) => self.invalid(err),
                     StreamFailure::Transport { error, .. } => match error {},
                 },
@@ -356,6 +343,50 @@ impl ChatClient {
             on_event(StreamEvent::Text(text.clone()));
         }
         Ok(message)
+    }
+
+    fn empty_body(&self) -> LlmError {
+        LlmError::EmptyBody {
+            upstream: self.upstream.clone(),
+        }
+    }
+
+    /// `GET {base}/models`: the models the server lists (OpenAI's shape, `data[].id`, with
+    /// whatever else the server adds). One attempt, no retries: for `check-model`.
+    pub async fn list_models(&self) -> Result<serde_json::Value, LlmError> {
+        self.get_json(&self.models_endpoint).await
+    }
+
+    /// `GET {root}/props`: llama.cpp's server settings (`n_ctx` among them); other servers
+    /// answer 404. For `check-model`.
+    pub async fn server_props(&self) -> Result<serde_json::Value, LlmError> {
+        self.get_json(&format!("{}/props", self.root)).await
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, LlmError> {
+        let mut response = self
+            .http
+            .get(url)
+            .bearer_auth(self.api_key.expose())
+            .send()
+            .await
+            .map_err(|err| self.transport_error(err))?;
+        let status = response.status();
+        let bytes = read_capped(&mut response)
+            .await
+            .map_err(|err| self.transport_error(err))?;
+        if !status.is_success() {
+            return Err(LlmError::Status {
+                upstream: self.upstream.clone(),
+                status: status.as_u16(),
+                detail: self.error_detail(status, &bytes),
+                retry_after: None,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|err| LlmError::InvalidResponse {
+            upstream: self.upstream.clone(),
+            reason: format!("not JSON: {err}"),
+        })
     }
 
     fn invalid(&self, err: ResponseError) -> LlmError {
@@ -498,46 +529,6 @@ mod tests {
             display_upstream("http://127.0.0.1:9/v1"),
             "http://127.0.0.1:9/v1"
         );
-    }
-
-    #[test]
-    fn retryable_statuses() {
-        let status = |status: u16, detail: &str| LlmError::Status {
-            upstream: "u".into(),
-            status,
-            detail: detail.into(),
-            retry_after: None,
-        };
-        assert!(status(429, ": rate_limit_exceeded: slow down").is_retryable());
-        assert!(!status(429, ": insufficient_quota: pay up").is_retryable());
-        assert!(status(500, "").is_retryable());
-        assert!(status(503, "").is_retryable());
-        assert!(!status(400, "").is_retryable());
-        assert!(!status(401, "").is_retryable());
-    }
-
-    #[test]
-    fn tool_rejections_are_recognised() {
-        let status = |status: u16, detail: &str| LlmError::Status {
-            upstream: "u".into(),
-            status,
-            detail: detail.into(),
-            retry_after: None,
-        };
-        assert!(status(
-            400,
-            ": registry.ollama.ai/library/gemma:2b does not support tools"
-        )
-        .rejects_tools());
-        assert!(status(
-            400,
-            ": \"auto\" tool choice requires --enable-auto-tool-choice"
-        )
-        .rejects_tools());
-        assert!(status(422, ": Functions are not supported").rejects_tools());
-        assert!(!status(400, ": context length exceeded").rejects_tools());
-        assert!(!status(500, ": tool server crashed").rejects_tools());
-        assert!(!status(401, ": tools").rejects_tools());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! rounds, and returns the final answer. It implements the actor crate's [`Answerer`], so a
 //! channel actor can use it without knowing about OpenAI or DuckDuckGo.
 //!
-//! - [`llm`]: the chat completion client (timeouts, retries, a global request limit);
+//! - [`llm`]: the chat completion client (timeouts, retries, a global request limit, the
+//!   answer length limit), and [`llm_error`]: what each failure means for the next attempt;
+//! - [`context`]: the model's context window as far as it can be known (overflow messages,
+//!   token estimates);
 //! - [`response`], [`stream`], [`reasoning`]: lenient reading of plain and streamed responses,
 //!   with reasoning kept out of answers;
 //! - [`check`]: `zundamon check-model`, a plain-words report on the configured server;
@@ -12,8 +15,11 @@
 //! - `tool_loop`: the rounds of tool calls that end in an answer.
 
 pub mod check;
+mod check_models;
+pub mod context;
 pub mod guard;
 pub mod llm;
+pub mod llm_error;
 pub mod prompt;
 pub mod reasoning;
 pub mod response;
@@ -22,7 +28,7 @@ pub mod sources;
 pub mod stream;
 mod tool_loop;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +85,13 @@ pub struct ZundaAgent {
     /// Set once the server rejected a request for carrying tools (`ZUNDA_TOOLS=auto`): this
     /// process then asks without them.
     no_tool_support: AtomicBool,
+    /// Set once the server could not stream a request that offered tools (an empty body, or a
+    /// refusal naming `tool_choice` or streaming): rounds that offer tools are then asked
+    /// without streaming.
+    no_streamed_tools: AtomicBool,
+    /// The model's context length in tokens, once a server's overflow message stated it (0:
+    /// unknown).
+    known_context: AtomicU32,
 }
 
 impl std::fmt::Debug for ZundaAgent {
@@ -123,6 +136,8 @@ impl ZundaAgent {
             clock,
             metrics,
             no_tool_support: AtomicBool::new(false),
+            no_streamed_tools: AtomicBool::new(false),
+            known_context: AtomicU32::new(0),
         })
     }
 
@@ -148,16 +163,41 @@ impl ZundaAgent {
         let started = std::time::Instant::now();
         let budget = self.settings.answer_timeout;
         let deadline = tokio::time::Instant::now() + budget;
-        let answering = async {
-            let turn = self.run_turn(question, history, deadline, progress).await?;
+        let result = async {
+            let turn = tokio::time::timeout_at(
+                deadline,
+                self.run_turn(question, history, deadline, progress),
+            )
+            .await
+            .unwrap_or(Err(AgentError::Timeout(budget.as_secs())))?;
             let answer = sources::strip_sources(&turn.answer).to_owned();
-            let answer = self.guard_voice(answer, deadline, progress).await;
+            // The rewrite is bounded by the same deadline, and running out of time keeps the
+            // answer the user was already reading.
+            let answer = tokio::time::timeout_at(
+                deadline,
+                self.guard_voice(answer.clone(), &turn, deadline, progress),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                warn!("no time left to rewrite the answer in Zundamon's voice: keeping it");
+                answer
+            });
+            let answer = if turn.cut {
+                self.metrics.answer_cut();
+                warn!(
+                    channel_id = question.channel_id,
+                    chars = answer.chars().count(),
+                    max_tokens = ?turn.fitted.allowance,
+                    "the answer was cut at the token limit (ZUNDA_MAX_ANSWER_TOKENS or the model's context): delivered with a note"
+                );
+                format!("{answer}\n\n{}", crate::voice::ANSWER_CUT_NOTE)
+            } else {
+                answer
+            };
             let line = sources::sources_line(&turn.urls, &answer);
             Ok(sources::with_sources(&answer, line.as_deref()))
-        };
-        let result = tokio::time::timeout(budget, answering)
-            .await
-            .unwrap_or(Err(AgentError::Timeout(budget.as_secs())));
+        }
+        .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(_) => info!(
@@ -179,11 +219,14 @@ impl ZundaAgent {
 }
 
 impl ZundaAgent {
-    /// The persona guard: an answer without Zundamon's voice is rewritten once. A failed or
-    /// still voiceless rewrite keeps the original (logged).
+    /// The persona guard: an answer without Zundamon's voice is rewritten once. The answer stays
+    /// on screen while that runs, with a status line after it; the rewrite is skipped when it
+    /// would not fit the model's context; a failed, cut or still voiceless rewrite keeps the
+    /// original (logged).
     async fn guard_voice(
         &self,
         answer: String,
+        turn: &tool_loop::Turn,
         deadline: tokio::time::Instant,
         progress: Option<&Progress>,
     ) -> String {
@@ -191,20 +234,48 @@ impl ZundaAgent {
         if !settings.persona_guard || guard::has_voice(&answer) {
             return answer;
         }
-        if let Some(progress) = progress {
-            progress.send_replace(Live::Status(crate::voice::REWRITING_STATUS.to_owned()));
-        }
-        let request = guard::rewrite_request(
+        let mut request = guard::rewrite_request(
             &settings.model,
             settings.temperature,
             &settings.persona,
             &answer,
         );
+        let allowance = guard::rewrite_allowance(&answer, self.llm.max_answer_tokens());
+        #[allow(deprecated)] // the client sends it under the name the server takes
+        {
+            request.max_tokens = Some(allowance);
+        }
+        let needs = context::estimate_messages(&request.messages) + allowance;
+        let known = self.known_context.load(Ordering::Relaxed);
+        let room = if known > 0 {
+            known
+        } else {
+            // Unknown context: no larger than the request that just fitted.
+            turn.fitted.prompt + turn.fitted.allowance.unwrap_or(allowance)
+        };
+        if needs > room {
+            info!(
+                needs,
+                room,
+                known_context = known,
+                "the answer lacks Zundamon's voice, but a rewrite would not fit the model's context: keeping it"
+            );
+            return answer;
+        }
+        if let Some(progress) = progress {
+            progress.send_replace(Live::Text(format!(
+                "{answer}\n\n{}",
+                crate::voice::REWRITING_STATUS
+            )));
+        }
         match self.llm.complete(&request, deadline).await {
             Ok(message) => {
-                let rewritten = message.content.unwrap_or_default();
                 self.metrics.persona_rewrite();
-                if guard::has_voice(&rewritten) {
+                let rewritten = message.content.unwrap_or_default();
+                if message.finish_reason.is_length() {
+                    warn!("the rewrite was cut at its token limit: keeping the original");
+                    answer
+                } else if guard::has_voice(&rewritten) {
                     info!("the answer lacked Zundamon's voice: rewritten");
                     rewritten
                 } else {
@@ -213,6 +284,9 @@ impl ZundaAgent {
                 }
             }
             Err(err) => {
+                if let Some(context) = err.overflow_numbers().and_then(|n| n.context) {
+                    self.known_context.store(context, Ordering::Relaxed);
+                }
                 warn!(error = %err, "cannot rewrite the answer in Zundamon's voice: keeping it");
                 answer
             }
@@ -244,6 +318,12 @@ impl Answerer for ZundaAgent {
     }
 
     fn remembered(&self, answer: &str) -> String {
-        sources::strip_sources(answer).to_owned()
+        // Neither the sources line nor the note that the answer was cut: the model should not
+        // learn to write them itself.
+        let answer = sources::strip_sources(answer);
+        answer
+            .strip_suffix(crate::voice::ANSWER_CUT_NOTE)
+            .map_or(answer, str::trim_end)
+            .to_owned()
     }
 }

@@ -9,8 +9,13 @@
 //! 5. system: the closing reminder, always last, so the voice instruction is the freshest thing the
 //!    model reads, even after long search results.
 //!
+//! A prompt too long for the server's context loses the window's oldest exchanges first, then
+//! this turn's oldest tool rounds ([`Conversation::shed`]), for that request only.
+//!
 //! Only the plain question and the final answer ever enter the window (the channel actor stores what
 //! the agent returns), so the framing and the tool traffic never pile up in later prompts.
+
+use std::collections::VecDeque;
 
 use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
@@ -46,14 +51,32 @@ pub fn frame_question(user_name: &str, now: &str, question: &str) -> String {
 }
 
 /// The messages of one question, built once and extended by each tool round.
+///
+/// When the server says the prompt does not fit its context, the conversation can shed weight
+/// for that request: first the window's oldest exchanges, then this turn's oldest tool rounds,
+/// down to persona, question and closing reminder alone.
 #[derive(Debug, Clone)]
 pub struct Conversation {
-    /// Persona, window and the framed question: fixed for the whole turn.
-    head: Vec<ChatCompletionRequestMessage>,
-    /// This turn's assistant tool calls and tool results, in order.
-    turn: Vec<ChatCompletionRequestMessage>,
+    /// The persona prompt, always first.
+    persona: ChatCompletionRequestMessage,
+    /// The channel's window, oldest first, as (user, assistant) pairs.
+    window: VecDeque<[ChatCompletionRequestMessage; 2]>,
+    /// The framed question of this turn.
+    question: ChatCompletionRequestMessage,
+    /// This turn's rounds of tool traffic: each the assistant message that asked for the calls
+    /// and then one tool message per call.
+    turn: VecDeque<Vec<ChatCompletionRequestMessage>>,
     /// The closing reminder, re-appended after the turn on every request.
     closing: ChatCompletionRequestMessage,
+}
+
+/// What [`Conversation::shed`] removed to make the prompt shorter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The oldest exchange of the window.
+    Exchange,
+    /// This turn's oldest round of tool calls and their results.
+    ToolRound,
 }
 
 impl Conversation {
@@ -65,40 +88,49 @@ impl Conversation {
         framed_question: String,
         closing_reminder: &str,
     ) -> Self {
-        let mut head = Vec::with_capacity(2 + 2 * history.len());
-        head.push(system(persona));
-        for exchange in history {
-            head.push(user(exchange.question.clone()));
-            head.push(assistant_text(exchange.answer.clone()));
-        }
-        head.push(user(framed_question));
         Self {
-            head,
-            turn: Vec::new(),
+            persona: system(persona),
+            window: history
+                .iter()
+                .map(|exchange| {
+                    [
+                        user(exchange.question.clone()),
+                        assistant_text(exchange.answer.clone()),
+                    ]
+                })
+                .collect(),
+            question: user(framed_question),
+            turn: VecDeque::new(),
             closing: system(closing_reminder),
         }
     }
 
     /// Records one tool round: the assistant message that asked for the calls (with any text it
     /// carried), then one tool message per call, `(tool_call_id, result)`, in the calls' order.
+    ///
+    /// The assistant message always carries `content`, an empty string when the model wrote
+    /// none: some chat templates (llama.cpp's ChatML) read `content` on every message and fail
+    /// with HTTP 500 when it is missing or null.
     pub fn push_tool_round(
         &mut self,
         content: Option<String>,
         calls: Vec<ChatCompletionMessageToolCalls>,
         results: Vec<(String, String)>,
     ) {
-        self.turn.push(
+        let text = content
+            .filter(|text| !text.trim().is_empty())
+            .unwrap_or_default();
+        let mut round = Vec::with_capacity(1 + results.len());
+        round.push(
             ChatCompletionRequestAssistantMessage {
-                content: content
-                    .filter(|text| !text.trim().is_empty())
-                    .map(ChatCompletionRequestAssistantMessageContent::Text),
+                content: Some(ChatCompletionRequestAssistantMessageContent::Text(text)),
                 tool_calls: Some(calls),
                 ..Default::default()
             }
             .into(),
         );
         for (tool_call_id, result) in results {
-            self.turn.push(
+            round.push(
                 ChatCompletionRequestToolMessage {
                     content: ChatCompletionRequestToolMessageContent::Text(result),
                     tool_call_id,
@@ -106,13 +138,31 @@ impl Conversation {
                 .into(),
             );
         }
+        self.turn.push_back(round);
+    }
+
+    /// Removes the oldest thing that may go for a shorter prompt: an exchange of the window
+    /// while any is left, then the oldest tool round of this turn. `None` when only the persona,
+    /// the question and the closing reminder are left.
+    pub fn shed(&mut self) -> Option<Shed> {
+        if self.window.pop_front().is_some() {
+            return Some(Shed::Exchange);
+        }
+        self.turn.pop_front().map(|_| Shed::ToolRound)
+    }
+
+    /// Exchanges of the window still in the prompt.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
     }
 
     /// The full message list for the next request, closing reminder last.
     pub fn messages(&self) -> Vec<ChatCompletionRequestMessage> {
-        let mut messages = Vec::with_capacity(self.head.len() + self.turn.len() + 1);
-        messages.extend(self.head.iter().cloned());
-        messages.extend(self.turn.iter().cloned());
+        let mut messages = Vec::with_capacity(3 + 2 * self.window.len() + self.turn.len() * 2);
+        messages.push(self.persona.clone());
+        messages.extend(self.window.iter().flatten().cloned());
+        messages.push(self.question.clone());
+        messages.extend(self.turn.iter().flatten().cloned());
         messages.push(self.closing.clone());
         messages
     }
@@ -243,7 +293,8 @@ mod tests {
         );
         assert_eq!(messages[2]["tool_calls"][1]["id"], "call_2");
         assert_eq!(messages[2]["tool_calls"][1]["type"], "function");
-        assert!(messages[2].get("content").is_none());
+        // Always a `content`, empty when the model wrote none (llama.cpp's template needs it).
+        assert_eq!(messages[2]["content"], "");
         assert_eq!(
             messages[3],
             json!({"role": "tool", "content": "R1", "tool_call_id": "call_1"})
@@ -252,5 +303,45 @@ mod tests {
         assert_eq!(messages[5]["content"], "調べるのだ");
         assert_eq!(messages[6]["content"], "R3");
         assert_eq!(messages[7], json!({"role": "system", "content": "CLOSING"}));
+    }
+
+    #[test]
+    fn shedding_drops_the_oldest_exchanges_then_the_oldest_tool_rounds() {
+        let history = vec![Exchange::new("q1", "a1"), Exchange::new("q2", "a2")];
+        let mut conversation = Conversation::new("PERSONA", &history, "FRAMED".into(), "CLOSING");
+        let call = |id: &str| {
+            ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                id: id.into(),
+                function: FunctionCall {
+                    name: "web_search".into(),
+                    arguments: "{}".into(),
+                },
+            })
+        };
+        conversation.push_tool_round(None, vec![call("c1")], vec![("c1".into(), "R1".into())]);
+        conversation.push_tool_round(None, vec![call("c2")], vec![("c2".into(), "R2".into())]);
+        let contents = |conversation: &Conversation| -> Vec<String> {
+            as_json(conversation)
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(conversation.shed(), Some(Shed::Exchange));
+        assert_eq!(
+            contents(&conversation),
+            ["PERSONA", "q2", "a2", "FRAMED", "", "R1", "", "R2", "CLOSING"]
+        );
+        assert_eq!(conversation.shed(), Some(Shed::Exchange));
+        assert_eq!(conversation.window_len(), 0);
+        assert_eq!(conversation.shed(), Some(Shed::ToolRound));
+        assert_eq!(
+            contents(&conversation),
+            ["PERSONA", "FRAMED", "", "R2", "CLOSING"]
+        );
+        assert_eq!(conversation.shed(), Some(Shed::ToolRound));
+        assert_eq!(conversation.shed(), None);
+        assert_eq!(contents(&conversation), ["PERSONA", "FRAMED", "CLOSING"]);
     }
 }

@@ -72,6 +72,16 @@ pub struct AssistantMessage {
     pub streamed: bool,
     /// Whether its text closed a thought it never opened (the chat template opens it).
     pub think_opened_implicitly: bool,
+    /// The token counts the server reported, if it did.
+    pub usage: Option<Usage>,
+}
+
+/// Token counts a server reports with an answer (`usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 impl AssistantMessage {
@@ -86,6 +96,8 @@ impl AssistantMessage {
 pub enum ResponseError {
     #[error("the body is not a chat completion ({0})")]
     Malformed(String),
+    #[error("the stream carried no chunks")]
+    EmptyStream,
     #[error("the server reported an error: {0}")]
     ServerError(String),
     #[error("the response has no choices")]
@@ -102,6 +114,18 @@ pub enum ResponseError {
 pub(super) struct WireResponse {
     pub choices: Vec<WireChoice>,
     pub error: Option<Value>,
+    /// Read leniently: a server that sends something else there has not reported usage.
+    #[serde(deserialize_with = "lenient_usage")]
+    pub usage: Option<Usage>,
+}
+
+fn lenient_usage<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Usage>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value::<Usage>(value)
+        .ok()
+        .filter(|usage| usage.prompt_tokens + usage.completion_tokens > 0))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -258,12 +282,14 @@ pub fn parse_completion(body: &[u8]) -> Result<AssistantMessage, ResponseError> 
     }
     let reasoning_field =
         has_reasoning(&message.reasoning_content) || has_reasoning(&message.reasoning);
-    assemble(
+    let mut message = assemble(
         raw.as_deref(),
         tool_calls,
         FinishReason::parse(choice.finish_reason.as_deref()),
         reasoning_field,
-    )
+    )?;
+    message.usage = wire.usage;
+    Ok(message)
 }
 
 /// Builds the message from the raw text: reasoning stripped, emptiness checked.
@@ -286,6 +312,7 @@ pub(super) fn assemble(
         had_reasoning: had_think || reasoning_field,
         streamed: false,
         think_opened_implicitly,
+        usage: None,
     };
     if message.is_usable() {
         return Ok(message);
@@ -335,6 +362,31 @@ mod tests {
                     .unwrap();
             assert_eq!(message.finish_reason, expected);
             assert_eq!(message.content.as_deref(), Some("のだ"));
+        }
+    }
+
+    #[test]
+    fn usage_is_read_when_reported() {
+        let message = parse(json!({"choices": [{"message": {"content": "のだ"}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}))
+        .unwrap();
+        assert_eq!(
+            message.usage,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 3
+            })
+        );
+        for odd in [
+            json!(null),
+            json!("n/a"),
+            json!({"prompt_tokens": "x"}),
+            json!({}),
+        ] {
+            let message =
+                parse(json!({"choices": [{"message": {"content": "のだ"}}], "usage": odd}))
+                    .unwrap();
+            assert_eq!(message.usage, None);
         }
     }
 

@@ -333,7 +333,7 @@ pub fn parse_results(html: &str, max: usize) -> Vec<SearchResult> {
         if found.len() >= max {
             break;
         }
-        if is_ad(block) {
+        if is_ad(block) || is_no_result(block) {
             continue;
         }
         let Some(link) = block.select(&title_link).next() else {
@@ -361,23 +361,66 @@ pub fn parse_results(html: &str, max: usize) -> Vec<SearchResult> {
 }
 
 /// The target of a result link: DuckDuckGo redirects (`//duckduckgo.com/l/?uddg=…`, absolute or
-/// relative) are unwrapped, ad links (`/y.js`) and non-web schemes give `None`.
+/// relative) are unwrapped; ads (judged by the target, see [`is_ad_target`]), another engine's
+/// search page (DuckDuckGo's "no results" page links to a Google search for the query) and
+/// non-web schemes give `None`.
 pub fn unwrap_link(href: &str) -> Option<String> {
     let base = url::Url::parse("https://duckduckgo.com/").expect("static URL");
     let url = base.join(href.trim()).ok()?;
-    let on_ddg = url
-        .host_str()
-        .is_some_and(|host| host == "duckduckgo.com" || host.ends_with(".duckduckgo.com"));
-    if on_ddg && url.path() == "/y.js" {
-        return None;
-    }
-    let target = if on_ddg && url.path() == "/l/" {
+    let target = if is_on(&url, "duckduckgo.com") && url.path() == "/l/" {
         let (_, target) = url.query_pairs().find(|(key, _)| key == "uddg")?;
         url::Url::parse(&target).ok()?
     } else {
         url
     };
-    matches!(target.scheme(), "http" | "https").then(|| target.to_string())
+    let usable = matches!(target.scheme(), "http" | "https")
+        && !is_ad_target(&target)
+        && !is_other_engines_search(&target);
+    usable.then(|| target.to_string())
+}
+
+/// Whether `url` is on `domain` or one of its subdomains.
+fn is_on(url: &url::Url, domain: &str) -> bool {
+    url.host_str().is_some_and(|host| {
+        host == domain
+            || host
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.'))
+    })
+}
+
+/// Whether a link's (unwrapped) target is an ad: DuckDuckGo's ad click URL (`/y.js`), Bing's
+/// (`/aclick`, which DuckDuckGo's ads go through), or any URL carrying DuckDuckGo's ad
+/// parameters.
+fn is_ad_target(target: &url::Url) -> bool {
+    (is_on(target, "duckduckgo.com") && target.path() == "/y.js")
+        || (is_on(target, "bing.com") && target.path().starts_with("/aclick"))
+        || target
+            .query_pairs()
+            .any(|(key, _)| matches!(&*key, "ad_domain" | "ad_provider" | "ad_type"))
+}
+
+/// Whether a link's target is another search engine's results page: what DuckDuckGo's "no
+/// results" page shows as its only "result".
+fn is_other_engines_search(target: &url::Url) -> bool {
+    let host = target.host_str().unwrap_or_default();
+    let google =
+        host == "google.com" || host.starts_with("google.") || host.starts_with("www.google.");
+    google && target.path().starts_with("/search")
+}
+
+/// Whether a block is DuckDuckGo's "no results" notice dressed as a result.
+fn is_no_result(block: ElementRef) -> bool {
+    let marked = std::iter::once(*block)
+        .chain(block.ancestors())
+        .filter_map(ElementRef::wrap)
+        .any(|element| {
+            element
+                .value()
+                .classes()
+                .any(|class| class == "result--no-result")
+        });
+    marked || block.select(&selector(".no-results")).next().is_some()
 }
 
 fn is_ad(block: ElementRef) -> bool {
@@ -508,6 +551,47 @@ mod tests {
         assert!(parse_results("", 5).is_empty());
     }
 
+    /// DuckDuckGo's answer to a query with no results: one pseudo-result linking to a Google
+    /// search for the query, titled `EOF`.
+    const NO_RESULTS_PAGE: &str = r#"<html><body><div class="serp__results"><div id="links" class="results">
+        <div class="result results_links results_links_deep web-result result--no-result">
+          <div class="links_main links_deep result__body">
+            <h2 class="result__title"><a rel="nofollow" class="result__a"
+              href="http://www.google.com/search?hl=en&amp;q=zzqxj%20vrrpl%20nothing">EOF</a></h2>
+            <a class="result__snippet" href="http://www.google.com/search?hl=en&amp;q=zzqxj">EOF</a>
+            <div class="no-results">No results.</div>
+          </div>
+        </div></div></div></body></html>"#;
+
+    #[test]
+    fn the_no_results_page_gives_no_results() {
+        assert!(parse_results(NO_RESULTS_PAGE, 5).is_empty());
+        // Even without the marker classes, the Google link is not a result.
+        let bare = r#"<div class="result__body"><a class="result__a"
+            href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fwww.google.com%2Fsearch%3Fq%3Dzzqxj">EOF</a></div>"#;
+        assert!(parse_results(bare, 5).is_empty());
+    }
+
+    #[test]
+    fn ads_are_recognised_by_their_target_not_only_their_class() {
+        let html = r#"
+            <div class="result__body"><a class="result__a"
+              href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fduckduckgo.com%2Fy.js%3Fad_domain%3Dshop.example%26ad_provider%3Dbingv7aa&amp;rut=1">送料無料ずんだ</a>
+              <a class="result__snippet">広告</a></div>
+            <div class="result__body"><a class="result__a"
+              href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fja.wikipedia.org%2Fwiki%2FZunda&amp;rut=2">ずんだ - Wikipedia</a>
+              <a class="result__snippet">郷土菓子</a></div>"#;
+        let results = parse_results(html, 5);
+        assert_eq!(
+            results,
+            vec![SearchResult {
+                title: "ずんだ - Wikipedia".into(),
+                url: "https://ja.wikipedia.org/wiki/Zunda".into(),
+                snippet: "郷土菓子".into()
+            }]
+        );
+    }
+
     #[test]
     fn falls_back_to_result_blocks() {
         let html = r#"<div class="result"><a class="result__a" href="https://a.example/">A</a>
@@ -535,6 +619,32 @@ mod tests {
             assert_eq!(unwrap_link(&href).as_deref(), Some(target), "{href}");
         }
         assert_eq!(unwrap_link("https://duckduckgo.com/y.js?ad_domain=x"), None);
+        // Ads behind the redirect are recognised by their target.
+        let wrapped = |target: &str| {
+            let encoded: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+            format!("//duckduckgo.com/l/?uddg={encoded}&rut=abc")
+        };
+        for ad in [
+            "https://duckduckgo.com/y.js?ad_domain=shop.example&ad_provider=bingv7aa&ad_type=txad",
+            "https://www.bing.com/aclick?ld=e8abc&u=aHR0cHM6Ly9zaG9w",
+            "https://shop.example/landing?ad_domain=shop.example&ad_provider=x",
+        ] {
+            assert_eq!(unwrap_link(&wrapped(ad)), None, "{ad}");
+        }
+        assert_eq!(
+            unwrap_link(&wrapped("https://notduckduckgo.com/y.js")).as_deref(),
+            Some("https://notduckduckgo.com/y.js")
+        );
+        // Another engine's results page is never a result.
+        assert_eq!(
+            unwrap_link("http://www.google.com/search?hl=en&q=zzqxj%20nothing"),
+            None
+        );
+        assert_eq!(
+            unwrap_link(&wrapped("https://www.google.co.jp/search?q=x")),
+            None
+        );
+        assert!(unwrap_link("https://www.google.com/maps/place/Sendai").is_some());
         assert_eq!(unwrap_link("//duckduckgo.com/l/?rut=abc"), None);
         assert_eq!(unwrap_link("javascript:alert(1)"), None);
         assert_eq!(unwrap_link("//duckduckgo.com/l/?uddg=ftp%3A%2F%2Fx"), None);

@@ -65,6 +65,7 @@ pub struct StreamAssembler {
     /// Whether the last thing announced was [`StreamEvent::Thinking`].
     thinking: bool,
     emitted_text: bool,
+    usage: Option<super::response::Usage>,
 }
 
 impl StreamAssembler {
@@ -157,6 +158,9 @@ impl StreamAssembler {
         let chunk: WireResponse = serde_json::from_str(payload)
             .map_err(|err| ResponseError::Malformed(format!("a stream chunk: {err}")))?;
         self.chunks += 1;
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
         if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             return Err(ResponseError::ServerError(error_text(error)));
         }
@@ -256,9 +260,7 @@ impl StreamAssembler {
         let rest = self.filter.finish();
         self.emit(rest, on_event);
         if self.chunks == 0 {
-            return Err(ResponseError::Malformed(
-                "the stream carried no chunks".into(),
-            ));
+            return Err(ResponseError::EmptyStream);
         }
         let calls = std::mem::take(&mut self.calls)
             .into_values()
@@ -283,6 +285,7 @@ impl StreamAssembler {
         if let Ok(message) = &mut message {
             message.had_reasoning |= saw_think;
             message.streamed = true;
+            message.usage = self.usage;
         }
         message
     }
@@ -490,9 +493,9 @@ mod tests {
     #[test]
     fn unusable_streams_are_errors() {
         let (_, message) = run("", 1);
-        assert!(matches!(message, Err(ResponseError::Malformed(_))));
+        assert_eq!(message, Err(ResponseError::EmptyStream));
         let (_, message) = run(": keep-alive\n\ndata: [DONE]\n\n", 2);
-        assert!(matches!(message, Err(ResponseError::Malformed(_))));
+        assert_eq!(message, Err(ResponseError::EmptyStream));
         let (_, message) = run("data: {\"choices\":[]}\n\ndata: [DONE]\n\n", 2);
         assert!(matches!(message, Err(ResponseError::Empty(_))));
         let (_, message) = run("data: {\"error\":{\"message\":\"overloaded\"}}\n\n", 2);

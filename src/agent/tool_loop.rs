@@ -2,14 +2,28 @@
 //! the searches concurrently and send their results back; then return its text.
 //!
 //! After `max_tool_rounds` rounds the request goes out without tools, so the model has to answer
-//! with what it has instead of looping. A server that rejects `tools` (HTTP 400 naming them) gets
-//! the same question again without them, and with `ZUNDA_TOOLS=auto` is never offered tools again
-//! by this process. Every tool call gets a tool message with its id, even a
-//! malformed or unknown one: OpenAI rejects a conversation with unanswered tool calls.
+//! with what it has instead of looping. Tools always go with `tool_choice: "auto"` (llama.cpp's
+//! Python server ignores them otherwise). Each round is asked again when the server's refusal
+//! says how:
+//! - a server that rejects `tools` (HTTP 400 naming them) gets the same question without them,
+//!   and with `ZUNDA_TOOLS=auto` is never offered tools again by this process;
+//! - a server that cannot stream a request with tools (HTTP 200 with an empty body, or a
+//!   400/422 naming `tool_choice` or streaming) gets it again without streaming, and so does
+//!   every later round that offers tools;
+//! - a prompt that overflows the model's context is sent again shorter: with a smaller answer
+//!   allowance when the server said the prompt alone fits with room to answer, else without the
+//!   window's oldest exchange, then without this turn's oldest tool round, down to the question
+//!   alone. Only then does the question fail.
+//!
+//! Every tool call gets a tool message with its id, even a malformed or unknown one: OpenAI
+//! rejects a conversation with unanswered tool calls.
+
+use std::sync::atomic::Ordering;
 
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionTool,
-    ChatCompletionTools, CreateChatCompletionRequest, FunctionCall, FunctionObject,
+    ChatCompletionToolChoiceOption, ChatCompletionTools, CreateChatCompletionRequest, FunctionCall,
+    FunctionObject, ToolChoiceOptions,
 };
 use futures::future::join_all;
 use serde::Deserialize;
@@ -18,6 +32,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use zundamon_actors::{Exchange, Live, Progress, Question};
 
+use super::context;
+use super::llm::LlmError;
 use super::prompt::{format_now, frame_question, Conversation};
 use super::response::{AssistantMessage, ToolCall};
 use super::stream::StreamEvent;
@@ -29,7 +45,23 @@ use crate::voice;
 pub(super) struct Turn {
     pub answer: String,
     pub urls: Vec<String>,
+    /// The model stopped at the token limit (`finish_reason: "length"`).
+    pub cut: bool,
+    /// The size of the request that got the answer: one the server accepted.
+    pub fitted: Fitted,
 }
+
+/// The size of a request the server accepted: its estimated prompt tokens and the answer
+/// length it was allowed (`None`: no limit sent).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Fitted {
+    pub prompt: u32,
+    pub allowance: Option<u32>,
+}
+
+/// The smallest answer allowance worth asking for when the server said the prompt alone fits:
+/// below it, a shorter prompt is better than a shorter answer.
+const MIN_ANSWER_ROOM: u32 = 256;
 
 /// The tool's name as the model sees it.
 pub const WEB_SEARCH: &str = "web_search";
@@ -87,36 +119,18 @@ impl ZundaAgent {
         let mut round = 0u32;
         let mut had_reasoning = false;
         let mut urls: Vec<String> = Vec::new();
+        let mut allowance = self.llm.max_answer_tokens();
         loop {
             let offer_tools = round < settings.max_tool_rounds && self.offers_tools();
-            let mut request = CreateChatCompletionRequest {
-                model: settings.model.clone(),
-                messages: conversation.messages(),
-                temperature: Some(settings.temperature),
-                tools: offer_tools.then(|| vec![web_search_tool()]),
-                ..Default::default()
-            };
-            let message = match self.ask_model(&request, deadline, progress).await {
-                Ok(message) => message,
-                Err(err)
-                    if offer_tools
-                        && settings.tool_mode == ToolMode::Auto
-                        && err.rejects_tools() =>
-                {
-                    self.no_tool_support
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    warn!(
-                        upstream = self.llm.upstream(),
-                        model = %settings.model,
-                        error = %err,
-                        "the chat model rejected tools: answering from the model's own knowledge, \
-                         without web search, from now on (ZUNDA_TOOLS=auto)"
-                    );
-                    request.tools = None;
-                    self.ask_model(&request, deadline, progress).await?
-                }
-                Err(err) => return Err(err.into()),
-            };
+            let (message, fitted) = self
+                .ask_round(
+                    &mut conversation,
+                    offer_tools,
+                    &mut allowance,
+                    deadline,
+                    progress,
+                )
+                .await?;
             had_reasoning |= message.had_reasoning;
             let calls = message.tool_calls;
             if calls.is_empty() || !offer_tools {
@@ -135,7 +149,12 @@ impl ZundaAgent {
                 return if answer.is_empty() {
                     Err(AgentError::EmptyAnswer)
                 } else {
-                    Ok(Turn { answer, urls })
+                    Ok(Turn {
+                        answer,
+                        urls,
+                        cut: message.finish_reason.is_length(),
+                        fitted,
+                    })
                 };
             }
             round += 1;
@@ -177,20 +196,120 @@ impl ZundaAgent {
         match self.settings.tool_mode {
             ToolMode::Off => false,
             ToolMode::On => true,
-            ToolMode::Auto => !self
-                .no_tool_support
-                .load(std::sync::atomic::Ordering::Relaxed),
+            ToolMode::Auto => !self.no_tool_support.load(Ordering::Relaxed),
         }
     }
 
-    /// Asks the model: streamed when someone watches the answer, so the text shows as it is
-    /// written (a status while a reasoning model thinks); plain otherwise.
+    /// One round's request, asked again as the server's refusals say (see the module docs).
+    /// Returns the model's message and the size of the request that got it.
+    async fn ask_round(
+        &self,
+        conversation: &mut Conversation,
+        offer_tools: bool,
+        allowance: &mut Option<u32>,
+        deadline: Instant,
+        progress: Option<&Progress>,
+    ) -> Result<(AssistantMessage, Fitted), LlmError> {
+        let settings = &self.settings;
+        let mut tools = offer_tools;
+        loop {
+            #[allow(deprecated)] // the client sends it under the name the server takes
+            let request = CreateChatCompletionRequest {
+                model: settings.model.clone(),
+                messages: conversation.messages(),
+                temperature: Some(settings.temperature),
+                tools: tools.then(|| vec![web_search_tool()]),
+                tool_choice: tools.then_some(ChatCompletionToolChoiceOption::Mode(
+                    ToolChoiceOptions::Auto,
+                )),
+                max_tokens: *allowance,
+                ..Default::default()
+            };
+            let streamed = !(tools && self.no_streamed_tools.load(Ordering::Relaxed));
+            let err = match self.ask_model(&request, deadline, progress, streamed).await {
+                Ok(message) => {
+                    let fitted = Fitted {
+                        prompt: context::estimate_messages(&request.messages),
+                        allowance: *allowance,
+                    };
+                    return Ok((message, fitted));
+                }
+                Err(err) => err,
+            };
+            if tools && streamed && progress.is_some() && err.rejects_streamed_tools() {
+                if !self.no_streamed_tools.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        upstream = self.llm.upstream(),
+                        error = %err,
+                        "the chat model cannot stream a request with tools: asking rounds that \
+                         offer web search without streaming from now on"
+                    );
+                }
+                continue;
+            }
+            if tools && settings.tool_mode == ToolMode::Auto && err.rejects_tools() {
+                self.no_tool_support.store(true, Ordering::Relaxed);
+                warn!(
+                    upstream = self.llm.upstream(),
+                    model = %settings.model,
+                    error = %err,
+                    "the chat model rejected tools: answering from the model's own knowledge, \
+                     without web search, from now on (ZUNDA_TOOLS=auto)"
+                );
+                tools = false;
+                continue;
+            }
+            let Some(numbers) = err.overflow_numbers() else {
+                return Err(err);
+            };
+            if let Some(context) = numbers.context {
+                self.known_context.store(context, Ordering::Relaxed);
+            }
+            let room = numbers
+                .room_for_answer()
+                .filter(|room| *room >= MIN_ANSWER_ROOM && allowance.map_or(true, |a| *room < a));
+            if let Some(room) = room {
+                self.metrics.context_trim();
+                warn!(
+                    context = ?numbers.context,
+                    prompt = ?numbers.prompt,
+                    max_tokens = room,
+                    "the prompt and the answer length do not fit the model's context: asking for a shorter answer"
+                );
+                *allowance = Some(room);
+                continue;
+            }
+            match conversation.shed() {
+                Some(shed) => {
+                    self.metrics.context_trim();
+                    warn!(
+                        context = ?numbers.context,
+                        left_out = ?shed,
+                        window_left = conversation.window_len(),
+                        "the prompt does not fit the model's context: asking again without the oldest part"
+                    );
+                }
+                None => {
+                    warn!(
+                        context = ?numbers.context,
+                        "even the question alone does not fit the model's context"
+                    );
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Asks the model: streamed when someone watches the answer and `streamed` allows it, so
+    /// the text shows as it is written (a status while a reasoning model thinks); otherwise in
+    /// one piece, shown once complete.
     async fn ask_model(
         &self,
         request: &CreateChatCompletionRequest,
         deadline: Instant,
         progress: Option<&Progress>,
-    ) -> Result<AssistantMessage, super::llm::LlmError> {
+        streamed: bool,
+    ) -> Result<AssistantMessage, LlmError> {
         let Some(progress) = progress else {
             return self.llm.complete(request, deadline).await;
         };
@@ -206,7 +325,13 @@ impl ZundaAgent {
                 }
             }
         };
-        self.llm.stream(request, deadline, &mut on_event).await
+        if streamed {
+            self.llm.stream(request, deadline, &mut on_event).await
+        } else {
+            self.llm
+                .complete_showing(request, deadline, &mut on_event)
+                .await
+        }
     }
 
     /// Runs one tool call; returns `(tool_call_id, result text, URLs it returned)`.
@@ -254,7 +379,7 @@ fn first_query(calls: &[ToolCall]) -> Option<String> {
 }
 
 /// A tool call as sent back to the model in the next request (always `"type": "function"`).
-fn request_call(call: ToolCall) -> ChatCompletionMessageToolCalls {
+pub(super) fn request_call(call: ToolCall) -> ChatCompletionMessageToolCalls {
     ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
         id: call.id,
         function: FunctionCall {

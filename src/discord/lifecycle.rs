@@ -394,11 +394,12 @@ impl Lifecycle {
         {
             Ok(Holding::Held) => {
                 self.metrics.reply(kind);
-                info!(
-                    parts = parts.len(),
-                    total_ms = job.received.elapsed().as_millis() as u64,
-                    "answer delivered"
-                );
+                let total_ms = job.received.elapsed().as_millis() as u64;
+                if kind == "error" {
+                    info!(parts = parts.len(), total_ms, "error reply delivered");
+                } else {
+                    info!(parts = parts.len(), total_ms, "answer delivered");
+                }
                 if !self.forget(&job.question, job.fence).await {
                     // Taken over between the last check and the last Discord call.
                     self.fenced(&job.question);

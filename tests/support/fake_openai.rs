@@ -23,6 +23,13 @@
 //! with empty `choices`, keep-alive comments or no `[DONE]`. A request with `"stream": true` is
 //! answered with a stream. Knobs for setup problems: a required API key, a list of known models,
 //! and a server that rejects `tools` the way Ollama does.
+//!
+//! [`LlamaCpp`] quirks make it behave like llama-cpp-python's server (0.3.x) instead: HTTP 500 for
+//! an assistant tool-call message without `content`, `tools` ignored unless `tool_choice` is sent,
+//! an empty 200 body for a streamed request with `tool_choice: "auto"`, HTTP 400
+//! `context_length_exceeded` past a token budget (one token per character of the messages, plus
+//! `max_tokens`), and answers cut at `max_tokens` with `finish_reason: "length"`. It also serves
+//! `GET /v1/models` (and `GET /props` with a context length, when set).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -139,6 +146,41 @@ pub enum Step {
     CloseConnection,
 }
 
+/// How llama-cpp-python's server differs from OpenAI's API, each switchable
+/// ([`FakeOpenAi::set_llama_cpp`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LlamaCpp {
+    /// HTTP 500 for an assistant message with `tool_calls` and no `content` (missing or null):
+    /// its ChatML template reads `content` on every message.
+    pub needs_tool_call_content: bool,
+    /// `tools` are ignored unless `tool_choice` is sent (the model just answers).
+    pub tools_need_tool_choice: bool,
+    /// `tools` are ignored whatever `tool_choice` says (a server without tool calling).
+    pub ignores_tools: bool,
+    /// `stream: true` with tools and `tool_choice: "auto"`: HTTP 200 with an empty body.
+    pub empty_stream_for_auto_tools: bool,
+    /// The context, in tokens (one per character of the messages, plus `max_tokens`); past it,
+    /// HTTP 400 `context_length_exceeded` in llama-cpp-python's words. 0: no limit.
+    pub context_tokens: usize,
+    /// Answers longer than `max_tokens` (one token per character) are cut there, with
+    /// `finish_reason: "length"`.
+    pub honours_max_tokens: bool,
+}
+
+impl LlamaCpp {
+    /// Every quirk, with a context of `context_tokens`.
+    pub fn all(context_tokens: usize) -> Self {
+        Self {
+            needs_tool_call_content: true,
+            tools_need_tool_choice: true,
+            ignores_tools: false,
+            empty_stream_for_auto_tools: true,
+            context_tokens,
+            honours_max_tokens: true,
+        }
+    }
+}
+
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -167,6 +209,11 @@ struct State {
     models: Mutex<Vec<String>>,
     /// The pause before each event of a streamed answer (zero: all at once).
     stream_gap: Mutex<Duration>,
+    llama_cpp: Mutex<LlamaCpp>,
+    /// What `GET /v1/models` lists when set (else the known models, else `fake-model`).
+    listed_models: Mutex<Option<Vec<String>>>,
+    /// The `n_ctx` `GET /props` states; without it `/props` is 404.
+    props_n_ctx: Mutex<Option<u64>>,
 }
 
 impl State {
@@ -239,6 +286,22 @@ impl FakeOpenAi {
     /// Answers requests that carry `tools` with Ollama's 400 "does not support tools".
     pub fn set_rejects_tools(&self, rejects: bool) {
         *self.state.rejects_tools.lock().unwrap() = rejects;
+    }
+
+    /// Behaves like llama-cpp-python's server as `quirks` say.
+    pub fn set_llama_cpp(&self, quirks: LlamaCpp) {
+        *self.state.llama_cpp.lock().unwrap() = quirks;
+    }
+
+    /// `GET /v1/models` lists these (whatever models are accepted).
+    pub fn set_listed_models(&self, models: &[&str]) {
+        *self.state.listed_models.lock().unwrap() =
+            Some(models.iter().map(|m| (*m).to_owned()).collect());
+    }
+
+    /// `GET /props` answers llama.cpp's way with this context length.
+    pub fn set_props_context(&self, n_ctx: u64) {
+        *self.state.props_n_ctx.lock().unwrap() = Some(n_ctx);
     }
 
     /// Requires `Authorization: Bearer {key}`; other keys get OpenAI's 401.
@@ -369,6 +432,29 @@ async fn pace(response: Response<Full<Bytes>>, gap: Duration) -> Response<PacedB
 }
 
 async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
+    if request.method() == Method::GET && request.uri().path() == "/v1/models" {
+        let listed = state.listed_models.lock().unwrap().clone();
+        let known = state.models.lock().unwrap().clone();
+        let ids = listed
+            .or((!known.is_empty()).then_some(known))
+            .unwrap_or_else(|| vec!["fake-model".to_owned()]);
+        let data: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "object": "model", "owned_by": "me", "permissions": []}))
+            .collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": data}),
+        ));
+    }
+    if request.method() == Method::GET && request.uri().path() == "/props" {
+        if let Some(n_ctx) = *state.props_n_ctx.lock().unwrap() {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"default_generation_settings": {"n_ctx": n_ctx}, "total_slots": 1}),
+            ));
+        }
+    }
     if request.method() != Method::POST || request.uri().path() != "/v1/chat/completions" {
         return Ok(error_response(
             StatusCode::NOT_FOUND,
@@ -438,6 +524,55 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
         ));
     }
 
+    let quirks = *state.llama_cpp.lock().unwrap();
+    if quirks.needs_tool_call_content && tool_call_without_content(&body) {
+        return Ok(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "'dict object' has no attribute 'content'",
+        ));
+    }
+    let max_tokens = body["max_tokens"]
+        .as_u64()
+        .or_else(|| body["max_completion_tokens"].as_u64())
+        .map(|n| n as usize);
+    if quirks.context_tokens > 0 {
+        let prompt = prompt_tokens(&body);
+        let completion = max_tokens.unwrap_or(0);
+        if prompt + completion > quirks.context_tokens {
+            let context = quirks.context_tokens;
+            let requested = prompt + completion;
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": {
+                    "message": format!(
+                        "This model's maximum context length is {context} tokens. However, you \
+                         requested {requested} tokens ({prompt} in the messages, {completion} in \
+                         the completion). Please reduce the length of the messages or completion."
+                    ),
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded"
+                }}),
+            ));
+        }
+    }
+    let tool_choice = &body["tool_choice"];
+    if has_tools
+        && quirks.empty_stream_for_auto_tools
+        && body["stream"] == true
+        && tool_choice == "auto"
+    {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        return Ok(response);
+    }
+    let tools_ignored = has_tools
+        && (quirks.ignores_tools || (quirks.tools_need_tool_choice && tool_choice.is_null()));
+
     let mut step = state.next_step(&body);
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
@@ -466,10 +601,23 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
     if body["stream"] == true && !shape.is_stream() && !unusable {
         shape = Shape::Stream;
     }
-    let completion =
-        |state: &State, model: &str, content: Option<String>, calls: Vec<(String, String)>| {
-            shaped_completion(state, model, content, calls, shape)
-        };
+    if tools_ignored {
+        // The model never sees the tools, so it cannot call them: it just answers.
+        if matches!(step, Some(Step::ToolCalls(_) | Step::RawToolCalls(_))) {
+            step = Some(Step::DefaultAnswer);
+        }
+    }
+    let cut_at = max_tokens.filter(|_| quirks.honours_max_tokens);
+    let completion = |state: &State,
+                      model: &str,
+                      content: Option<String>,
+                      calls: Vec<(String, String)>| match (content, cut_at) {
+        (Some(text), Some(limit)) if text.chars().count() > limit => {
+            let cut: String = text.chars().take(limit).collect();
+            length_completion(state, model, cut, shape)
+        }
+        (content, _) => shaped_completion(state, model, content, calls, shape),
+    };
 
     Ok(match step {
         None | Some(Step::DefaultAnswer) => {
@@ -537,6 +685,75 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
         }
         Some(Step::Delay(..) | Step::Shaped(..)) => unreachable!("unwrapped above"),
     })
+}
+
+/// Whether an assistant message carries tool calls without `content` (missing or null).
+fn tool_call_without_content(body: &Value) -> bool {
+    body["messages"].as_array().is_some_and(|messages| {
+        messages.iter().any(|m| {
+            m["role"] == "assistant" && m.get("tool_calls").is_some() && !m["content"].is_string()
+        })
+    })
+}
+
+/// The prompt's tokens as the fake counts them: one per character of every message's text and
+/// tool call arguments.
+fn prompt_tokens(body: &Value) -> usize {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    messages
+        .iter()
+        .map(|m| {
+            let calls: usize = m["tool_calls"]
+                .as_array()
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .map(|c| {
+                            c["function"]["arguments"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .chars()
+                                .count()
+                        })
+                        .sum()
+                })
+                .unwrap_or(0);
+            content_text(&m["content"]).chars().count() + calls
+        })
+        .sum()
+}
+
+/// An answer cut at `max_tokens`: `finish_reason: "length"`, streamed when asked.
+fn length_completion(
+    state: &State,
+    model: &str,
+    content: String,
+    shape: Shape,
+) -> Response<Full<Bytes>> {
+    let id = state.id();
+    if shape.is_stream() {
+        return stream_response(id, model, Some(content), &[], "length", shape);
+    }
+    let completion_tokens = content.chars().count();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": format!("chatcmpl-fake-{id}"),
+            "object": "chat.completion",
+            "created": 1_700_000_000u32,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "length"
+            }],
+            "usage": {
+                "prompt_tokens": 100,
+                "completion_tokens": completion_tokens,
+                "total_tokens": 100 + completion_tokens
+            }
+        }),
+    )
 }
 
 fn default_answer(body: &Value) -> String {

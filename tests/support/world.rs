@@ -90,16 +90,14 @@ impl World {
     }
 
     /// Waits until the bot logged the final delivery of `sent` (a streamed answer is edited
-    /// several times before).
+    /// several times before): its answer, or the error reply.
     pub async fn wait_final(&self, sent: &SentInteraction) {
         let marker = format!("interaction_id={}", sent.id);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self
-            .bot
-            .logs()
-            .lines()
-            .any(|line| line.contains(&marker) && line.contains("answer delivered"))
-        {
+        while !self.bot.logs().lines().any(|line| {
+            line.contains(&marker)
+                && (line.contains("answer delivered") || line.contains("error reply delivered"))
+        }) {
             assert!(
                 Instant::now() < deadline,
                 "not delivered; log:\n{}",
