@@ -19,7 +19,6 @@ pub mod owners;
 pub mod probe;
 pub mod reload;
 pub mod retry;
-pub mod shards;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::config::{CommandScope, DiscordConfig, GatewayConfig, Secret};
 use crate::health::Health;
-use crate::shards::ShardRange;
+use crate::config::shards::ShardRange;
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not

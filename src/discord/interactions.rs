@@ -44,16 +44,7 @@ pub const BUDGET: Duration = Duration::from_millis(2500);
 
 /// Parses the application's public key (64 hex digits, from the Developer Portal).
 pub fn verifier(public_key: &str) -> Result<Verifier, String> {
-    let hex = public_key.trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(
-            "DISCORD_PUBLIC_KEY must be the application's public key: 64 hex digits".into(),
-        );
-    }
-    let mut key = [0u8; 32];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex digits");
-    }
+    let key = crate::config::public_key(public_key)?;
     Verifier::try_new(key)
         .map_err(|err| format!("DISCORD_PUBLIC_KEY is not a valid Ed25519 key: {err}"))
 }

@@ -1,63 +1,38 @@
 //! The bot's configuration: one typed struct, layered from the built-in defaults
 //! (`config/default.toml`, compiled in), an optional TOML file and the environment.
+//!
+//! This is the floor of the house: plain typed data and its validation. It imports nothing of
+//! the application; keys and URLs are checked with their crates' own parsers.
+//!
+//! - [`secret`]: the wrapper that keeps secrets out of logs;
+//! - this file: the sections, as the TOML file and the environment give them;
+//! - [`env`]: the table of environment variables and how each is read;
+//! - [`load`]: layering defaults, file and environment into a [`Config`];
+//! - [`validate`]: every problem listed at once;
+//! - [`shards`]: the gateway shard range a process serves.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+mod env;
+mod load;
+pub mod secret;
+pub mod shards;
+mod validate;
+
+pub use env::env_names;
+pub use secret::Secret;
+pub use shards::ShardRange;
+pub use validate::public_key;
+
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The defaults, every setting commented; also the reference operators copy from.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// The persona prompt used when `persona.system_prompt_file` is empty.
-pub const DEFAULT_PERSONA: &str = include_str!("../config/persona.md");
-
-/// A value that must never be printed: `Debug`, `Display` and `Serialize` show `[redacted]`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it upstream.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
-    }
-
-    fn shown(&self) -> &'static str {
-        if self.is_empty() {
-            ""
-        } else {
-            "[redacted]"
-        }
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.shown())
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.shown())
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.shown())
-    }
-}
+pub const DEFAULT_PERSONA: &str = include_str!("../../config/persona.md");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,9 +246,9 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// The shards this process runs (validated at load, so this cannot fail afterwards).
-    pub fn shards(&self) -> crate::shards::ShardRange {
-        crate::shards::ShardRange::parse(&self.shard_range, self.shard_total)
-            .unwrap_or(crate::shards::ShardRange::ALL_OF_ONE)
+    pub fn shards(&self) -> ShardRange {
+        ShardRange::parse(&self.shard_range, self.shard_total)
+            .unwrap_or(ShardRange::ALL_OF_ONE)
     }
 }
 
@@ -331,456 +306,6 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Where each environment variable goes, and how to read it.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Float,
-    Bool,
-}
-
-const ENV: &[(&str, &str, &str, Kind)] = &[
-    ("DISCORD_BOT_TOKEN", "discord", "bot_token", Kind::Str),
-    ("DISCORD_GUILD_ID", "discord", "guild_id", Kind::Int),
-    ("DISCORD_API_BASE", "discord", "api_base", Kind::Str),
-    ("DISCORD_PUBLIC_KEY", "discord", "public_key", Kind::Str),
-    (
-        "ZUNDA_DISCORD_REQUEST_TIMEOUT_SECS",
-        "discord",
-        "request_timeout_secs",
-        Kind::Int,
-    ),
-    ("OPENAI_API_KEY", "openai", "api_key", Kind::Str),
-    ("OPENAI_BASE_URL", "openai", "base_url", Kind::Str),
-    ("OPENAI_MODEL", "openai", "model", Kind::Str),
-    ("ZUNDA_TEMPERATURE", "openai", "temperature", Kind::Float),
-    (
-        "ZUNDA_LLM_CONNECT_TIMEOUT_SECS",
-        "openai",
-        "connect_timeout_secs",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_LLM_REQUEST_TIMEOUT_SECS",
-        "openai",
-        "request_timeout_secs",
-        Kind::Int,
-    ),
-    ("ZUNDA_LLM_MAX_RETRIES", "openai", "max_retries", Kind::Int),
-    (
-        "ZUNDA_ANSWER_TIMEOUT_SECS",
-        "openai",
-        "answer_timeout_secs",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_MAX_TOOL_ROUNDS",
-        "openai",
-        "max_tool_rounds",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_MAX_ANSWER_TOKENS",
-        "openai",
-        "max_answer_tokens",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_MAX_CONCURRENT_LLM",
-        "openai",
-        "max_concurrent_requests",
-        Kind::Int,
-    ),
-    ("ZUNDA_TOOLS", "openai", "tools", Kind::Str),
-    ("SEARCH_BASE_URL", "search", "base_url", Kind::Str),
-    ("ZUNDA_SEARCH_REGION", "search", "region", Kind::Str),
-    (
-        "ZUNDA_SEARCH_MAX_RESULTS",
-        "search",
-        "max_results",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_SEARCH_TIMEOUT_SECS",
-        "search",
-        "timeout_secs",
-        Kind::Int,
-    ),
-    ("ZUNDA_SEARCH_CACHE_SECS", "search", "cache_secs", Kind::Int),
-    (
-        "ZUNDA_PERSONA_FILE",
-        "persona",
-        "system_prompt_file",
-        Kind::Str,
-    ),
-    (
-        "ZUNDA_CLOSING_REMINDER",
-        "persona",
-        "closing_reminder",
-        Kind::Str,
-    ),
-    ("ZUNDA_TIME_ZONE", "persona", "time_zone", Kind::Str),
-    ("ZUNDA_PERSONA_GUARD", "persona", "guard", Kind::Bool),
-    (
-        "ZUNDA_CHANNEL_IDLE_SECS",
-        "channels",
-        "idle_secs",
-        Kind::Int,
-    ),
-    ("ZUNDA_MAX_CHANNELS", "channels", "max_channels", Kind::Int),
-    (
-        "ZUNDA_WINDOW_EXCHANGES",
-        "channels",
-        "window_exchanges",
-        Kind::Int,
-    ),
-    ("ZUNDA_DB_PATH", "store", "db_path", Kind::Str),
-    ("ZUNDA_RETENTION_DAYS", "store", "retention_days", Kind::Int),
-    (
-        "ZUNDA_MAX_QUESTION_CHARS",
-        "limits",
-        "max_question_chars",
-        Kind::Int,
-    ),
-    ("ZUNDA_RATE_BURST", "limits", "rate_burst", Kind::Int),
-    (
-        "ZUNDA_RATE_PER_MINUTE",
-        "limits",
-        "rate_per_minute",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_MAX_QUEUED_PER_CHANNEL",
-        "limits",
-        "max_queued_per_channel",
-        Kind::Int,
-    ),
-    ("ZUNDA_MAX_PENDING", "limits", "max_pending", Kind::Int),
-    ("ZUNDA_BIND_ADDR", "http", "bind_addr", Kind::Str),
-    ("PORT", "http", "port", Kind::Int),
-    (
-        "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
-        "http",
-        "header_timeout_secs",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_HTTP_BODY_TIMEOUT_SECS",
-        "http",
-        "body_timeout_secs",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_HTTP_IDLE_TIMEOUT_SECS",
-        "http",
-        "idle_timeout_secs",
-        Kind::Int,
-    ),
-    (
-        "ZUNDA_HTTP_MAX_CONNECTIONS",
-        "http",
-        "max_connections",
-        Kind::Int,
-    ),
-    ("ZUNDA_METRICS_BIND", "http", "metrics_bind", Kind::Str),
-    (
-        "ZUNDA_SHUTDOWN_GRACE_SECS",
-        "shutdown",
-        "grace_secs",
-        Kind::Int,
-    ),
-    ("ZUNDA_STREAM", "stream", "enabled", Kind::Bool),
-    ("ZUNDA_STREAM_EDIT_MS", "stream", "edit_ms", Kind::Int),
-    ("ZUNDA_DATABASE_URL", "store", "database_url", Kind::Str),
-    (
-        "ZUNDA_DATABASE_POOL_SIZE",
-        "store",
-        "database_pool_size",
-        Kind::Int,
-    ),
-    ("ZUNDA_SHARD_TOTAL", "gateway", "shard_total", Kind::Int),
-    ("ZUNDA_SHARD_RANGE", "gateway", "shard_range", Kind::Str),
-    ("ZUNDA_COMMAND_SCOPE", "gateway", "command_scope", Kind::Str),
-    ("ZUNDA_FLEET_LEASE_SECS", "fleet", "lease_secs", Kind::Int),
-];
-
-/// The environment variable names the configuration reads, for documentation and tests.
-pub fn env_names() -> impl Iterator<Item = &'static str> {
-    ENV.iter().map(|(name, ..)| *name)
-}
-
-impl Config {
-    /// Loads the configuration from the process environment.
-    pub fn load(file: Option<&Path>, purpose: Purpose) -> Result<Self, ConfigError> {
-        Self::load_with(file, purpose, |name| std::env::var(name).ok())
-    }
-
-    /// Loads the configuration, reading environment variables through `env`.
-    pub fn load_with(
-        file: Option<&Path>,
-        purpose: Purpose,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let mut problems = Vec::new();
-        let mut table: toml::Table = DEFAULT_TOML
-            .parse()
-            .expect("the built-in config/default.toml is valid TOML");
-
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            match text.parse::<toml::Table>() {
-                Ok(overlay) => merge(&mut table, overlay),
-                Err(err) => problems.push(format!("{}: {}", path.display(), err.message())),
-            }
-        }
-
-        for &(name, section, key, kind) in ENV {
-            let Some(raw) = env(name) else { continue };
-            let raw = raw.trim().to_owned();
-            let value = match kind {
-                Kind::Str => Some(toml::Value::String(raw.clone())),
-                Kind::Int => raw.parse::<i64>().ok().map(toml::Value::Integer),
-                Kind::Float => raw.parse::<f64>().ok().map(toml::Value::Float),
-                Kind::Bool => match raw.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => Some(toml::Value::Boolean(true)),
-                    "false" | "0" | "no" | "off" => Some(toml::Value::Boolean(false)),
-                    _ => {
-                        problems.push(format!("{name}={raw:?} is not true or false"));
-                        continue;
-                    }
-                },
-            };
-            match value {
-                Some(value) => {
-                    if let Some(toml::Value::Table(section)) = table.get_mut(section) {
-                        section.insert(key.to_owned(), value);
-                    }
-                }
-                None => problems.push(format!("{name}={raw:?} is not a number")),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
-        }
-
-        let mut config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|err: toml::de::Error| ConfigError::Invalid(vec![err.message().to_owned()]))?;
-        config.file = file.map(Path::to_owned);
-        config.resolve_persona(&mut problems);
-        config.validate(purpose, &mut problems);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
-    }
-
-    fn resolve_persona(&mut self, problems: &mut Vec<String>) {
-        let file = self.persona.system_prompt_file.trim();
-        self.persona.system_prompt = if file.is_empty() {
-            DEFAULT_PERSONA.to_owned()
-        } else {
-            match std::fs::read_to_string(file) {
-                Ok(text) if !text.trim().is_empty() => text,
-                Ok(_) => {
-                    problems.push(format!("persona file {file} is empty (ZUNDA_PERSONA_FILE)"));
-                    String::new()
-                }
-                Err(err) => {
-                    problems.push(format!(
-                        "cannot read persona file {file}: {err} (ZUNDA_PERSONA_FILE)"
-                    ));
-                    String::new()
-                }
-            }
-        };
-    }
-
-    fn validate(&self, purpose: Purpose, problems: &mut Vec<String>) {
-        let needs_discord = matches!(purpose, Purpose::Bot | Purpose::Check);
-        if needs_discord && self.discord.bot_token.is_empty() {
-            problems.push(
-                "DISCORD_BOT_TOKEN is not set: export it or set discord.bot_token in a --config file"
-                    .into(),
-            );
-        }
-        if needs_discord
-            && self.discord.guild_id == 0
-            && self.gateway.command_scope == CommandScope::Guild
-        {
-            problems.push(
-                "DISCORD_GUILD_ID is not set: export the id of the guild to register /zunda in"
-                    .into(),
-            );
-        }
-        if purpose != Purpose::Probe && self.openai.api_key.is_empty() {
-            problems.push(
-                "OPENAI_API_KEY is not set: export it (local OpenAI-compatible servers accept any non-empty value)"
-                    .into(),
-            );
-        }
-        for (name, url) in [
-            ("DISCORD_API_BASE", &self.discord.api_base),
-            ("OPENAI_BASE_URL", &self.openai.base_url),
-            ("SEARCH_BASE_URL", &self.search.base_url),
-        ] {
-            match url::Url::parse(url) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                _ => problems.push(format!("{name}={url:?} is not an http(s) URL")),
-            }
-        }
-        if !self.discord.public_key.trim().is_empty() {
-            if let Err(problem) = crate::discord::interactions::verifier(&self.discord.public_key) {
-                problems.push(problem);
-            }
-        }
-        if self.openai.model.trim().is_empty() {
-            problems.push("OPENAI_MODEL is empty".into());
-        }
-        if ToolMode::parse(&self.openai.tools).is_none() {
-            problems.push(format!(
-                "ZUNDA_TOOLS={:?} must be auto, on or off",
-                self.openai.tools
-            ));
-        }
-        if !(0.0..=2.0).contains(&self.openai.temperature) {
-            problems.push("ZUNDA_TEMPERATURE must be between 0 and 2".into());
-        }
-        if self.persona.time_zone.parse::<chrono_tz::Tz>().is_err() {
-            problems.push(format!(
-                "ZUNDA_TIME_ZONE={:?} is not an IANA time zone (e.g. Asia/Tokyo)",
-                self.persona.time_zone
-            ));
-        }
-        let positive: [(&str, u64); 14] = [
-            (
-                "ZUNDA_DISCORD_REQUEST_TIMEOUT_SECS",
-                self.discord.request_timeout_secs,
-            ),
-            (
-                "ZUNDA_LLM_CONNECT_TIMEOUT_SECS",
-                self.openai.connect_timeout_secs,
-            ),
-            (
-                "ZUNDA_LLM_REQUEST_TIMEOUT_SECS",
-                self.openai.request_timeout_secs,
-            ),
-            ("ZUNDA_ANSWER_TIMEOUT_SECS", self.openai.answer_timeout_secs),
-            (
-                "ZUNDA_MAX_CONCURRENT_LLM",
-                self.openai.max_concurrent_requests as u64,
-            ),
-            ("ZUNDA_SEARCH_TIMEOUT_SECS", self.search.timeout_secs),
-            ("ZUNDA_CHANNEL_IDLE_SECS", self.channels.idle_secs),
-            ("ZUNDA_MAX_CHANNELS", self.channels.max_channels as u64),
-            ("ZUNDA_RETENTION_DAYS", u64::from(self.store.retention_days)),
-            (
-                "ZUNDA_MAX_QUESTION_CHARS",
-                self.limits.max_question_chars as u64,
-            ),
-            ("ZUNDA_RATE_BURST", u64::from(self.limits.rate_burst)),
-            (
-                "ZUNDA_RATE_PER_MINUTE",
-                u64::from(self.limits.rate_per_minute),
-            ),
-            (
-                "ZUNDA_MAX_QUEUED_PER_CHANNEL",
-                self.limits.max_queued_per_channel as u64,
-            ),
-            ("ZUNDA_MAX_PENDING", self.limits.max_pending as u64),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                problems.push(format!("{name} must be at least 1"));
-            }
-        }
-        for (name, value) in [
-            (
-                "ZUNDA_HTTP_HEADER_TIMEOUT_SECS",
-                self.http.header_timeout_secs,
-            ),
-            ("ZUNDA_HTTP_BODY_TIMEOUT_SECS", self.http.body_timeout_secs),
-            ("ZUNDA_HTTP_IDLE_TIMEOUT_SECS", self.http.idle_timeout_secs),
-            (
-                "ZUNDA_HTTP_MAX_CONNECTIONS",
-                self.http.max_connections as u64,
-            ),
-        ] {
-            if value == 0 {
-                problems.push(format!("{name} must be at least 1"));
-            }
-        }
-        let metrics_bind = self.http.metrics_bind.trim();
-        if !metrics_bind.is_empty() && metrics_bind.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
-                "ZUNDA_METRICS_BIND={metrics_bind:?} is not an address: use IP:PORT, e.g. 127.0.0.1:9090"
-            ));
-        }
-        if self.channels.window_exchanges > 100 {
-            problems.push("ZUNDA_WINDOW_EXCHANGES must be at most 100".into());
-        }
-        if self.limits.max_question_chars > 6000 {
-            problems.push(
-                "ZUNDA_MAX_QUESTION_CHARS must be at most 6000 (Discord's option limit)".into(),
-            );
-        }
-        if self.store.db_path.as_os_str().is_empty() {
-            problems.push("ZUNDA_DB_PATH is empty".into());
-        }
-        self.validate_scale(problems);
-    }
-
-    /// The settings for running beyond one process: the PostgreSQL URL and the shard range.
-    fn validate_scale(&self, problems: &mut Vec<String>) {
-        if self.store.uses_postgres() {
-            let url = self.store.database_url.expose().trim();
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                problems.push(
-                    "ZUNDA_DATABASE_URL must be a postgres:// URL (or empty for the SQLite file at ZUNDA_DB_PATH)"
-                        .into(),
-                );
-            } else if let Err(err) = crate::store::postgres::parse_url(&self.store.database_url) {
-                problems.push(err.to_string());
-            }
-        }
-        if self.fleet.lease_secs < 2 {
-            problems.push(
-                "ZUNDA_FLEET_LEASE_SECS must be at least 2 (leases are renewed every second)"
-                    .into(),
-            );
-        }
-        if self.store.database_pool_size == 0 {
-            problems.push("ZUNDA_DATABASE_POOL_SIZE must be at least 1".into());
-        }
-        if let Err(problem) =
-            crate::shards::ShardRange::parse(&self.gateway.shard_range, self.gateway.shard_total)
-        {
-            problems.push(problem);
-        }
-    }
-
-    /// The effective configuration as TOML, secrets redacted.
-    pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("the configuration serializes to TOML")
-    }
-}
-
-/// Deep-merges `overlay` into `base`: tables merge key by key, other values replace.
-fn merge(base: &mut toml::Table, overlay: toml::Table) {
-    for (key, value) in overlay {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(base)), toml::Value::Table(overlay)) => merge(base, overlay),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -1027,3 +552,4 @@ mod tests {
         );
     }
 }
+
