@@ -129,7 +129,7 @@ impl Application {
             .filter(|_| !config.discord.public_key.trim().is_empty());
         let fleet_store = fleet_postgres
             .clone()
-            .map(|postgres| Arc::new(crate::fleet::lease::FleetPending(postgres)));
+            .map(|postgres| Arc::new(crate::store::FleetPending(postgres)));
         let (router, _) = Actor::spawn(
             None,
             Router,

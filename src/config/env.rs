@@ -179,4 +179,3 @@ pub(super) const ENV: &[(&str, &str, &str, Kind)] = &[
 pub fn env_names() -> impl Iterator<Item = &'static str> {
     ENV.iter().map(|(name, ..)| *name)
 }
-

@@ -114,4 +114,3 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
         }
     }
 }
-

@@ -22,7 +22,6 @@ pub use secret::Secret;
 pub use shards::ShardRange;
 pub use validate::public_key;
 
-
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -247,8 +246,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// The shards this process runs (validated at load, so this cannot fail afterwards).
     pub fn shards(&self) -> ShardRange {
-        ShardRange::parse(&self.shard_range, self.shard_total)
-            .unwrap_or(ShardRange::ALL_OF_ONE)
+        ShardRange::parse(&self.shard_range, self.shard_total).unwrap_or(ShardRange::ALL_OF_ONE)
     }
 }
 
@@ -305,7 +303,6 @@ pub enum ConfigError {
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -552,4 +549,3 @@ mod tests {
         );
     }
 }
-

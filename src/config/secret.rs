@@ -50,4 +50,3 @@ impl Serialize for Secret {
         serializer.serialize_str(self.shown())
     }
 }
-

@@ -162,8 +162,7 @@ impl Config {
         if self.store.database_pool_size == 0 {
             problems.push("ZUNDA_DATABASE_POOL_SIZE must be at least 1".into());
         }
-        if let Err(problem) =
-            ShardRange::parse(&self.gateway.shard_range, self.gateway.shard_total)
+        if let Err(problem) = ShardRange::parse(&self.gateway.shard_range, self.gateway.shard_total)
         {
             problems.push(problem);
         }

@@ -35,7 +35,7 @@ use super::split::split_message;
 use super::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlightGuard;
-use crate::store::{Fence, PendingQuestion, PendingStore, Recorded};
+use crate::store::{Fence, PendingQuestion, PendingStore, Recorded, STORE_BUDGET};
 
 /// Interaction tokens live 15 minutes; stop using one a little before.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60 - 30);
@@ -48,8 +48,6 @@ const SWEEP_ACTIVE_AT: usize = 4096;
 /// How long a live view may take to stop by itself after the answer is complete (one write in
 /// flight) before it is aborted: the final delivery starts only once the view has ended.
 const LIVE_STOP_GRACE: Duration = Duration::from_secs(2);
-/// How long other pending-table writes may take before they are given up (and logged).
-pub(super) const STORE_BUDGET: Duration = Duration::from_secs(5);
 
 /// A question on its way through its channel's queue.
 pub type PendingAnswer = Pin<Box<dyn Future<Output = Result<String, AskError>> + Send>>;

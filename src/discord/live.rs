@@ -24,11 +24,10 @@ use zundamon_actors::Live;
 use super::deliver::{Delivery, DeliveryError};
 use super::edits::LiveEdit;
 use super::follow_ups::{Lookup, Origin};
-use super::lifecycle::STORE_BUDGET;
 use super::split::split_message;
 use super::{bound_reply, quote_answer, MESSAGE_LIMIT};
 use crate::config::Secret;
-use crate::store::{Fence, PendingStore};
+use crate::store::{Fence, PendingStore, STORE_BUDGET};
 
 /// Where an answer's follow-up message ids are kept while it is pending, so that a process that
 /// dies mid-answer leaves them to the next one (which edits them instead of posting them again).

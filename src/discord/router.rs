@@ -20,10 +20,10 @@ use super::lifecycle::{Active, Job, Lifecycle, TOKEN_LIFETIME};
 use super::live;
 use super::{MENTION_REPLY, WAIT_REPLY};
 use crate::config::{LimitsConfig, Secret};
-use crate::fleet::lease::FleetPending;
 use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
 use crate::metrics::Metrics;
 use crate::shutdown::InFlight;
+use crate::store::FleetPending;
 use crate::store::{PendingQuestion, Store};
 use crate::voice;
 

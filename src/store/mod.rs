@@ -7,6 +7,7 @@
 //! store's contents into another store.
 
 pub mod copy;
+pub mod fleet;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
@@ -24,6 +25,7 @@ use zundamon_actors::{ChannelId, ConversationStore, StoreError};
 
 use crate::config::{Secret, StoreConfig};
 
+pub use fleet::FleetPending;
 pub use postgres::{PostgresOpenError, PostgresStore};
 pub use sqlite::{SqliteStore, StoreOpenError};
 
@@ -117,6 +119,10 @@ pub(crate) fn split_ids(stored: &str) -> Vec<u64> {
         .filter_map(|id| id.trim().parse().ok())
         .collect()
 }
+
+/// How long a pending-table write on a question's way (a delivered part, a follow-up id, the
+/// finish, a fence check) may take before it is given up (and logged).
+pub const STORE_BUDGET: Duration = Duration::from_secs(5);
 
 /// The token a process holds a pending question with. It is raised each time the question
 /// changes hands (a takeover from a process whose heartbeat expired, a fleet lease taken over),
