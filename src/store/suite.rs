@@ -186,7 +186,9 @@ pub async fn questions_belong_to_their_owner_until_its_heartbeat_lapses(
         "a's window write is fenced"
     );
     let answered = Exchange::new("q1", "fresh").with_id(Some(1));
-    b.append(9, std::slice::from_ref(&answered), 10).await.unwrap();
+    b.append(9, std::slice::from_ref(&answered), 10)
+        .await
+        .unwrap();
     assert_eq!(b.load(9, 10).await.unwrap(), vec![answered]);
     assert!(b.finish(&taken[0], Some(1)).await.unwrap());
 
