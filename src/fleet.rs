@@ -26,6 +26,7 @@ use zundamon_actors::ChannelId;
 
 use crate::discord::router::RouterMsg;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::store::PostgresStore;
 use lease::Leases;
 
@@ -34,6 +35,9 @@ pub const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// The NOTIFY channel the pending table's insert trigger signals, followed by `.` and the
 /// table's schema.
 const WAKE_CHANNEL: &str = "zundamon_pending";
+/// Reconnecting for wake-ups after the listening connection failed: 0.2 s doubling to 5 s (the
+/// periodic scan covers the questions meanwhile).
+const LISTEN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 /// How the fleet runs.
 #[derive(Clone)]
@@ -249,7 +253,8 @@ async fn listen_for_wakeups(
     wake: mpsc::UnboundedSender<ChannelId>,
     mode: watch::Receiver<Mode>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    // Failed attempts since the last connection that listened.
+    let mut failures = 0u32;
     while *mode.borrow() != Mode::Stopped {
         let connected = match crate::store::postgres::tls_for(&config) {
             Some(tls) => config.connect(tls).await.map(|(c, conn)| (c, drive(conn))),
@@ -263,7 +268,7 @@ async fn listen_for_wakeups(
                 if let Err(err) = listen(&client).await {
                     warn!("HTTP fleet: cannot LISTEN: {err}");
                 } else {
-                    backoff = Duration::from_millis(200);
+                    failures = 0;
                     while let Some(payload) = notes.recv().await {
                         if let Ok(channel) = payload.parse::<i64>() {
                             let _ = wake.send(crate::store::sqlite::unkey(channel));
@@ -274,8 +279,8 @@ async fn listen_for_wakeups(
             }
             Err(err) => warn!("HTTP fleet: cannot connect for wake-ups: {err}"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(LISTEN_BACKOFF.delay(failures)).await;
+        failures = failures.saturating_add(1);
     }
 }
 

@@ -1,6 +1,6 @@
-//! The one retry policy of the bot's HTTP clients (the chat model and Discord delivery): how long
-//! to back off after a failure, how long a server asks us to wait, and whether a wait still fits
-//! before the caller's deadline.
+//! The one retry policy of the bot's HTTP clients (the chat model and Discord delivery) and of its
+//! reconnects (the HTTP fleet's wake-up listener): how long to back off after a failure, how long
+//! a server asks us to wait, and whether a wait still fits before the caller's deadline.
 //!
 //! Servers are not trusted to send sane values: `Retry-After: 1e20`, negative, `NaN`, `inf` or a
 //! date far in the future are clamped or ignored here, so no caller ever builds a `Duration` or an

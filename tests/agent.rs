@@ -14,7 +14,7 @@ use support::fake_openai::{content_text, FakeOpenAi, Step, TOOL_ANSWER_PREFIX};
 use support::fake_search::{
     FakeSearch, SearchMode, FIXTURE_AD_TITLE, FIXTURE_FIRST_TITLE, FIXTURE_FIRST_URL,
 };
-use zundamon::agent::search::UNAVAILABLE;
+use zundamon::agent::search::{WebSearch, UNAVAILABLE};
 use zundamon::agent::ZundaAgent;
 use zundamon::config::{Config, Purpose};
 use zundamon::metrics::Metrics;
@@ -473,6 +473,52 @@ async fn the_same_query_is_searched_once() {
     assert!(h
         .metrics_text()
         .contains("zundamon_search_requests_total{outcome=\"cached\"} 1"));
+}
+
+#[tokio::test]
+async fn concurrent_identical_searches_make_one_request() {
+    let h = Harness::start(&[("ZUNDA_SEARCH_TIMEOUT_SECS", "5")]).await;
+    h.search.set_echo_query(true);
+    // Long enough that all eight lookups are in flight before the first answer arrives.
+    h.search.set_delay(Duration::from_millis(500));
+    let search = WebSearch::new(&h.config.search, h.metrics.clone()).expect("search client");
+    let lookups = (0..8).map(|n| {
+        let search = &search;
+        // The same query after normalization (whitespace differs).
+        let query = if n % 2 == 0 {
+            "ずんだ 餅"
+        } else {
+            " ずんだ   餅 "
+        };
+        async move { search.search(query).await }
+    });
+    let results = futures::future::join_all(lookups).await;
+    assert_eq!(h.search.request_count(), 1, "{:?}", h.search.queries());
+    let first = results[0].as_ref().expect("search succeeds");
+    assert!(!first.is_empty());
+    for result in &results {
+        assert_eq!(result.as_ref().expect("search succeeds"), first);
+    }
+    let metrics = h.metrics_text();
+    assert!(
+        metrics.contains("zundamon_search_requests_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("zundamon_search_requests_total{outcome=\"cached\"} 7"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_search_is_not_cached() {
+    let h = Harness::start(&[]).await;
+    h.search.set_mode(SearchMode::ServerError);
+    let search = WebSearch::new(&h.config.search, h.metrics.clone()).expect("search client");
+    assert!(search.search("ずんだ").await.is_err());
+    h.search.set_mode(SearchMode::Normal);
+    assert!(search.search("ずんだ").await.is_ok());
+    assert_eq!(h.search.request_count(), 2);
 }
 
 #[tokio::test]

@@ -2,17 +2,19 @@
 //!
 //! A search never fails the question: when DuckDuckGo rate-limits (HTTP 202 with a challenge page),
 //! errors or times out, the model gets a short "search unavailable" result and answers from what it
-//! knows. Results are cached per (query, region) for `cache_secs`, and after a rate limit the tool
-//! stays quiet for a short cool-down instead of hammering the endpoint.
+//! knows. Results are cached per (query, region) for `cache_secs` (a `moka` cache, which also
+//! merges concurrent lookups of one query into one upstream request), and after a rate limit the
+//! tool stays quiet for a short cool-down instead of hammering the endpoint.
 //!
 //! What the model receives is compact (numbered title / URL / snippet), bounded in length and
 //! wrapped in `<search_results untrusted="true">` delimiters, since it is text from arbitrary web
 //! pages that may try to give the model instructions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use moka::future::Cache;
 use scraper::{ElementRef, Html, Selector};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -26,7 +28,7 @@ pub const UNAVAILABLE: &str =
     "検索は今使えないのだ（search unavailable）。知っていることで答えてほしいのだ。";
 /// Upper bound of one tool result, in characters.
 pub const MAX_RESULT_CHARS: usize = 4000;
-/// Most cached queries; beyond that, expired and then oldest entries are dropped.
+/// Most cached queries; beyond that, the cache evicts the entries least likely to be asked again.
 pub const CACHE_CAPACITY: usize = 1000;
 /// How long searches are skipped after DuckDuckGo answered with its rate-limit page.
 pub const RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(30);
@@ -51,7 +53,8 @@ pub struct SearchResult {
     pub snippet: String,
 }
 
-#[derive(Debug, Error)]
+/// `Clone` because one failed lookup answers every caller that was waiting on it.
+#[derive(Debug, Clone, Error)]
 pub enum SearchError {
     #[error("search at {upstream}: rate limited (HTTP 202 challenge page)")]
     RateLimited { upstream: String },
@@ -72,11 +75,6 @@ pub enum SearchError {
 
 type CacheKey = (String, String);
 
-struct CacheEntry {
-    stored: Instant,
-    results: Arc<[SearchResult]>,
-}
-
 /// DuckDuckGo search with a result cache. Share it behind an `Arc`.
 pub struct WebSearch {
     http: reqwest::Client,
@@ -86,8 +84,8 @@ pub struct WebSearch {
     region: String,
     max_results: usize,
     timeout: Duration,
-    cache_ttl: Duration,
-    cache: DashMap<CacheKey, CacheEntry>,
+    /// `None` when `cache_secs` is 0: every lookup goes upstream.
+    cache: Option<Cache<CacheKey, Arc<[SearchResult]>>>,
     blocked_until: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
@@ -122,8 +120,12 @@ impl WebSearch {
             region: config.region.trim().to_owned(),
             max_results: config.max_results.max(1),
             timeout,
-            cache_ttl: Duration::from_secs(config.cache_secs),
-            cache: DashMap::new(),
+            cache: (config.cache_secs > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(CACHE_CAPACITY as u64)
+                    .time_to_live(Duration::from_secs(config.cache_secs))
+                    .build()
+            }),
             blocked_until: Mutex::new(None),
             metrics,
         })
@@ -160,15 +162,37 @@ impl WebSearch {
         }
     }
 
-    /// The top `max_results` results for `query`, from the cache when fresh.
+    /// The top `max_results` results for `query`, from the cache when fresh. Concurrent lookups
+    /// of the same query share one upstream request and its outcome; a failure is not cached.
     pub async fn search(&self, query: &str) -> Result<Arc<[SearchResult]>, SearchError> {
         let query = normalize_query(query);
+        let Some(cache) = &self.cache else {
+            return self.lookup(&query).await;
+        };
         let key = (query.clone(), self.region.clone());
-        if let Some(results) = self.cached(&key) {
+        if let Some(results) = cache.get(&key).await {
             self.metrics.search_request("cached");
             debug!(query = %query, "search cache hit");
             return Ok(results);
         }
+        let asked_upstream = AtomicBool::new(false);
+        let result = cache
+            .try_get_with(key, async {
+                asked_upstream.store(true, Ordering::Relaxed);
+                self.lookup(&query).await
+            })
+            .await
+            .map_err(|err| SearchError::clone(&err));
+        if !asked_upstream.load(Ordering::Relaxed) && result.is_ok() {
+            // Another caller's request for the same query answered this one.
+            self.metrics.search_request("cached");
+            debug!(query = %query, "search answered by a concurrent lookup");
+        }
+        result
+    }
+
+    /// One upstream search (unless cooling down after a rate limit), counted in the metrics.
+    async fn lookup(&self, query: &str) -> Result<Arc<[SearchResult]>, SearchError> {
         if let Some(remaining) = self.cooldown_left() {
             self.metrics.search_request("backoff");
             return Err(SearchError::CoolingDown {
@@ -177,7 +201,7 @@ impl WebSearch {
             });
         }
         let started = std::time::Instant::now();
-        let result = self.fetch(&query).await;
+        let result = self.fetch(query).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(SearchError::RateLimited { .. }) => "rate_limited",
@@ -195,9 +219,7 @@ impl WebSearch {
                 return Err(err);
             }
         };
-        let results: Arc<[SearchResult]> = parse_results(&html, self.max_results).into();
-        self.store(key, results.clone());
-        Ok(results)
+        Ok(parse_results(&html, self.max_results).into())
     }
 
     async fn fetch(&self, query: &str) -> Result<String, SearchError> {
@@ -254,47 +276,6 @@ impl WebSearch {
                 reason: err.without_url().to_string(),
             }
         }
-    }
-
-    fn cached(&self, key: &CacheKey) -> Option<Arc<[SearchResult]>> {
-        let entry = self.cache.get(key)?;
-        if entry.stored.elapsed() < self.cache_ttl {
-            return Some(entry.results.clone());
-        }
-        drop(entry);
-        self.cache
-            .remove_if(key, |_, entry| entry.stored.elapsed() >= self.cache_ttl);
-        None
-    }
-
-    fn store(&self, key: CacheKey, results: Arc<[SearchResult]>) {
-        if self.cache_ttl.is_zero() {
-            return;
-        }
-        if self.cache.len() >= CACHE_CAPACITY {
-            self.cache
-                .retain(|_, entry| entry.stored.elapsed() < self.cache_ttl);
-        }
-        while self.cache.len() >= CACHE_CAPACITY {
-            let oldest = self
-                .cache
-                .iter()
-                .min_by_key(|entry| entry.stored)
-                .map(|entry| entry.key().clone());
-            match oldest {
-                Some(oldest) => {
-                    self.cache.remove(&oldest);
-                }
-                None => break,
-            }
-        }
-        self.cache.insert(
-            key,
-            CacheEntry {
-                stored: Instant::now(),
-                results,
-            },
-        );
     }
 
     fn cooldown_left(&self) -> Option<Duration> {

@@ -17,7 +17,6 @@
 //!    question already answered is replied to from the window, parts already delivered are
 //!    skipped.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +30,7 @@ use super::admission::Permit;
 use super::deliver::{Delivery, DeliveryError};
 use super::follow_ups::Origin;
 use super::live::{FollowUpLog, Shown, View};
+use super::recent::RecentIds;
 use super::split::split_message;
 use super::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
 use crate::metrics::Metrics;
@@ -56,7 +56,7 @@ pub type PendingAnswer = Pin<Box<dyn Future<Output = Result<String, AskError>> +
 /// resumed or replayed question (a fleet scan that read a row just before it was deleted, events
 /// re-sent after a RESUME) is not started twice.
 #[derive(Clone, Default)]
-pub struct Active(Arc<Mutex<HashMap<u64, Option<Instant>>>>);
+pub struct Active(Arc<Mutex<RecentIds<Instant>>>);
 
 /// Marks its interaction id finished in [`Active`] when dropped (or forgets it, after
 /// [`release`](ActiveGuard::release)).
@@ -72,12 +72,11 @@ impl Active {
         let mut ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if ids.len() >= SWEEP_ACTIVE_AT {
             // Finished ones older than a token cannot come back usefully.
-            ids.retain(|_, finished| finished.map_or(true, |at| at.elapsed() < TOKEN_LIFETIME));
+            ids.forget_expired(Instant::now());
         }
-        if ids.contains_key(&id) {
+        if !ids.hold(id) {
             return None;
         }
-        ids.insert(id, None);
         Some(ActiveGuard {
             active: self.clone(),
             id,
@@ -98,9 +97,9 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let mut ids = self.active.0.lock().unwrap_or_else(PoisonError::into_inner);
         if self.release {
-            ids.remove(&self.id);
+            ids.forget(self.id);
         } else {
-            ids.insert(self.id, Some(Instant::now()));
+            ids.remember_until(self.id, Instant::now() + TOKEN_LIFETIME);
         }
     }
 }
@@ -468,5 +467,48 @@ impl Lifecycle {
             .finish_extras(&self.delivery, token, parts.len(), deliver_by)
             .await?;
         Ok(Holding::Held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_in_hand_or_finished_is_not_claimed_again() {
+        let active = Active::default();
+        let guard = active.claim(1).expect("first claim");
+        assert!(active.claim(1).is_none(), "in hand");
+        drop(guard);
+        assert!(
+            active.claim(1).is_none(),
+            "finished within a token's lifetime"
+        );
+    }
+
+    #[test]
+    fn a_released_id_can_be_claimed_again() {
+        let active = Active::default();
+        let mut guard = active.claim(1).expect("first claim");
+        guard.release();
+        assert!(active.claim(1).is_none(), "still in hand until dropped");
+        drop(guard);
+        assert!(active.claim(1).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_ids_are_swept_after_a_token_lifetime_but_held_ones_stay() {
+        let active = Active::default();
+        let held = active.claim(0).expect("claim");
+        for id in 1..SWEEP_ACTIVE_AT as u64 {
+            drop(active.claim(id).expect("claim"));
+        }
+        tokio::time::advance(TOKEN_LIFETIME).await;
+        // The claim that finds the set full sweeps the finished ones first.
+        drop(active.claim(SWEEP_ACTIVE_AT as u64).expect("claim"));
+        assert!(active.claim(1).is_some(), "swept after a token's lifetime");
+        assert!(active.claim(0).is_none(), "held ids never expire");
+        assert!(active.claim(SWEEP_ACTIVE_AT as u64).is_none());
+        drop(held);
     }
 }

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod interactions;
 pub mod lifecycle;
 pub mod live;
+mod recent;
 pub mod router;
 pub mod split;
 

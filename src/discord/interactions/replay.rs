@@ -4,21 +4,16 @@
 //! requests with a valid signature are recorded, so the memory is bounded by what Discord sends
 //! in one timestamp window.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+
+use crate::discord::recent::RecentIds;
 
 pub struct ReplayGuard {
     /// Seconds a timestamp is accepted on either side of now.
     window: u64,
-    seen: Mutex<Seen>,
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Interaction id → the last second (Unix) a request with its timestamp is accepted.
-    expiry: HashMap<u64, u64>,
-    /// The same entries ordered by expiry, so forgetting is cheap.
-    by_expiry: BTreeSet<(u64, u64)>,
+    /// Accepted interaction ids, each until the first second (Unix) a request with its
+    /// timestamp is refused.
+    seen: Mutex<RecentIds<u64>>,
 }
 
 impl ReplayGuard {
@@ -36,12 +31,11 @@ impl ReplayGuard {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         seen.forget_expired(now);
-        if seen.expiry.contains_key(&id) {
+        if seen.contains(id) {
             return false;
         }
-        let until = sent.saturating_add(self.window);
-        seen.expiry.insert(id, until);
-        seen.by_expiry.insert((until, id));
+        // Accepted through `sent + window`, so forgotten from the second after.
+        seen.remember_until(id, sent.saturating_add(self.window).saturating_add(1));
         true
     }
 
@@ -51,20 +45,7 @@ impl ReplayGuard {
         self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .expiry
             .len()
-    }
-}
-
-impl Seen {
-    fn forget_expired(&mut self, now: u64) {
-        while let Some(&(until, id)) = self.by_expiry.first() {
-            if until >= now {
-                break;
-            }
-            self.by_expiry.pop_first();
-            self.expiry.remove(&id);
-        }
     }
 }
 
