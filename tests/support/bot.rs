@@ -208,6 +208,24 @@ impl Bot {
             .and_then(|value| value.parse().ok())
     }
 
+    /// Polls `/metrics` until the metric `name` satisfies `done`; returns whether it did within
+    /// `timeout`.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.metric(name).await.is_some_and(&done) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// The bot's process id (e.g. to read its resident memory from /proc).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -258,6 +276,29 @@ impl Drop for Bot {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls the `/metrics` of `bots` until each of `totals` (a metric line's name and a value)
+/// sums to its value over them; returns whether they did within `timeout`.
+pub async fn wait_totals(bots: &[&Bot], totals: &[(&str, f64)], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut reached = true;
+        for (name, want) in totals {
+            let mut sum = 0.0;
+            for bot in bots {
+                sum += bot.metric(name).await.unwrap_or(0.0);
+            }
+            reached &= sum == *want;
+        }
+        if reached {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
