@@ -226,6 +226,25 @@ impl Bot {
         false
     }
 
+    /// Waits until this process logged the final delivery of interaction `id` (a streamed answer
+    /// is edited several times before): its answer, or the error reply. Nothing more is sent for
+    /// it after that line.
+    pub async fn wait_final(&self, id: u64) {
+        let marker = format!("interaction_id={id}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.logs().lines().any(|line| {
+            line.contains(&marker)
+                && (line.contains("answer delivered") || line.contains("error reply delivered"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "not delivered; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The bot's process id (e.g. to read its resident memory from /proc).
     pub fn pid(&self) -> u32 {
         self.child.id()

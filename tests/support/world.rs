@@ -57,6 +57,7 @@ pub struct WorldBuilder {
     settings: Vec<(String, String)>,
     config: Option<String>,
     binary: PathBuf,
+    fakes: Option<Fakes>,
 }
 
 impl WorldBuilder {
@@ -88,13 +89,32 @@ impl WorldBuilder {
         self
     }
 
+    /// Runs the bot against `fakes` already set up (e.g. told to delay a request the bot makes
+    /// as it starts).
+    pub fn fakes(mut self, fakes: Fakes) -> Self {
+        self.fakes = Some(fakes);
+        self
+    }
+
     /// Starts the fakes and the bot, and waits until its gateway session is ready.
     pub async fn start(self) -> World {
+        let world = self.start_connecting().await;
+        world.wait_ready(&world.bot).await;
+        world
+    }
+
+    /// Starts the fakes and the bot; returns once its health server answers, before its gateway
+    /// session is ready.
+    pub async fn start_connecting(self) -> World {
+        let fakes = match self.fakes {
+            Some(fakes) => fakes,
+            None => Fakes::start().await,
+        };
         let Fakes {
             discord,
             openai,
             search,
-        } = Fakes::start().await;
+        } = fakes;
         let dir = temp_dir(&self.name);
         let mut settings = self.settings;
         if let Some(toml) = &self.config {
@@ -111,7 +131,7 @@ impl WorldBuilder {
             &[],
         );
         let bot = Bot::start_binary(&self.binary, env).await;
-        let world = World {
+        World {
             discord,
             openai,
             search,
@@ -119,9 +139,7 @@ impl WorldBuilder {
             bot,
             settings,
             binary: self.binary,
-        };
-        world.wait_ready(&world.bot).await;
-        world
+        }
     }
 }
 
@@ -157,6 +175,7 @@ impl World {
             settings: Vec::new(),
             config: None,
             binary: PathBuf::from(env!("CARGO_BIN_EXE_zundamon")),
+            fakes: None,
         }
     }
 
@@ -224,6 +243,50 @@ impl World {
         }
     }
 
+    /// The messages of one interaction: the callback, then edits and follow-ups (successful
+    /// ones); waits for `parts` of them.
+    pub async fn replies(&self, sent: &SentInteraction, parts: usize) -> Vec<RecordedRequest> {
+        let token = sent.token.clone();
+        let got = self
+            .discord
+            .wait_for_requests(
+                |r| r.path.contains(&token) && r.method != "POST" || is_follow_up(r, &token),
+                parts,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert!(
+            got.len() >= parts,
+            "expected {parts} messages for the interaction, got {got:#?}\nbot log:\n{}",
+            self.bot.logs()
+        );
+        got
+    }
+
+    /// Asks in `channel` and returns the content of the first message that answers (the first
+    /// edit of a streamed answer; see [`ask`](Self::ask) for the final one).
+    pub async fn first_answer(&self, channel: u64, question: &str) -> String {
+        let sent = self
+            .discord
+            .send_interaction(channel, USER, "ずんだユーザー", question)
+            .await;
+        let edits = self.replies(&sent, 1).await;
+        content(&edits[0])
+    }
+
+    /// The model requests whose framed question (last user message) contains `text`.
+    pub fn model_requests_for(&self, text: &str) -> Vec<Value> {
+        self.openai
+            .requests()
+            .into_iter()
+            .filter(|body| {
+                super::fake_openai::last_user_text(body)
+                    .unwrap_or_default()
+                    .contains(text)
+            })
+            .collect()
+    }
+
     /// The interaction callback of `sent`, if the bot sent one.
     pub fn callback(&self, sent: &SentInteraction) -> Option<RecordedRequest> {
         self.discord
@@ -245,19 +308,7 @@ impl World {
     /// Waits until the bot logged the final delivery of `sent` (a streamed answer is edited
     /// several times before): its answer, or the error reply.
     pub async fn wait_final(&self, sent: &SentInteraction) {
-        let marker = format!("interaction_id={}", sent.id);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.bot.logs().lines().any(|line| {
-            line.contains(&marker)
-                && (line.contains("answer delivered") || line.contains("error reply delivered"))
-        }) {
-            assert!(
-                Instant::now() < deadline,
-                "not delivered; log:\n{}",
-                self.bot.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.bot.wait_final(sent.id).await;
     }
 
     /// Asks in `channel` and returns what the interaction's messages finally show.
@@ -280,6 +331,10 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+pub fn is_follow_up(r: &RecordedRequest, token: &str) -> bool {
+    r.method == "POST" && r.path.ends_with(token) && r.path.contains("/webhooks/")
 }
 
 /// The callbacks Discord took (2xx) for an interaction.
