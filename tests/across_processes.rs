@@ -5,36 +5,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::bot::Bot;
-use support::fake_discord::{RecordedRequest, SentInteraction};
 use support::fake_openai::{content_text, last_user_text};
 use support::fleet::Fleet;
 use support::pg::PgSchema;
-use support::world::{World, USER};
-
-/// The callbacks Discord took (2xx) for an interaction.
-fn taken_callbacks(world: &World, sent: &SentInteraction) -> Vec<RecordedRequest> {
-    world
-        .discord
-        .requests()
-        .into_iter()
-        .filter(|r| r.is("POST", &format!("/interactions/{}/", sent.id)) && r.status < 300)
-        .collect()
-}
+use support::world::{wait_until, World, USER};
 
 /// How many model requests asked `text`.
 fn asked_times(world: &World, text: &str) -> usize {
     world.asked().iter().filter(|q| q.as_str() == text).count()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test]
@@ -42,12 +22,11 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
     let Some(pg) = PgSchema::new("across_processes::rolling_deploy").await else {
         return;
     };
-    let shared = [
-        ("ZUNDA_DATABASE_URL", pg.url.as_str()),
-        ("ZUNDA_FLEET_LEASE_SECS", "2"),
-        ("ZUNDA_STREAM", "false"),
-    ];
-    let mut world = World::start("rolling", &shared).await;
+    let mut world = World::builder("rolling")
+        .database(&pg.url)
+        .envs(&[("ZUNDA_FLEET_LEASE_SECS", "2"), ("ZUNDA_STREAM", "false")])
+        .start()
+        .await;
     world.openai.set_delay(Duration::from_secs(6));
 
     // The old process is answering a slow question when the new one starts.
@@ -59,7 +38,7 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
         .openai
         .wait_for_requests(1, Duration::from_secs(10))
         .await;
-    let mut second = Bot::start(world.env("unused.db", &shared)).await;
+    let mut second = world.second_process("unused.db", &[]).await;
     assert!(
         world
             .discord
@@ -70,7 +49,9 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
     );
     let delivered = world.wait_delivered(&slow, Duration::from_secs(20)).await;
     assert_eq!(delivered.len(), 1, "log:\n{}", world.bot.logs());
-    // The new process left the live process's question alone: asked once, answered once.
+    // The new process left the live process's question alone: asked once, answered once. No
+    // event marks a takeover that did not happen; it could only follow a lapsed lease, so wait
+    // longer than one lease (2 s) of the new process's periodic scans.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(asked_times(&world, "遅い質問"), 1, "{:?}", world.asked());
     assert_eq!(world.deliveries(&slow).len(), 1);
@@ -94,7 +75,7 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
     }
     for (interaction, _) in &sent {
         wait_until("the acknowledgement", Duration::from_secs(10), || {
-            taken_callbacks(&world, interaction).len() == 1
+            world.taken_callbacks(interaction).len() == 1
         })
         .await;
     }
@@ -114,7 +95,7 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
 
     // The next process takes every question over once the dead owners' heartbeats lapse.
     world.openai.set_delay(Duration::from_millis(50));
-    let third = Bot::start(world.env("unused.db", &shared)).await;
+    let third = world.second_process("unused.db", &[]).await;
     for (interaction, question) in &sent {
         let delivered = world
             .wait_delivered(interaction, Duration::from_secs(30))
@@ -126,7 +107,17 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
             third.logs()
         );
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A channel answers in order: once a later question in each channel is answered, a second
+    // take of the earlier one would have been answered before it.
+    for (n, (interaction, _)) in sent.iter().enumerate() {
+        let later = world
+            .discord
+            .send_interaction(820 + n as u64, USER, "ずんだ", &format!("後の質問{n}"))
+            .await;
+        let delivered = world.wait_delivered(&later, Duration::from_secs(30)).await;
+        assert_eq!(delivered.len(), 1, "log:\n{}", third.logs());
+        assert_eq!(world.deliveries(interaction).len(), 1);
+    }
     for (interaction, question) in &sent {
         assert_eq!(
             world.deliveries(interaction).len(),
@@ -213,22 +204,14 @@ async fn frozen_holder(stream: bool) {
 
     // The frozen one wakes with its stale answer: it drops it, counts it, writes nothing.
     fleet.bots[holder].signal("CONT");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let fenced = fleet.bots[holder]
-            .metric("zundamon_fleet_fenced_total")
-            .await
-            .unwrap_or(0.0);
-        if fenced >= 1.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the woken holder never noticed\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let noticed = fleet.bots[holder]
+        .wait_metric(
+            "zundamon_fleet_fenced_total",
+            Duration::from_secs(20),
+            |n| n >= 1.0,
+        )
+        .await;
+    assert!(noticed, "the woken holder never noticed\n{}", fleet.logs());
     assert_eq!(
         fleet.answers(&sent).len(),
         1,

@@ -4,121 +4,18 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::bot::{bot_env, run_once, temp_dir, Bot};
-use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction, GUILD_ID};
+use support::bot::{run_once, temp_dir};
+use support::fake_discord::{SentInteraction, GUILD_ID};
 use support::fake_openai::{content_text, FakeOpenAi, Step};
 use support::fake_search::FakeSearch;
+use support::world::{content, is_follow_up, Fakes, World, USER};
 
 const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
 const MENTION_REPLY: &str =
     "ずんだもんだよ。何でも聞いてくださいなのだ。質問するときは`/zunda`を使ってね。";
-const USER: u64 = 5_000_000_000_000_000_001;
-
-struct World {
-    discord: FakeDiscord,
-    openai: FakeOpenAi,
-    search: FakeSearch,
-    db: PathBuf,
-    bot: Bot,
-}
-
-impl World {
-    async fn start(name: &str, extra: &[(&str, &str)]) -> World {
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        let search = FakeSearch::start().await;
-        let db = temp_dir(name).join("zundamon.db");
-        let bot = Bot::start(bot_env(&discord, &openai, &search, &db, extra)).await;
-        assert!(
-            discord.wait_ready(Duration::from_secs(20)).await,
-            "the bot never identified; log:\n{}",
-            bot.logs()
-        );
-        World {
-            discord,
-            openai,
-            search,
-            db,
-            bot,
-        }
-    }
-
-    /// Starts a new bot process on the same fakes and database (after the old one exited).
-    async fn restart(&mut self, extra: &[(&str, &str)]) {
-        let env = bot_env(&self.discord, &self.openai, &self.search, &self.db, extra);
-        self.bot = Bot::start(env).await;
-        assert!(self.discord.wait_ready(Duration::from_secs(20)).await);
-    }
-
-    /// The messages of one interaction: the callback, then edits and follow-ups (successful ones).
-    async fn replies(&self, sent: &SentInteraction, parts: usize) -> Vec<RecordedRequest> {
-        let token = sent.token.clone();
-        let got = self
-            .discord
-            .wait_for_requests(
-                |r| r.path.contains(&token) && r.method != "POST" || is_follow_up(r, &token),
-                parts,
-                Duration::from_secs(30),
-            )
-            .await;
-        assert!(
-            got.len() >= parts,
-            "expected {parts} messages for the interaction, got {got:#?}\nbot log:\n{}",
-            self.bot.logs()
-        );
-        got
-    }
-
-    /// Asks and returns the content of the (first) answer message.
-    async fn ask(&self, channel: u64, question: &str) -> String {
-        let sent = self
-            .discord
-            .send_interaction(channel, USER, "ずんだユーザー", question)
-            .await;
-        let edits = self.replies(&sent, 1).await;
-        content(&edits[0])
-    }
-
-    fn callback(&self, sent: &SentInteraction) -> Option<RecordedRequest> {
-        self.discord
-            .requests()
-            .into_iter()
-            .find(|r| r.is("POST", &format!("/interactions/{}/", sent.id)))
-    }
-
-    /// The model requests whose framed question contains `text`.
-    fn model_requests_for(&self, text: &str) -> Vec<Value> {
-        self.openai
-            .requests()
-            .into_iter()
-            .filter(|body| framed_question(body).contains(text))
-            .collect()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(dir) = self.db.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn is_follow_up(r: &RecordedRequest, token: &str) -> bool {
-    r.method == "POST" && r.path.ends_with(token) && r.path.contains("/webhooks/")
-}
-
-fn content(request: &RecordedRequest) -> String {
-    request.body["content"]
-        .as_str()
-        .or_else(|| request.body["data"]["content"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// The last user message of a model request (the framed question).
 fn framed_question(body: &Value) -> String {
@@ -271,7 +168,7 @@ async fn twenty_channels_at_once_are_all_acknowledged_in_time_and_answered_concu
 async fn each_channel_remembers_its_last_five_exchanges() {
     let world = World::start("window", &[]).await;
     for n in 1..=7 {
-        world.ask(200, &format!("窓の質問{n}")).await;
+        world.first_answer(200, &format!("窓の質問{n}")).await;
     }
     let seventh = world.model_requests_for("窓の質問7");
     let window = window_questions(&seventh[0]);
@@ -289,7 +186,7 @@ async fn each_channel_remembers_its_last_five_exchanges() {
         .collect();
     assert_eq!(assistants[0], "「窓の質問2」の答えなのだ。");
 
-    world.ask(201, "別のチャンネル").await;
+    world.first_answer(201, "別のチャンネル").await;
     let other = world.model_requests_for("別のチャンネル");
     assert!(
         window_questions(&other[0]).is_empty(),
@@ -409,12 +306,25 @@ async fn a_mention_gets_the_guide_reply_and_other_messages_are_ignored() {
         )
         .await;
     assert_eq!(replies.len(), 1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later mention is answered after: the messages before it have had their turn.
+    world
+        .discord
+        .send_message(501, USER, false, &format!("<@{bot_id}> もう一度"), true)
+        .await;
+    let later = world
+        .discord
+        .wait_for_requests(
+            |r| r.is("POST", "/channels/501/messages"),
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(later.len(), 1);
     let replies: Vec<_> = world
         .discord
         .requests()
         .into_iter()
-        .filter(|r| r.is("POST", "/channels/"))
+        .filter(|r| r.is("POST", "/channels/500/"))
         .collect();
     assert_eq!(
         replies.len(),
@@ -437,7 +347,7 @@ async fn a_mention_gets_the_guide_reply_and_other_messages_are_ignored() {
 #[tokio::test]
 async fn the_window_survives_a_restart() {
     let mut world = World::start("restart", &[]).await;
-    world.ask(600, "再起動前の質問").await;
+    world.first_answer(600, "再起動前の質問").await;
     world.bot.signal("TERM");
     let status = world
         .bot
@@ -447,7 +357,7 @@ async fn the_window_survives_a_restart() {
     assert!(status.success(), "exit status {status:?}");
 
     world.restart(&[]).await;
-    world.ask(600, "再起動後の質問").await;
+    world.first_answer(600, "再起動後の質問").await;
     let after = world.model_requests_for("再起動後の質問");
     assert_eq!(window_questions(&after[0]), vec!["再起動前の質問"]);
 }
@@ -455,18 +365,17 @@ async fn the_window_survives_a_restart() {
 #[tokio::test]
 async fn the_window_survives_eviction() {
     let world = World::start("evict", &[("ZUNDA_CHANNEL_IDLE_SECS", "1")]).await;
-    world.ask(700, "追い出される前").await;
+    world.first_answer(700, "追い出される前").await;
     assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(1.0));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while world.bot.metric("zundamon_evictions_total").await != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "the idle channel was never evicted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let evicted = world
+        .bot
+        .wait_metric("zundamon_evictions_total", Duration::from_secs(10), |n| {
+            n == 1.0
+        })
+        .await;
+    assert!(evicted, "the idle channel was never evicted");
     assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(0.0));
-    world.ask(700, "追い出された後").await;
+    world.first_answer(700, "追い出された後").await;
     let after = world.model_requests_for("追い出された後");
     assert_eq!(window_questions(&after[0]), vec!["追い出される前"]);
 }
@@ -528,9 +437,9 @@ async fn model_errors_and_timeouts_give_the_error_message_and_the_bot_keeps_serv
     world
         .openai
         .script("切れて", vec![Step::CloseConnection; 5]);
-    assert_eq!(world.ask(900, "壊れて").await, ERROR_REPLY);
-    assert_eq!(world.ask(901, "固まって").await, ERROR_REPLY);
-    assert_eq!(world.ask(902, "切れて").await, ERROR_REPLY);
+    assert_eq!(world.first_answer(900, "壊れて").await, ERROR_REPLY);
+    assert_eq!(world.first_answer(901, "固まって").await, ERROR_REPLY);
+    assert_eq!(world.first_answer(902, "切れて").await, ERROR_REPLY);
     assert!(world
         .ask(900, "次は大丈夫？")
         .await
@@ -676,8 +585,8 @@ async fn bad_questions_and_floods_get_zundamon_voiced_replies() {
     let text = immediate(long).await;
     assert!(text.contains("50"), "{text}");
 
-    world.ask(1200, "一つ目").await;
-    world.ask(1200, "二つ目").await;
+    world.first_answer(1200, "一つ目").await;
+    world.first_answer(1200, "二つ目").await;
     let third = world
         .discord
         .send_interaction(1200, USER, "u", "三つ目")
@@ -831,9 +740,10 @@ async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
         .discord
         .send_interaction(1300, USER, "user", "止まらない話")
         .await;
+    world.replies(&sent, 5).await;
+    // Its final delivery is logged once every part is sent.
+    world.wait_final(&sent).await;
     let parts = world.replies(&sent, 5).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let parts = world.replies(&sent, parts.len()).await;
     assert_eq!(parts.len(), 5, "a flood of messages");
     assert!(content(&parts[4]).ends_with("（長すぎるので、ここまでにしておくのだ）"));
 }
@@ -954,13 +864,14 @@ async fn the_http_interactions_endpoint_verifies_signatures_and_answers() {
 
 #[tokio::test]
 async fn probes_pass_while_the_gateway_is_still_connecting() {
-    let discord = FakeDiscord::start().await;
-    let openai = FakeOpenAi::start().await;
-    let search = FakeSearch::start().await;
+    let fakes = Fakes::start().await;
     let lookup_delay = Duration::from_secs(5);
-    discord.delay_next("GET", "/gateway", lookup_delay);
-    let db = temp_dir("startup").join("zundamon.db");
-    let bot = Bot::start(bot_env(&discord, &openai, &search, &db, &[])).await;
+    fakes.discord.delay_next("GET", "/gateway", lookup_delay);
+    let world = World::builder("startup")
+        .fakes(fakes)
+        .start_connecting()
+        .await;
+    let (discord, bot) = (&world.discord, &world.bot);
     assert_eq!(bot.get("/").await, (200, "ack".to_owned()));
     // The lookup starts on the gateway's own thread, shortly after the probes are up.
     let lookup = discord
@@ -985,8 +896,6 @@ async fn probes_pass_while_the_gateway_is_still_connecting() {
         bot.wait_status("/readyz", 200, Duration::from_secs(10))
             .await
     );
-    drop(bot);
-    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
 #[tokio::test]
@@ -1028,7 +937,7 @@ async fn questions_keep_their_order_even_when_an_acknowledgement_is_slow() {
 #[tokio::test]
 async fn log_format_json_writes_one_json_object_per_line() {
     let world = World::start("json-logs", &[("LOG_FORMAT", "json")]).await;
-    world.ask(1600, "JSONで").await;
+    world.first_answer(1600, "JSONで").await;
     let logs = world.bot.logs();
     let mut lines = 0;
     for line in logs.lines() {

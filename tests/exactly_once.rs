@@ -7,9 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::bot::Bot;
-use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction, APP_ID, GUILD_ID};
-use support::world::{content, World, USER};
+use support::bot::wait_totals;
+use support::fake_discord::{FakeDiscord, SentInteraction, APP_ID, GUILD_ID};
+use support::world::{asked_question, content, wait_until, World, USER};
 
 #[tokio::test]
 async fn questions_dispatched_in_one_gateway_write_are_asked_in_dispatch_order() {
@@ -44,15 +44,6 @@ async fn questions_dispatched_in_one_gateway_write_are_asked_in_dispatch_order()
     }
 }
 
-/// The callbacks Discord took (204) for an interaction.
-fn taken_callbacks(discord: &FakeDiscord, sent: &SentInteraction) -> Vec<RecordedRequest> {
-    discord
-        .requests()
-        .into_iter()
-        .filter(|r| r.is("POST", &format!("/interactions/{}/", sent.id)) && r.status < 300)
-        .collect()
-}
-
 #[tokio::test]
 async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_once_in_order() {
     let mut world = World::start("kill9", &[]).await;
@@ -69,15 +60,10 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         .await;
     let all: Vec<&SentInteraction> = a.iter().chain([&b1]).collect();
     for sent in &all {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while taken_callbacks(&world.discord, sent).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "not acknowledged; log:\n{}",
-                world.bot.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("the acknowledgement", Duration::from_secs(5), || {
+            !world.taken_callbacks(sent).is_empty()
+        })
+        .await;
     }
     // A1 and B1 are with the (slow) model; A2..A5 wait behind A1.
     world
@@ -93,8 +79,7 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
     }
 
     world.openai.set_delay(Duration::ZERO);
-    let env = world.env("zundamon.db", &[]);
-    world.bot = Bot::start(env).await;
+    world.restart(&[]).await;
     for sent in &all {
         let delivered = world.wait_delivered(sent, Duration::from_secs(30)).await;
         assert!(
@@ -103,8 +88,22 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
             world.bot.logs()
         );
     }
-    // Let any duplicate show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later question in each channel: a channel answers in order, so a duplicate of a resumed
+    // question would be delivered before it.
+    let a6 = world
+        .discord
+        .send_interaction(100, USER, "user", "A6")
+        .await;
+    let b2 = world
+        .discord
+        .send_interaction(200, USER, "user", "B2")
+        .await;
+    for later in [&a6, &b2] {
+        assert!(!world
+            .wait_delivered(later, Duration::from_secs(30))
+            .await
+            .is_empty());
+    }
     let questions = a_questions.iter().chain(["B1"].iter());
     for (sent, question) in all.iter().zip(questions) {
         let delivered = world.deliveries(sent);
@@ -117,7 +116,12 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         assert!(content(&delivered[0]).starts_with(&format!("> {question}\n")));
     }
     // Asked again after the restart in each channel's order, each seeing the one before.
-    let asked: Vec<String> = world.asked().into_iter().skip(2).collect();
+    let asked: Vec<String> = world
+        .asked()
+        .into_iter()
+        .skip(2)
+        .filter(|q| q != "A6" && q != "B2")
+        .collect();
     let a_order: Vec<&String> = asked.iter().filter(|q| q.starts_with('A')).collect();
     assert_eq!(a_order, a_questions, "resumed out of acceptance order");
     assert_eq!(
@@ -125,13 +129,13 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         6,
         "each pending question asked once: {asked:?}"
     );
-    // The windows are intact: a new question in channel A sees the last ones in order.
-    let a6 = world
-        .discord
-        .send_interaction(100, USER, "user", "A6")
-        .await;
-    world.wait_delivered(&a6, Duration::from_secs(30)).await;
-    let last = world.openai.requests().pop().unwrap();
+    // The windows are intact: the new question in channel A saw the last ones in order.
+    let last = world
+        .openai
+        .requests()
+        .into_iter()
+        .find(|body| asked_question(body) == "A6")
+        .unwrap();
     let history: Vec<String> = last["messages"]
         .as_array()
         .unwrap()
@@ -186,20 +190,23 @@ async fn a_pending_question_older_than_its_token_is_dropped_and_counted() {
                 .unwrap();
         }
     }
-    let bot = Bot::start(world.env("left.db", &[])).await;
+    let bot = world.second_process("left.db", &[]).await;
     let delivered = world.wait_delivered(&fresh, Duration::from_secs(30)).await;
     assert_eq!(delivered.len(), 1, "log:\n{}", bot.logs());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted as expired: the stale question's fate is decided.
+    let expired = bot
+        .wait_metric(
+            "zundamon_pending_resumed_total{outcome=\"expired\"}",
+            Duration::from_secs(10),
+            |n| n == 1.0,
+        )
+        .await;
+    assert!(expired, "{}", bot.logs());
     assert!(
         world.deliveries(&stale).is_empty(),
         "an expired question was answered"
     );
     assert_eq!(world.asked(), ["新しい質問"]);
-    assert_eq!(
-        bot.metric("zundamon_pending_resumed_total{outcome=\"expired\"}")
-            .await,
-        Some(1.0)
-    );
     assert!(bot.logs().contains("token has expired"));
     // Both rows are gone: a further restart resumes nothing.
     drop(bot);
@@ -222,20 +229,22 @@ async fn a_refused_acknowledgement_means_no_model_call() {
         .send_interaction(400, USER, "user", "自分の質問")
         .await;
     world.wait_delivered(&mine, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted as withdrawn: the refused question's fate is decided.
+    let withdrawn = world
+        .bot
+        .wait_metric(
+            "zundamon_questions_withdrawn_total{reason=\"already_acknowledged\"}",
+            Duration::from_secs(10),
+            |n| n == 1.0,
+        )
+        .await;
+    assert!(withdrawn, "{}", world.bot.logs());
     assert_eq!(
         world.asked(),
         ["自分の質問"],
         "the refused question reached the model"
     );
     assert!(world.deliveries(&taken).is_empty());
-    assert_eq!(
-        world
-            .bot
-            .metric("zundamon_questions_withdrawn_total{reason=\"already_acknowledged\"}")
-            .await,
-        Some(1.0)
-    );
     // The window holds only the answered question.
     let next = world
         .discord
@@ -250,7 +259,7 @@ async fn a_refused_acknowledgement_means_no_model_call() {
 #[tokio::test]
 async fn two_processes_on_one_gateway_answer_each_question_and_mention_once() {
     let world = World::start("two-processes", &[]).await;
-    let second = Bot::start(world.env("second.db", &[])).await;
+    let second = world.second_process("second.db", &[]).await;
     assert!(
         world
             .discord
@@ -283,9 +292,24 @@ async fn two_processes_on_one_gateway_answer_each_question_and_mention_once() {
             .await;
         assert!(!delivered.is_empty());
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Each question and mention reached both processes: once the loser of every acknowledgement
+    // has withdrawn its copy and both have sent every mention reply (the nonce makes Discord
+    // keep one), nothing more is on its way.
+    let settled = wait_totals(
+        &[&world.bot, &second],
+        &[
+            (
+                "zundamon_questions_withdrawn_total{reason=\"already_acknowledged\"}",
+                10.0,
+            ),
+            ("zundamon_replies_total{kind=\"mention\"}", 6.0),
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(settled, "{}\n---\n{}", world.bot.logs(), second.logs());
     for interaction in &sent {
-        assert_eq!(taken_callbacks(&world.discord, interaction).len(), 1);
+        assert_eq!(world.taken_callbacks(interaction).len(), 1);
         assert_eq!(world.deliveries(interaction).len(), 1);
     }
     let asked = world.asked();
@@ -330,7 +354,7 @@ async fn a_flood_in_one_channel_is_answered_in_order_up_to_the_limit_and_the_res
     let mut kinds = Vec::new();
     for interaction in &sent {
         loop {
-            if let Some(callback) = taken_callbacks(&world.discord, interaction).first() {
+            if let Some(callback) = world.taken_callbacks(interaction).first() {
                 kinds.push(callback.body["type"].as_u64().unwrap());
                 if callback.body["type"] == 4 {
                     assert!(
@@ -432,7 +456,7 @@ async fn sigterm_past_the_grace_period_leaves_the_question_to_the_next_process()
         .contains("stay stored for the next process"));
 
     world.openai.set_delay(Duration::ZERO);
-    world.bot = Bot::start(world.env("zundamon.db", &[])).await;
+    world.restart(&[]).await;
     let delivered = world.wait_delivered(&slow, Duration::from_secs(30)).await;
     assert_eq!(delivered.len(), 1);
     assert!(content(&delivered[0]).starts_with("> とても遅い質問\n"));
@@ -489,8 +513,7 @@ async fn kill_9_mid_stream_reuses_the_follow_up_already_posted() {
     assert_eq!(before.len(), 2, "{before:?}");
 
     world.openai.set_stream_gap(Duration::ZERO);
-    let env = world.env("zundamon.db", &[("ZUNDA_STREAM_EDIT_MS", "250")]);
-    world.bot = Bot::start(env).await;
+    world.restart(&[]).await;
     world.wait_final(&sent).await;
     let expected = zundamon::discord::split::split_message(
         &zundamon::discord::bound_reply(&zundamon::discord::quote_answer("長い話をして", &answer)),

@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
-use support::bot::{bot_env, temp_dir, Bot};
-use support::fake_discord::{interaction_payload, FakeDiscord, SentInteraction};
-use support::fake_openai::{last_user_text, FakeOpenAi};
-use support::fake_search::FakeSearch;
+use support::fake_discord::{interaction_payload, SentInteraction};
 use support::http_load::{
     fresh_client, percentile, public_key_hex, rss_kib, signed, signing_key, unix_now, SlowClients,
     PING,
 };
+use support::world::{World, USER};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zundamon::discord::interactions::{self, InteractionsEndpoint};
@@ -29,48 +27,26 @@ use zundamon::http::{HttpSettings, Routes, Server};
 use zundamon::limits::BUSY_REPLY;
 use zundamon::metrics::Metrics;
 
-const USER: u64 = 5_000_000_000_000_000_001;
 const WAIT_REPLY: &str = "ちょっと待ってね。";
 
-struct World {
-    discord: FakeDiscord,
-    openai: FakeOpenAi,
-    _search: FakeSearch,
-    bot: Bot,
-    dir: std::path::PathBuf,
+/// A world whose bot also takes signed interactions over HTTP (`DISCORD_PUBLIC_KEY`).
+async fn http_world(name: &str, extra: &[(&str, &str)]) -> World {
+    World::builder(name)
+        .env("DISCORD_PUBLIC_KEY", &public_key_hex(&signing_key()))
+        .envs(extra)
+        .start()
+        .await
 }
 
-impl World {
-    async fn start(name: &str, extra: &[(&str, &str)]) -> World {
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        let search = FakeSearch::start().await;
-        let dir = temp_dir(name);
-        let public = public_key_hex(&signing_key());
-        let mut env = vec![("DISCORD_PUBLIC_KEY", public.as_str())];
-        env.extend_from_slice(extra);
-        let bot = Bot::start(bot_env(
-            &discord,
-            &openai,
-            &search,
-            &dir.join("zundamon.db"),
-            &env,
-        ))
-        .await;
-        assert!(
-            discord.wait_ready(Duration::from_secs(20)).await,
-            "the bot never identified; log:\n{}",
-            bot.logs()
-        );
-        World {
-            discord,
-            openai,
-            _search: search,
-            bot,
-            dir,
-        }
-    }
+/// The HTTP side of a world: its address and signed commands.
+trait HttpSide {
+    fn addr(&self) -> SocketAddr;
+    fn command(&self, channel: u64, question: &str) -> (SentInteraction, String);
+    fn model_calls_for(&self, question: &str) -> usize;
+    fn edits_of(&self, sent: &SentInteraction) -> usize;
+}
 
+impl HttpSide for World {
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.bot.port))
     }
@@ -92,11 +68,7 @@ impl World {
 
     /// The model requests that asked `question`.
     fn model_calls_for(&self, question: &str) -> usize {
-        self.openai
-            .requests()
-            .iter()
-            .filter(|body| last_user_text(body).is_some_and(|text| text.contains(question)))
-            .count()
+        self.model_requests_for(question).len()
     }
 
     /// The edits of the interaction's first message (the answer replacing `ちょっと待ってね。`).
@@ -106,12 +78,6 @@ impl World {
             .iter()
             .filter(|r| r.is("PATCH", &format!("/{}/messages/@original", sent.token)))
             .count()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -150,7 +116,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_signed_command_is_answered_once() {
-    let world = World::start("http-replay", &[]).await;
+    let world = http_world("http-replay", &[]).await;
     let client = fresh_client();
     let key = signing_key();
     let question = "一度だけ答えてほしいのだ";
@@ -199,8 +165,20 @@ async fn a_replayed_signed_command_is_answered_once() {
         )
         .await;
     assert_eq!(edits.len(), 1, "log:\n{}", world.bot.logs());
-    // Room for a second answer to show up, had one been started.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A later question in the channel is answered after any second answer to the first.
+    let (later, payload) = world.command(1400, "次の質問なのだ");
+    let headers = signed(&key, unix_now(), &payload);
+    let (status, body) = post(&client, world.addr(), "/interactions", &headers, payload).await;
+    assert_eq!(status, 200, "{body}");
+    let edits = world
+        .discord
+        .wait_for_requests(
+            |r| r.is("PATCH", &format!("/{}/messages/@original", later.token)),
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(edits.len(), 1, "log:\n{}", world.bot.logs());
     assert_eq!(world.model_calls_for(question), 1, "one model call");
     assert_eq!(world.edits_of(&sent), 1, "one answer");
 
@@ -220,13 +198,14 @@ async fn a_replayed_signed_command_is_answered_once() {
         assert!(values[0].is_some(), "{name} missing:\n{}", a.1);
         assert!(values.iter().all(|v| *v == values[0]), "{name}: {values:?}");
     }
-    assert_eq!(metric(&a.1, "zundamon_interactions_total"), Some(1.0));
+    // The command and the later one; the replays are not counted.
+    assert_eq!(metric(&a.1, "zundamon_interactions_total"), Some(2.0));
     world.bot.assert_no_secrets_logged();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_signed_commands_stay_prompt_while_hundreds_of_clients_trickle() {
-    let world = World::start(
+    let world = http_world(
         "http-slow-clients",
         &[
             ("ZUNDA_HTTP_HEADER_TIMEOUT_SECS", "3"),
@@ -380,7 +359,7 @@ async fn probes_and_signed_commands_stay_prompt_while_hundreds_of_clients_trickl
 
 #[tokio::test]
 async fn metrics_can_move_to_an_internal_address() {
-    let world = World::start(
+    let world = http_world(
         "http-metrics-bind",
         &[("ZUNDA_METRICS_BIND", "127.0.0.1:0")],
     )

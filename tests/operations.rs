@@ -3,76 +3,34 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::bot::{bot_env, run_once, temp_dir, Bot};
-use support::fake_discord::FakeDiscord;
-use support::fake_openai::FakeOpenAi;
-use support::fake_search::FakeSearch;
+use support::bot::{run_once, temp_dir};
+use support::world::{wait_until, World};
 
-const USER: u64 = 5_000_000_000_000_000_001;
-
-struct World {
-    discord: FakeDiscord,
-    openai: FakeOpenAi,
-    _search: FakeSearch,
-    dir: PathBuf,
-    bot: Bot,
+/// A world whose bot reads `config` from a file given in `ZUNDA_CONFIG`.
+async fn world_with_config(name: &str, config: &str) -> World {
+    World::builder(name).config(config).start().await
 }
 
-impl World {
-    /// Starts the bot with `config` written to a file given in `ZUNDA_CONFIG`.
-    async fn start(name: &str, config: &str, extra: &[(&str, &str)]) -> World {
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        let search = FakeSearch::start().await;
-        let dir = temp_dir(name);
-        let file = dir.join("zundamon.toml");
-        std::fs::write(&file, config).unwrap();
-        let mut extra = extra.to_vec();
-        let file_env = file.display().to_string();
-        extra.push(("ZUNDA_CONFIG", &file_env));
-        let bot = Bot::start(bot_env(
-            &discord,
-            &openai,
-            &search,
-            &dir.join("zundamon.db"),
-            &extra,
-        ))
-        .await;
-        assert!(
-            discord.wait_ready(Duration::from_secs(20)).await,
-            "the bot never identified; log:\n{}",
-            bot.logs()
-        );
-        World {
-            discord,
-            openai,
-            _search: search,
-            dir,
-            bot,
-        }
-    }
+/// What an operator does and reads: edit the config file and send SIGHUP, scrape `/metrics`.
+trait Operator {
+    async fn reload(&self, config: &str);
+    fn reload_lines(&self) -> usize;
+    async fn metric(&self, name: &str) -> f64;
+    async fn wait_metric(&self, name: &str, value: f64, within: Duration) -> bool;
+}
 
-    fn config_file(&self) -> PathBuf {
-        self.dir.join("zundamon.toml")
-    }
-
+impl Operator for World {
     /// Rewrites the config file and sends SIGHUP; waits for the reload's log line.
     async fn reload(&self, config: &str) {
         let before = self.reload_lines();
         std::fs::write(self.config_file(), config).unwrap();
         self.bot.signal("HUP");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.reload_lines() == before {
-            assert!(
-                Instant::now() < deadline,
-                "no reload logged; log:\n{}",
-                self.bot.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until("a reload logged", Duration::from_secs(10), || {
+            self.reload_lines() != before
+        })
+        .await;
     }
 
     fn reload_lines(&self) -> usize {
@@ -81,24 +39,6 @@ impl World {
             .lines()
             .filter(|line| line.contains("configuration reload"))
             .count()
-    }
-
-    /// Asks in `channel` and waits for the answer to be delivered.
-    async fn ask(&self, channel: u64, question: &str) {
-        let sent = self
-            .discord
-            .send_interaction(channel, USER, "ずんだユーザー", question)
-            .await;
-        let token = sent.token.clone();
-        let got = self
-            .discord
-            .wait_for_requests(
-                |r| r.path.contains(&token) && r.method == "PATCH",
-                1,
-                Duration::from_secs(30),
-            )
-            .await;
-        assert!(!got.is_empty(), "no answer; log:\n{}", self.bot.logs());
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -110,20 +50,7 @@ impl World {
 
     /// Polls a metric until it equals `value`.
     async fn wait_metric(&self, name: &str, value: f64, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.bot.metric(name).await == Some(value) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.bot.wait_metric(name, within, |v| v == value).await
     }
 }
 
@@ -137,7 +64,7 @@ fn healthcheck(port: u16) -> (i32, String, String) {
 
 #[tokio::test]
 async fn healthcheck_exits_0_against_a_running_bot_and_1_otherwise() {
-    let mut world = World::start("healthcheck", "", &[]).await;
+    let mut world = world_with_config("healthcheck", "").await;
     let port = world.bot.port;
     let (code, out, err) = healthcheck(port);
     assert_eq!(code, 0, "stdout {out}\nstderr {err}");
@@ -172,7 +99,7 @@ fn healthcheck_fails_on_a_port_that_answers_something_else() {
 
 #[tokio::test]
 async fn sighup_with_a_shorter_idle_timeout_evicts_and_the_next_question_is_cold() {
-    let world = World::start("reload-idle", "[channels]\nidle_secs = 600\n", &[]).await;
+    let world = world_with_config("reload-idle", "[channels]\nidle_secs = 600\n").await;
     world.ask(801, "最初の質問").await;
     assert_eq!(world.metric("zundamon_channel_actors").await, 1.0);
     assert_eq!(world.metric("zundamon_cold_questions_total").await, 0.0);
@@ -223,7 +150,7 @@ async fn sighup_with_a_shorter_idle_timeout_evicts_and_the_next_question_is_cold
 
 #[tokio::test]
 async fn sighup_with_a_lower_cap_trims_at_once_and_restart_only_changes_are_reported() {
-    let world = World::start("reload-cap", "", &[]).await;
+    let world = world_with_config("reload-cap", "").await;
     for channel in [811, 812, 813] {
         world.ask(channel, "こんにちは").await;
     }
@@ -260,7 +187,7 @@ async fn sighup_with_a_lower_cap_trims_at_once_and_restart_only_changes_are_repo
 
 #[tokio::test]
 async fn an_invalid_file_changes_nothing_and_is_counted() {
-    let world = World::start("reload-invalid", "[channels]\nidle_secs = 600\n", &[]).await;
+    let world = world_with_config("reload-invalid", "[channels]\nidle_secs = 600\n").await;
     world.ask(821, "こんにちは").await;
 
     // A typo'd key next to a value that would evict at once: nothing of it may apply.
@@ -278,6 +205,8 @@ async fn an_invalid_file_changes_nothing_and_is_counted() {
             .await,
         1.0
     );
+    // Nothing marks an eviction that does not happen: wait well past the rejected 1 s idle
+    // timeout (the channel's idle check runs about once a second).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         world.metric("zundamon_channel_actors").await,

@@ -6,11 +6,10 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use support::bot::{bot_env, run_once, temp_dir, Bot};
-use support::fake_discord::FakeDiscord;
-use support::fake_openai::{content_text, FakeOpenAi};
-use support::fake_search::FakeSearch;
+use support::bot::{run_once, temp_dir};
+use support::fake_openai::content_text;
 use support::pg::PgSchema;
+use support::world::World;
 use zundamon::config::Secret;
 use zundamon::store::{PendingQuestion, PendingStore, PostgresStore, SqliteStore};
 use zundamon_actors::{ConversationStore, Exchange};
@@ -148,39 +147,31 @@ async fn the_bot_keeps_its_windows_in_postgres_across_restarts() {
     else {
         return;
     };
-    let discord = FakeDiscord::start().await;
-    let openai = FakeOpenAi::start().await;
-    let search = FakeSearch::start().await;
-    let dir = temp_dir("pg-bot");
-    let extra = [("ZUNDA_DATABASE_URL", pg.url.as_str())];
+    let mut world = World::builder("pg-bot").database(&pg.url).start().await;
     for (round, question) in ["一回目の質問なのだ", "二回目の質問なのだ"]
         .iter()
         .enumerate()
     {
-        // A different SQLite path each time: the window can only come from PostgreSQL.
-        let db = dir.join(format!("unused-{round}.db"));
-        let mut bot = Bot::start(bot_env(&discord, &openai, &search, &db, &extra)).await;
-        assert!(
-            discord.wait_ready(Duration::from_secs(20)).await,
-            "{}",
-            bot.logs()
-        );
-        let sent = discord.send_interaction(700, 1, "ずんだ", question).await;
-        let token = sent.token.clone();
-        let got = discord
-            .wait_for_requests(
-                |r| r.method == "PATCH" && r.path.contains(&token),
-                1,
-                Duration::from_secs(30),
-            )
+        if round > 0 {
+            // A different SQLite path each time: the window can only come from PostgreSQL.
+            world.bot = world.second_process("unused-1.db", &[]).await;
+            assert!(world.discord.wait_ready(Duration::from_secs(20)).await);
+        }
+        let sent = world
+            .discord
+            .send_interaction(700, 1, "ずんだ", question)
             .await;
-        assert_eq!(got.len(), 1, "no answer; log:\n{}", bot.logs());
-        bot.signal("TERM");
-        assert!(bot.wait_exit(Duration::from_secs(20)).await.is_some());
-        bot.assert_no_secrets_logged();
-        assert!(!db.exists(), "no SQLite file when PostgreSQL is configured");
+        let delivered = world.wait_delivered(&sent, Duration::from_secs(30)).await;
+        assert_eq!(delivered.len(), 1, "no answer; log:\n{}", world.bot.logs());
+        world.bot.signal("TERM");
+        assert!(world.bot.wait_exit(Duration::from_secs(20)).await.is_some());
+        world.bot.assert_no_secrets_logged();
+        for db in [world.db(), world.dir.join("unused-1.db")] {
+            assert!(!db.exists(), "no SQLite file when PostgreSQL is configured");
+        }
     }
-    let second = openai
+    let second = world
+        .openai
         .requests()
         .into_iter()
         .find(|body| {
@@ -199,6 +190,31 @@ async fn the_bot_keeps_its_windows_in_postgres_across_restarts() {
     assert_eq!(users.len(), 2, "{users:?}");
     assert!(users[0].contains("一回目の質問なのだ"), "{users:?}");
     assert_eq!(pg.scalar("SELECT count(*) FROM exchanges").await, 2);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(world);
     pg.drop_schema().await;
+}
+
+/// With `ZUNDA_TEST_DATABASE_URL` set, a server that is not there fails the test at once,
+/// saying what to do, rather than skipping it or failing deep inside.
+#[tokio::test]
+#[should_panic(expected = "is set but PostgreSQL is unreachable")]
+async fn an_unreachable_test_database_fails_the_test() {
+    support::pg::connect("postgres://zunda:hunter2@127.0.0.1:1/test").await;
+}
+
+#[test]
+fn the_test_database_is_named_without_its_password() {
+    use support::pg::without_password;
+    assert_eq!(
+        without_password("postgres://zunda:hunter2@127.0.0.1:5432/test"),
+        "postgres://zunda:***@127.0.0.1:5432/test"
+    );
+    assert_eq!(
+        without_password("postgres://postgres@127.0.0.1:5432/test?password=hunter2&x=1"),
+        "postgres://postgres@127.0.0.1:5432/test?password=***&x=1"
+    );
+    assert_eq!(
+        without_password("host=127.0.0.1 user=zunda password=hunter2"),
+        "host=127.0.0.1 user=zunda password=***"
+    );
 }

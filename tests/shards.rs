@@ -5,10 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::bot::{bot_env, run_once, temp_dir, Bot};
-use support::fake_discord::{FakeDiscord, SentInteraction};
-use support::fake_openai::FakeOpenAi;
-use support::fake_search::FakeSearch;
+use support::bot::run_once;
+use support::fake_discord::SentInteraction;
+use support::world::World;
 
 /// A guild id on shard `shard` of `total` (Discord: `(guild_id >> 22) % total`).
 fn guild_on(shard: u64, total: u64, n: u64) -> u64 {
@@ -17,22 +16,16 @@ fn guild_on(shard: u64, total: u64, n: u64) -> u64 {
 
 #[tokio::test]
 async fn two_processes_with_two_shard_ranges_each_answer_only_their_guilds() {
-    let discord = FakeDiscord::start().await;
-    let openai = FakeOpenAi::start().await;
-    let search = FakeSearch::start().await;
-    let dir = temp_dir("shards");
-    let start = |range: &'static str| {
-        let env = bot_env(
-            &discord,
-            &openai,
-            &search,
-            &dir.join(format!("shard-{range}.db")),
-            &[("ZUNDA_SHARD_TOTAL", "2"), ("ZUNDA_SHARD_RANGE", range)],
-        );
-        Bot::start(env)
-    };
-    let low = start("0-0").await;
-    let high = start("1-1").await;
+    // The world's own process runs shard 1 (the one of the fake's default guild, which it
+    // waits to be served).
+    let world = World::builder("shards")
+        .envs(&[("ZUNDA_SHARD_TOTAL", "2"), ("ZUNDA_SHARD_RANGE", "1-1")])
+        .start()
+        .await;
+    let low = world
+        .second_process("shard-0-0.db", &[("ZUNDA_SHARD_RANGE", "0-0")])
+        .await;
+    let (discord, openai, high) = (&world.discord, &world.openai, &world.bot);
     assert!(
         discord.wait_sessions(2, Duration::from_secs(20)).await,
         "both shards identify; logs:\n{}\n---\n{}",
@@ -73,7 +66,11 @@ async fn two_processes_with_two_shard_ranges_each_answer_only_their_guilds() {
         );
     }
     // Exactly one acknowledgement and one model request per question: nobody answered twice.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each process logs the end of each of its interactions; nothing follows for it.
+    for (shard, interaction) in &sent {
+        let process = if *shard == 0 { &low } else { high };
+        process.wait_final(interaction.id).await;
+    }
     for (_, interaction) in &sent {
         let callbacks = discord
             .requests()
@@ -106,24 +103,16 @@ async fn two_processes_with_two_shard_ranges_each_answer_only_their_guilds() {
     assert_eq!(registrations, 1);
     low.assert_no_secrets_logged();
     high.assert_no_secrets_logged();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn global_scope_registers_the_command_for_every_guild_without_a_guild_id() {
-    let discord = FakeDiscord::start().await;
-    let openai = FakeOpenAi::start().await;
-    let search = FakeSearch::start().await;
-    let dir = temp_dir("global-scope");
-    let env = bot_env(
-        &discord,
-        &openai,
-        &search,
-        &dir.join("z.db"),
+    let world = World::start(
+        "global-scope",
         &[("ZUNDA_COMMAND_SCOPE", "global"), ("DISCORD_GUILD_ID", "0")],
-    );
-    let bot = Bot::start(env).await;
-    assert!(discord.wait_ready(Duration::from_secs(20)).await);
+    )
+    .await;
+    let (discord, bot) = (&world.discord, &world.bot);
     let puts = discord
         .wait_for_requests(
             |r| r.method == "PUT" && r.path.ends_with("/commands"),
@@ -137,7 +126,6 @@ async fn global_scope_registers_the_command_for_every_guild_without_a_guild_id()
         "global: {}",
         puts[0].path
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -208,6 +208,43 @@ impl Bot {
             .and_then(|value| value.parse().ok())
     }
 
+    /// Polls `/metrics` until the metric `name` satisfies `done`; returns whether it did within
+    /// `timeout`.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.metric(name).await.is_some_and(&done) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Waits until this process logged the final delivery of interaction `id` (a streamed answer
+    /// is edited several times before): its answer, or the error reply. Nothing more is sent for
+    /// it after that line.
+    pub async fn wait_final(&self, id: u64) {
+        let marker = format!("interaction_id={id}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.logs().lines().any(|line| {
+            line.contains(&marker)
+                && (line.contains("answer delivered") || line.contains("error reply delivered"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "not delivered; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The bot's process id (e.g. to read its resident memory from /proc).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -258,6 +295,29 @@ impl Drop for Bot {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls the `/metrics` of `bots` until each of `totals` (a metric line's name and a value)
+/// sums to its value over them; returns whether they did within `timeout`.
+pub async fn wait_totals(bots: &[&Bot], totals: &[(&str, f64)], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut reached = true;
+        for (name, want) in totals {
+            let mut sum = 0.0;
+            for bot in bots {
+                sum += bot.metric(name).await.unwrap_or(0.0);
+            }
+            reached &= sum == *want;
+        }
+        if reached {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -12,8 +12,7 @@ use super::fake_discord::{interaction_payload, FakeDiscord, RecordedRequest, Sen
 use super::fake_openai::{last_user_text, FakeOpenAi};
 use super::fake_search::FakeSearch;
 use super::pg::PgSchema;
-
-const USER: u64 = 5_000_000_000_000_000_001;
+use super::world::{Fakes, USER};
 
 pub struct Fleet {
     pub discord: FakeDiscord,
@@ -30,9 +29,11 @@ pub struct Fleet {
 impl Fleet {
     pub async fn start(test: &str, instances: usize) -> Option<Fleet> {
         let pg = PgSchema::new(test).await?;
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        let search = FakeSearch::start().await;
+        let Fakes {
+            discord,
+            openai,
+            search,
+        } = Fakes::start().await;
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let dir = temp_dir("fleet");
         let mut fleet = Fleet {

@@ -1,8 +1,10 @@
 //! A fresh PostgreSQL schema per test on the server named by `ZUNDA_TEST_DATABASE_URL`, so tests
-//! run in parallel on one database. Without the variable a test prints a SKIPPED line and passes.
+//! run in parallel on one database. Without the variable a test prints a SKIPPED line and passes;
+//! with it set and the server unreachable, the test fails at once saying so.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
@@ -30,10 +32,7 @@ impl PgSchema {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let (client, connection) = tokio_postgres::connect(&base, NoTls)
-            .await
-            .expect("connect to ZUNDA_TEST_DATABASE_URL");
-        tokio::spawn(connection);
+        let client = connect(&base).await;
         drop_orphaned_schemas(&client).await;
         client
             .batch_execute(&format!(
@@ -65,6 +64,81 @@ impl PgSchema {
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .await;
     }
+}
+
+/// Connects to the test server, or fails the test naming the URL (without its password): the
+/// variable says PostgreSQL is meant to be there, so a silent skip would hide a broken setup.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let shown = without_password(url);
+    let connecting = tokio_postgres::connect(url, NoTls);
+    let (client, connection) = match tokio::time::timeout(Duration::from_secs(10), connecting).await
+    {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(err)) => {
+            let mut why = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            panic!("{}", unreachable(&shown, &why))
+        }
+        Err(_) => panic!("{}", unreachable(&shown, "no answer within 10 s")),
+    };
+    tokio::spawn(connection);
+    client
+}
+
+fn unreachable(url: &str, why: &str) -> String {
+    format!(
+        "ZUNDA_TEST_DATABASE_URL={url} is set but PostgreSQL is unreachable ({why}): start the \
+         server (e.g. `pg_ctlcluster 16 main start` or `docker run -p 5432:5432 -e \
+         POSTGRES_HOST_AUTH_METHOD=trust postgres`), fix the URL, or unset the variable to skip \
+         the PostgreSQL tests"
+    )
+}
+
+/// `url` with its password, if any, replaced by `***` (a URL's user part, or a `password=`
+/// key of either form).
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url
+            .split(' ')
+            .map(|pair| match pair.split_once('=') {
+                Some(("password", _)) => "password=***".to_owned(),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let rest = hide_password_key(rest);
+    let rest = rest.as_str();
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}{tail}")
+        }
+        _ => format!("{scheme}://{rest}"),
+    }
+}
+
+/// A `password=` query parameter replaced by `***`.
+fn hide_password_key(rest: &str) -> String {
+    let Some((path, query)) = rest.split_once('?') else {
+        return rest.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.starts_with("password=") {
+                "password=***"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 /// Drops the test schemas left behind by test processes that are gone (a test that panicked
