@@ -32,7 +32,7 @@ use support::bot::{bot_env, temp_dir, Bot};
 use support::fake_discord::FakeDiscord;
 use support::fake_openai::FakeOpenAi;
 use support::fake_search::FakeSearch;
-use zundamon::ops_metrics::parse_kib;
+use zundamon::ops::actor_metrics::parse_kib;
 use zundamon::store::SqliteStore;
 use zundamon_actors::{
     AnswerError, Answerer, ChannelSettings, Channels, ConversationStore, Exchange, Question,

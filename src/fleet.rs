@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use zundamon_actors::ChannelId;
 
-use crate::discord::router::RouterMsg;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::question::router::RouterMsg;
 use crate::retry::Backoff;
 use crate::store::PostgresStore;
 use lease::Leases;

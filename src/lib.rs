@@ -6,23 +6,13 @@
 
 pub mod agent;
 pub mod app;
-pub mod ask;
 pub mod config;
 pub mod discord;
 pub mod fleet;
-pub mod health;
-pub mod http;
-pub mod limits;
-pub mod metrics;
-pub mod ops_metrics;
-pub mod owners;
-pub mod probe;
-pub mod reload;
+pub mod ops;
+pub mod question;
 pub mod retry;
-pub mod shutdown;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
 pub mod voice;
 
 pub use app::Application;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use zundamon::config::{Config, ConfigError, Purpose};
-use zundamon::{telemetry, Application};
+use zundamon::ops::telemetry;
+use zundamon::Application;
 
 #[derive(Parser)]
 #[command(
@@ -114,7 +115,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => {
             println!(
                 "# configuration is valid\n{}",
-                zundamon::reload::annotate(&config.to_redacted_toml())
+                zundamon::ops::reload::annotate(&config.to_redacted_toml())
             );
             Ok(())
         }
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
             question,
             channel,
             name,
-        } => runtime.block_on(zundamon::ask::run(config, question, channel, name)),
+        } => runtime.block_on(zundamon::app::ask::run(config, question, channel, name)),
         Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
         Command::Run => {
             runtime.block_on(async { Application::build(config).await?.run_until_stopped().await })
@@ -146,8 +147,8 @@ fn config_failure(err: &ConfigError) -> ExitCode {
 
 fn healthcheck(config: &Config, timeout_secs: u64) -> ExitCode {
     let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
-    let result = zundamon::probe::target(&config.http.bind_addr, config.http.port)
-        .and_then(|addr| zundamon::probe::probe(addr, timeout));
+    let result = zundamon::ops::probe::target(&config.http.bind_addr, config.http.port)
+        .and_then(|addr| zundamon::ops::probe::probe(addr, timeout));
     match result {
         Ok(status) => {
             println!("healthy: {status}");

@@ -17,7 +17,7 @@ use support::fake_search::{
 use zundamon::agent::search::{WebSearch, UNAVAILABLE};
 use zundamon::agent::ZundaAgent;
 use zundamon::config::{Config, Purpose};
-use zundamon::metrics::Metrics;
+use zundamon::ops::metrics::Metrics;
 use zundamon_actors::{
     Answerer, ChannelSettings, Channels, Exchange, MemoryStore, Question, StatsSnapshot,
     SupervisorArgs,

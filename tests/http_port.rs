@@ -21,11 +21,11 @@ use support::world::{World, USER};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zundamon::discord::interactions::{self, InteractionsEndpoint};
-use zundamon::discord::router::RouterMsg;
-use zundamon::health::Health;
-use zundamon::http::{HttpSettings, Routes, Server};
-use zundamon::limits::BUSY_REPLY;
-use zundamon::metrics::Metrics;
+use zundamon::ops::health::Health;
+use zundamon::ops::http::{HttpSettings, Routes, Server};
+use zundamon::ops::metrics::Metrics;
+use zundamon::question::limits::BUSY_REPLY;
+use zundamon::question::router::RouterMsg;
 
 const WAIT_REPLY: &str = "ちょっと待ってね。";
 

@@ -448,8 +448,11 @@ async fn a_streamed_answer_arrives_in_pieces_without_thoughts() {
             env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
         })
         .unwrap();
-    let client =
-        ChatClient::new(&config.openai, Arc::new(zundamon::metrics::Metrics::new())).unwrap();
+    let client = ChatClient::new(
+        &config.openai,
+        Arc::new(zundamon::ops::metrics::Metrics::new()),
+    )
+    .unwrap();
     let request = async_openai::types::chat::CreateChatCompletionRequest {
         model: "m".into(),
         messages: vec![

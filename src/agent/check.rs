@@ -25,7 +25,7 @@ use super::response::AssistantMessage;
 use super::stream::StreamEvent;
 use super::tool_loop::{request_call, web_search_tool, WEB_SEARCH};
 use crate::config::{Config, ToolMode};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Longest part of the test answer shown.
 const SHOWN_ANSWER_CHARS: usize = 60;

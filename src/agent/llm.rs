@@ -30,7 +30,7 @@ pub use super::llm_error::LlmError;
 use super::response::{parse_completion, AssistantMessage, ResponseError};
 use super::stream::{read_stream, StreamEvent, StreamFailure};
 use crate::config::{OpenAiConfig, Secret};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::retry::{self, Backoff};
 
 /// Backoff between retries: 250 ms doubling up to 8 s, with jitter.
@@ -80,7 +80,7 @@ impl ChatClient {
         let base = config.base_url.trim_end_matches('/');
         let upstream = display_upstream(base);
         let request_timeout = Duration::from_secs(config.request_timeout_secs.max(1));
-        let tls = crate::tls::client_config().map_err(LlmError::Setup)?;
+        let tls = crate::ops::tls::client_config().map_err(LlmError::Setup)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))

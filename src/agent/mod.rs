@@ -40,7 +40,7 @@ use tracing::{info, warn};
 use zundamon_actors::{AnswerError, Answerer, Exchange, Live, Progress, Question};
 
 use crate::config::{Config, ToolMode};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use llm::{ChatClient, LlmError};
 use search::{SearchError, WebSearch};
 

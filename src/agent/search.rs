@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::config::SearchConfig;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// What the model reads when a search could not be made.
 pub const UNAVAILABLE: &str =
@@ -104,7 +104,7 @@ impl WebSearch {
     pub fn new(config: &SearchConfig, metrics: Arc<Metrics>) -> Result<Self, SearchError> {
         let base = config.base_url.trim_end_matches('/');
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let tls = crate::tls::client_config().map_err(SearchError::Setup)?;
+        let tls = crate::ops::tls::client_config().map_err(SearchError::Setup)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(timeout)

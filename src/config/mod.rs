@@ -6,9 +6,9 @@
 //!
 //! - [`secret`]: the wrapper that keeps secrets out of logs;
 //! - this file: the sections, as the TOML file and the environment give them;
-//! - [`env`]: the table of environment variables and how each is read;
-//! - [`load`]: layering defaults, file and environment into a [`Config`];
-//! - [`validate`]: every problem listed at once;
+//! - `env`: the table of environment variables and how each is read;
+//! - `load`: layering defaults, file and environment into a [`Config`];
+//! - `validate`: every problem listed at once;
 //! - [`shards`]: the gateway shard range a process serves.
 
 mod env;

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::metrics::UnknownFollowUps;
+use crate::ops::metrics::UnknownFollowUps;
 use crate::retry;
 
 /// The User-Agent Discord asks bots to send: `DiscordBot ($url, $version)`.
@@ -328,7 +328,7 @@ impl Delivery {
     /// attempt.
     pub fn new(api_base: &str, application_id: u64, request_timeout: Duration) -> Self {
         // The shared TLS configuration carries its own crypto provider (ring).
-        let tls = crate::tls::client_config()
+        let tls = crate::ops::tls::client_config()
             .unwrap_or_else(|err| panic!("cannot build the Discord HTTP client: {err}"));
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::deliver::{Call, Delivery, DeliveryError, Route};
-use crate::metrics::UnknownFollowUps;
+use crate::ops::metrics::UnknownFollowUps;
 
 /// Messages read per page (Discord's maximum).
 const PAGE: usize = 100;

@@ -16,14 +16,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::router::{CommandEvent, ControlEvent, ControlKind, RouterMsg};
 use super::{
     COMMAND_DESCRIPTION, COMMAND_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
     OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
 };
 use crate::config::shards::ShardRange;
 use crate::config::{CommandScope, DiscordConfig, GatewayConfig, Secret};
-use crate::health::Health;
+use crate::ops::health::Health;
+use crate::question::router::{CommandEvent, ControlEvent, ControlKind, RouterMsg};
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not

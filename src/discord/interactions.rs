@@ -26,10 +26,10 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use self::replay::ReplayGuard;
-use super::router::{CommandEvent, ControlEvent, ControlKind, ControlReply, RouterMsg};
 use super::{COMMAND_NAME, MEMORY_COMMAND_NAME, OPTION_NAME, RESET_COMMAND_NAME};
-use crate::limits::BUSY_REPLY;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::question::limits::BUSY_REPLY;
+use crate::question::router::{CommandEvent, ControlEvent, ControlKind, ControlReply, RouterMsg};
 
 /// The endpoint's path.
 pub const PATH: &str = "/interactions";

@@ -1,17 +1,16 @@
-//! The Discord front end: the serenity gateway client ([`gateway`]) hands every event to the
-//! event actor ([`router`]), which acknowledges interactions at once and routes questions to the
-//! channel actors; answers go back through [`deliver`], split by [`split`].
+//! The Discord protocol, both ways: the front ends that bring questions in — the serenity gateway
+//! client ([`gateway`]) and the signed HTTP interactions endpoint ([`interactions`]) — hand each
+//! event to the event actor ([`crate::question::router`]); answers go back through [`deliver`]
+//! (REST calls with retries), shown live by [`live`], split by [`split`]. Nothing here decides a
+//! question's fate.
 
-pub mod admission;
 pub mod deliver;
 pub mod edits;
 pub mod follow_ups;
 pub mod gateway;
 pub mod interactions;
-pub mod lifecycle;
 pub mod live;
-mod recent;
-pub mod router;
+pub mod recent;
 pub mod split;
 
 /// Discord's limit on message content, in UTF-16 code units to be safe with emoji and CJK.

@@ -1,6 +1,6 @@
 //! A set of interaction ids that are held, or remembered until a deadline: the one shape behind
 //! both "this process has this question in hand or finished it within a token's lifetime"
-//! ([`lifecycle::Active`](super::lifecycle::Active)) and "this signed request was already
+//! ([`lifecycle::Active`](crate::question::lifecycle::Active)) and "this signed request was already
 //! accepted" (the HTTP endpoint's replay guard).
 //!
 //! The clock is the caller's (`T` is a tokio `Instant` for one, Unix seconds for the other), so
@@ -73,6 +73,11 @@ impl<T: Ord + Copy> RecentIds<T> {
     /// How many ids are held or remembered.
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Whether no id is held or remembered.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::discord::router::RouterMsg;
+use crate::question::router::RouterMsg;
 use crate::store::{PendingStore, Wanted};
 
 /// How often the heartbeat is renewed and unowned questions are looked for.

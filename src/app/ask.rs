@@ -12,7 +12,7 @@ use zundamon_actors::{Channels, MemoryStore, Question, SupervisorArgs};
 
 use crate::agent::ZundaAgent;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::voice::ERROR_REPLY;
 
 /// The user id questions are asked under (a CLI user has no Discord id).

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use self::connections::{ConnGuard, ConnectionTable, Tracked};
 pub use self::routes::Routes;
 use crate::config::HttpConfig;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// What a refused connection is told before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\

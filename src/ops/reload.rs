@@ -20,8 +20,8 @@ use zundamon_actors::{AnswerError, Answerer, Channels, Exchange, Progress, Quest
 
 use crate::agent::ZundaAgent;
 use crate::config::{Config, Purpose};
-use crate::discord::router::RouterMsg;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::question::router::RouterMsg;
 
 /// Sections whose settings a reload applies.
 pub const LIVE_SECTIONS: &[&str] = &[

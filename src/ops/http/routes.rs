@@ -1,5 +1,5 @@
 //! Which paths a listener answers, and the glue from hyper requests to the modules that own
-//! them: probes from [`crate::health`], `/metrics` from [`crate::metrics`], `POST /interactions`
+//! them: probes from [`crate::ops::health`], `/metrics` from [`crate::ops::metrics`], `POST /interactions`
 //! from [`crate::discord::interactions`].
 
 use std::sync::{Arc, OnceLock};
@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use zundamon_actors::StatsSnapshot;
 
 use crate::discord::interactions::{self, InteractionsEndpoint};
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
 
 /// Reads the actor system's counts for a scrape (never waits: they are atomics).
 pub type StatsSource = Arc<dyn Fn() -> StatsSnapshot + Send + Sync>;

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use zundamon_actors::StatsSnapshot;
 
-use crate::ops_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
+use crate::ops::actor_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
 
 type Outcome = Vec<(String, String)>;
 

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// How long a new connection is safe from being closed to make room: a well-behaved client
 /// sends its headers well within it.

@@ -3,14 +3,14 @@
 //!
 //! Every answer reads two flags and nothing else: a probe never waits on the event actor, the
 //! store or the model, so it stays fast however busy the bot is. The HTTP server that mounts
-//! these routes lives in [`crate::http`].
+//! these routes lives in [`crate::ops::http`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hyper::StatusCode;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// What the probes report on; shared with the gateway and the shutdown sequence.
 pub struct Health {

@@ -27,14 +27,14 @@ use tracing::{error, info, warn};
 use zundamon_actors::{AskError, Channels, GateKeeper, Started};
 
 use super::admission::Permit;
-use super::deliver::{Delivery, DeliveryError};
-use super::follow_ups::Origin;
-use super::live::{FollowUpLog, Shown, View};
-use super::recent::RecentIds;
-use super::split::split_message;
-use super::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
-use crate::metrics::Metrics;
-use crate::shutdown::InFlightGuard;
+use crate::discord::deliver::{Delivery, DeliveryError};
+use crate::discord::follow_ups::Origin;
+use crate::discord::live::{FollowUpLog, Shown, View};
+use crate::discord::recent::RecentIds;
+use crate::discord::split::split_message;
+use crate::discord::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::InFlightGuard;
 use crate::store::{Fence, PendingQuestion, PendingStore, Recorded, STORE_BUDGET};
 
 /// Interaction tokens live 15 minutes; stop using one a little before.

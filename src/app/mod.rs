@@ -1,6 +1,8 @@
 //! The application: builds every part from the configuration, runs them, and shuts them down
 //! gracefully. `main` calls `Application::build(config).await?.run_until_stopped().await`.
 
+pub mod ask;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,15 +21,15 @@ use crate::config::Config;
 use crate::discord::deliver::Delivery;
 use crate::discord::gateway::Gateway;
 use crate::discord::interactions::{self, InteractionsEndpoint};
-use crate::discord::router::{Router, RouterArgs, RouterMsg};
-use crate::health::Health;
-use crate::http::{HttpSettings, Routes, Server};
-use crate::metrics::Metrics;
-use crate::owners::Owners;
-use crate::reload::{self, Hangups, LiveAnswerer, Reloader};
-use crate::shutdown::{self, InFlight};
+use crate::ops::health::Health;
+use crate::ops::http::{HttpSettings, Routes, Server};
+use crate::ops::metrics::Metrics;
+use crate::ops::reload::{self, Hangups, LiveAnswerer, Reloader};
+use crate::ops::shutdown::{self, InFlight};
+use crate::ops::telemetry;
+use crate::question::owners::Owners;
+use crate::question::router::{Router, RouterArgs, RouterMsg};
 use crate::store::{self as stores, Backend};
-use crate::telemetry;
 
 /// How often stored history past its retention is deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

@@ -15,14 +15,14 @@ use tracing::{error, info, info_span, warn, Instrument};
 use zundamon_actors::{gate, Channels, Live, Question, Ticket};
 
 use super::admission::Admission;
-use super::deliver::Delivery;
 use super::lifecycle::{Active, Job, Lifecycle, TOKEN_LIFETIME};
-use super::live;
-use super::{MENTION_REPLY, WAIT_REPLY};
 use crate::config::{LimitsConfig, Secret};
-use crate::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
-use crate::metrics::Metrics;
-use crate::shutdown::InFlight;
+use crate::discord::deliver::Delivery;
+use crate::discord::live;
+use crate::discord::{ERROR_REPLY, MENTION_REPLY, WAIT_REPLY};
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::InFlight;
+use crate::question::limits::{self, QuestionCheck, RateLimiter, BUSY_REPLY};
 use crate::store::FleetPending;
 use crate::store::{PendingQuestion, Store};
 use crate::voice;
@@ -468,7 +468,7 @@ async fn record_for_fleet(
     reply: RpcReplyPort<String>,
     (max_queued, max_pending): (usize, usize),
     metrics: Arc<Metrics>,
-    _guard: crate::shutdown::InFlightGuard,
+    _guard: crate::ops::shutdown::InFlightGuard,
 ) {
     let received = event.received;
     let pending = event.into_pending(question);
@@ -490,11 +490,11 @@ async fn record_for_fleet(
         }
         Ok(Err(err)) => {
             error!("cannot record the question for the fleet: {err}");
-            super::ERROR_REPLY
+            ERROR_REPLY
         }
         Err(_) => {
             error!("recording the question for the fleet took too long");
-            super::ERROR_REPLY
+            ERROR_REPLY
         }
     };
     if reply.send(text.to_owned()).is_ok() && text == WAIT_REPLY {
@@ -650,7 +650,7 @@ async fn refuse_resumed(
     lifecycle: Lifecycle,
     question: PendingQuestion,
     kind: &'static str,
-    _guard: crate::shutdown::InFlightGuard,
+    _guard: crate::ops::shutdown::InFlightGuard,
 ) {
     let fence = Some(question.fence);
     if !lifecycle
