@@ -3,6 +3,7 @@
 //! channel actors; answers go back through [`deliver`], split by [`split`].
 
 pub mod admission;
+pub mod command;
 pub mod deliver;
 pub mod edits;
 pub mod follow_ups;
