@@ -156,6 +156,20 @@ async fn a_replayed_signed_command_is_answered_once() {
         assert_eq!((status, body.as_str()), (200, r#"{"type":1}"#));
     }
 
+    // A body that is not JSON, and a command without a field Discord always sends (and serenity
+    // requires), are refused with 400 (a command the event actor took would get 200).
+    let (_, incomplete_payload) = world.command(1401, "欠けた質問なのだ");
+    let mut incomplete_payload: Value = serde_json::from_str(&incomplete_payload).unwrap();
+    incomplete_payload
+        .as_object_mut()
+        .unwrap()
+        .remove("attachment_size_limit");
+    for body in ["{not json".to_owned(), incomplete_payload.to_string()] {
+        let headers = signed(&key, now, &body);
+        let (status, text) = post(&client, world.addr(), "/interactions", &headers, body).await;
+        assert_eq!(status, 400, "{text}");
+    }
+
     let edits = world
         .discord
         .wait_for_requests(

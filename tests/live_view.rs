@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use zundamon::config::Secret;
 use zundamon::discord::deliver::Delivery;
-use zundamon::discord::live::{self, Shown};
+use zundamon::discord::live::{Shown, View};
 use zundamon::discord::split::split_message;
 use zundamon::discord::{bound_reply, quote_answer, MESSAGE_LIMIT};
 use zundamon_actors::Live;
@@ -45,7 +45,7 @@ async fn stream(
 ) -> Shown {
     let (progress, states) = watch::channel(Live::Waiting);
     let deliver_by = Instant::now() + Duration::from_secs(600);
-    let view = tokio::spawn(live::follow(
+    let view = View::start(
         delivery.clone(),
         Secret::new(sent.token.clone()),
         QUESTION.to_owned(),
@@ -53,7 +53,7 @@ async fn stream(
         every,
         deliver_by,
         None,
-    ));
+    );
     let chars: Vec<char> = answer.chars().collect();
     let size = chars.len().div_ceil(chunks);
     let _ = progress.send(Live::Status("🔍『ずんだ餅』を調べているのだ…".into()));
@@ -64,7 +64,8 @@ async fn stream(
         tokio::time::sleep(gap).await;
     }
     drop(progress);
-    let mut shown = view.await.expect("the view ends when the answer does");
+    // The answer is complete: the view ends by itself (the grace only bounds a stuck write).
+    let mut shown = view.stop(Duration::from_secs(60)).await;
     let parts = split_message(&bound_reply(&quote_answer(QUESTION, answer)), MESSAGE_LIMIT);
     for (index, part) in parts.iter().enumerate() {
         shown

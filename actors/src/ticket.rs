@@ -61,12 +61,6 @@ impl Ticket {
         }
     }
 
-    /// The same ticket with a live view of the answer.
-    pub fn with_progress(mut self, progress: Progress) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
     /// The same ticket noting when it starts being answered in `started`.
     pub fn timed(mut self, started: Started) -> Self {
         self.started = Some(started);

@@ -39,10 +39,6 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    pub fn can_answer(&self) -> bool {
-        self.failure.is_none()
-    }
-
     /// The report as printed.
     pub fn render(&self) -> String {
         let mut out = self.lines.join("\n");

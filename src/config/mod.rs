@@ -504,7 +504,7 @@ mod tests {
     fn scaling_settings_are_read_and_checked() {
         let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
         assert!(!config.store.uses_postgres(), "SQLite by default");
-        assert!(config.gateway.shards().is_everything());
+        assert_eq!(config.gateway.shards(), ShardRange::ALL_OF_ONE);
         assert_eq!(config.gateway.command_scope, CommandScope::Guild);
 
         let mut env = REQUIRED.to_vec();

@@ -75,11 +75,6 @@ impl ShardRange {
         self.first..=self.last
     }
 
-    /// Whether this process runs every shard (no other process shares the bot's gateway).
-    pub fn is_everything(&self) -> bool {
-        self.first == 0 && self.last + 1 == self.total
-    }
-
     /// Whether a question from `guild_id` belongs to this process. Direct messages (no guild)
     /// arrive on shard 0.
     pub fn owns(&self, guild_id: Option<u64>) -> bool {
@@ -131,8 +126,15 @@ mod tests {
         );
         assert_eq!(ShardRange::parse(" 1-2 ", 4).unwrap().shards(), 1..=2);
         assert_eq!(ShardRange::parse("3", 4).unwrap().shards(), 3..=3);
-        assert!(ShardRange::parse("", 1).unwrap().is_everything());
-        assert!(!ShardRange::parse("0-0", 2).unwrap().is_everything());
+        assert_eq!(ShardRange::parse("", 1).unwrap(), ShardRange::ALL_OF_ONE);
+        assert_eq!(
+            ShardRange::parse("0-0", 2).unwrap(),
+            ShardRange {
+                first: 0,
+                last: 0,
+                total: 2
+            }
+        );
         for (range, total, says) in [
             ("0-4", 4, "outside ZUNDA_SHARD_TOTAL=4"),
             ("4", 4, "numbered 0 to 3"),

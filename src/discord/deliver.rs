@@ -204,17 +204,6 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    /// The route that failed.
-    pub fn route(&self) -> Route {
-        match self {
-            Self::Rejected { route, .. }
-            | Self::GaveUp { route, .. }
-            | Self::Unknown { route, .. }
-            | Self::Expired { route }
-            | Self::Invalid { route, .. } => *route,
-        }
-    }
-
     /// The last HTTP status Discord answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -263,18 +252,6 @@ impl DeliveryError {
             } | Self::Expired { .. }
                 | Self::Invalid { .. }
                 | Self::Unknown { .. }
-        )
-    }
-
-    /// Whether Discord no longer knows the interaction (not acknowledged in time, or expired):
-    /// nothing more can be sent with its token.
-    pub fn is_unknown_interaction(&self) -> bool {
-        matches!(
-            self,
-            Self::Rejected {
-                code: Some(UNKNOWN_INTERACTION),
-                ..
-            }
         )
     }
 }
@@ -907,7 +884,13 @@ mod tests {
             code,
             message,
         };
-        assert!(err.is_unknown_interaction());
+        assert!(matches!(
+            err,
+            DeliveryError::Rejected {
+                code: Some(UNKNOWN_INTERACTION),
+                ..
+            }
+        ));
         assert_eq!(err.status(), Some(404));
         assert_eq!(
             err.to_string(),
@@ -987,6 +970,12 @@ mod tests {
         assert!(matches!(err, DeliveryError::Invalid { .. }));
         let parts = vec!["fine".to_string(), String::new()];
         let err = delivery.deliver("t", &parts, deadline).await.unwrap_err();
-        assert_eq!(err.route(), Route::FollowUp);
+        assert!(matches!(
+            err,
+            DeliveryError::Invalid {
+                route: Route::FollowUp,
+                ..
+            }
+        ));
     }
 }

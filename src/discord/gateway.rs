@@ -1,10 +1,6 @@
 //! The serenity gateway client. Its event handler stays thin: it turns each event into a message
 //! for the event actor and returns; it never waits for an answer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use ractor::ActorRef;
 use serenity::all::{
     Command, CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption,
@@ -12,18 +8,21 @@ use serenity::all::{
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::command::{command_use, CommandUse};
 use super::{
     COMMAND_DESCRIPTION, COMMAND_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
     OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
 };
 use crate::config::shards::ShardRange;
-use crate::config::{CommandScope, DiscordConfig, GatewayConfig, Secret};
+use crate::config::{CommandScope, DiscordConfig, GatewayConfig};
 use crate::ops::health::Health;
-use crate::question::router::{CommandEvent, ControlEvent, ControlKind, RouterMsg};
+use crate::question::router::RouterMsg;
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not
@@ -72,61 +71,15 @@ impl EventHandler for Handler {
         let Interaction::Command(command) = interaction else {
             return;
         };
-        let control = match command.data.name.as_str() {
-            COMMAND_NAME => None,
-            RESET_COMMAND_NAME => Some(ControlKind::Reset),
-            MEMORY_COMMAND_NAME => Some(ControlKind::Memory),
-            other => {
+        let message = match command_use(command, received) {
+            Ok(CommandUse::Question(event)) => RouterMsg::Command(event),
+            Ok(CommandUse::Control(event)) => RouterMsg::Control(event),
+            Err(other) => {
                 warn!(name = %other, "ignoring an unknown command");
                 return;
             }
         };
-        if let Some(kind) = control {
-            let event = ControlEvent {
-                kind,
-                interaction_id: command.id.get(),
-                application_id: command.application_id.get(),
-                token: Secret::new(command.token),
-                channel_id: command.channel_id.get(),
-                user_id: command.user.id.get(),
-                permissions: command
-                    .member
-                    .as_ref()
-                    .and_then(|member| member.permissions)
-                    .map(|permissions| permissions.bits()),
-                received,
-            };
-            if self.router.cast(RouterMsg::Control(event)).is_err() {
-                error!("the event actor is gone: an interaction was dropped");
-            }
-            return;
-        }
-        let question = command
-            .data
-            .options
-            .iter()
-            .find(|option| option.name == OPTION_NAME)
-            .and_then(|option| option.value.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let user_name = command
-            .member
-            .as_ref()
-            .map(|member| member.display_name().to_owned())
-            .unwrap_or_else(|| command.user.display_name().to_owned());
-        let event = CommandEvent {
-            interaction_id: command.id.get(),
-            application_id: command.application_id.get(),
-            token: Secret::new(command.token),
-            channel_id: command.channel_id.get(),
-            guild_id: command.guild_id.map(|guild| guild.get()),
-            user_id: command.user.id.get(),
-            user_name,
-            question,
-            received,
-            received_at: SystemTime::now(),
-        };
-        if self.router.cast(RouterMsg::Command(event)).is_err() {
+        if self.router.cast(message).is_err() {
             error!("the event actor is gone: an interaction was dropped");
         }
     }

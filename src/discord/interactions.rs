@@ -7,6 +7,8 @@
 //! is answered in the HTTP response itself (`ちょっと待ってね。`, or a limit reply), and the answer
 //! then replaces that message, exactly as after a deferral on the gateway path. `/zunda-reset` and
 //! `/zunda-memory` are deferred in the response (or refused in it) and answered by an edit.
+//! Commands are read with serenity's own model and turned into the event actor's messages by
+//! [`command_use`], as on the gateway; a body serenity cannot read gets 400.
 //!
 //! A signed command is used once: its interaction id is remembered for as long as its timestamp
 //! would be accepted, and a replay gets 409 without reaching the event actor. The endpoint keeps
@@ -21,15 +23,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hyper::{HeaderMap, StatusCode};
 use ractor::ActorRef;
 use serde_json::{json, Value};
+use serenity::all::Interaction;
 use serenity::interactions_endpoint::Verifier;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
 use self::replay::ReplayGuard;
-use super::{COMMAND_NAME, MEMORY_COMMAND_NAME, OPTION_NAME, RESET_COMMAND_NAME};
+use super::command::{command_use, CommandUse};
 use crate::ops::metrics::Metrics;
 use crate::question::limits::BUSY_REPLY;
-use crate::question::router::{CommandEvent, ControlEvent, ControlKind, ControlReply, RouterMsg};
+use crate::question::router::{CommandEvent, ControlEvent, ControlReply, RouterMsg};
 
 /// The endpoint's path.
 pub const PATH: &str = "/interactions";
@@ -101,7 +104,7 @@ impl InteractionsEndpoint {
         };
         match interaction["type"].as_u64() {
             Some(1) => (StatusCode::OK, json!({"type": 1})),
-            Some(2) => self.command(&interaction, sent, received).await,
+            Some(2) => self.command(interaction, sent, received).await,
             other => {
                 warn!(kind = ?other, "interactions endpoint: unsupported interaction type");
                 (
@@ -112,22 +115,52 @@ impl InteractionsEndpoint {
         }
     }
 
+    /// An APPLICATION_COMMAND, read by serenity exactly as the gateway's INTERACTION_CREATE is.
     async fn command(
         &self,
-        interaction: &Value,
+        interaction: Value,
         sent: u64,
         received: Instant,
     ) -> (StatusCode, Value) {
-        if let Some(event) = control_event(interaction, received) {
-            return self.control(event, sent, received).await;
-        }
-        let Some(event) = command_event(interaction, received) else {
-            warn!("interactions endpoint: a command without the fields of /zunda");
-            return (
-                StatusCode::BAD_REQUEST,
-                json!({"error": "not a /zunda command"}),
-            );
+        let command = match serde_json::from_value::<Interaction>(interaction) {
+            Ok(Interaction::Command(command)) => command,
+            Ok(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "unsupported interaction type"}),
+                )
+            }
+            Err(err) => {
+                // Discord always sends every field serenity requires; a body without one is not
+                // from Discord (or from a fake that needs completing).
+                warn!(error = %err, "interactions endpoint: a command interaction serenity cannot read (a required field is missing or malformed)");
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "malformed command interaction"}),
+                );
+            }
         };
+        match command_use(command, received) {
+            Ok(CommandUse::Question(event)) => self.question(event, sent, received).await,
+            Ok(CommandUse::Control(event)) => self.control(event, sent, received).await,
+            Err(name) => {
+                warn!(name = %name, "interactions endpoint: a command without the fields of /zunda");
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "not a /zunda command"}),
+                )
+            }
+        }
+    }
+
+    /// `/zunda`: the event actor decides the first message (the wait reply, or a limit reply)
+    /// within the budget.
+    async fn question(
+        &self,
+        event: CommandEvent,
+        sent: u64,
+        received: Instant,
+    ) -> (StatusCode, Value) {
         let interaction_id = event.interaction_id;
         if let Some(replayed) = self.replayed(interaction_id, sent) {
             return replayed;
@@ -262,81 +295,6 @@ fn fresh(timestamp: &str, now: u64) -> Option<u64> {
     (now.abs_diff(sent) <= MAX_CLOCK_SKEW_SECS).then_some(sent)
 }
 
-fn snowflake(value: &Value) -> Option<u64> {
-    value
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| value.as_u64())
-}
-
-/// The user who used a command: the member's user in a guild, the user in a DM.
-fn invoker(interaction: &Value) -> &Value {
-    let member = &interaction["member"];
-    if member["user"].is_object() {
-        &member["user"]
-    } else {
-        &interaction["user"]
-    }
-}
-
-/// The channel a command was used in.
-fn channel_of(interaction: &Value) -> Option<u64> {
-    snowflake(&interaction["channel_id"]).or_else(|| snowflake(&interaction["channel"]["id"]))
-}
-
-/// A `/zunda-reset` or `/zunda-memory` use in an APPLICATION_COMMAND payload.
-fn control_event(interaction: &Value, received: Instant) -> Option<ControlEvent> {
-    let kind = match interaction["data"]["name"].as_str()? {
-        RESET_COMMAND_NAME => ControlKind::Reset,
-        MEMORY_COMMAND_NAME => ControlKind::Memory,
-        _ => return None,
-    };
-    Some(ControlEvent {
-        kind,
-        interaction_id: snowflake(&interaction["id"])?,
-        application_id: snowflake(&interaction["application_id"])?,
-        token: crate::config::Secret::new(interaction["token"].as_str()?),
-        channel_id: channel_of(interaction)?,
-        user_id: snowflake(&invoker(interaction)["id"])?,
-        // The member's permissions in the channel, as a decimal string (absent in DMs).
-        permissions: snowflake(&interaction["member"]["permissions"]),
-        received,
-    })
-}
-
-/// The `/zunda` use in an APPLICATION_COMMAND payload (guild or DM).
-fn command_event(interaction: &Value, received: Instant) -> Option<CommandEvent> {
-    let data = &interaction["data"];
-    if data["name"].as_str()? != COMMAND_NAME {
-        return None;
-    }
-    let question = data["options"]
-        .as_array()?
-        .iter()
-        .find(|option| option["name"] == OPTION_NAME)
-        .and_then(|option| option["value"].as_str())
-        .unwrap_or_default();
-    let member = &interaction["member"];
-    let user = invoker(interaction);
-    let user_name = [&member["nick"], &user["global_name"], &user["username"]]
-        .into_iter()
-        .find_map(|name| name.as_str().filter(|n| !n.is_empty()))
-        .unwrap_or("user");
-    let channel_id = channel_of(interaction)?;
-    Some(CommandEvent {
-        interaction_id: snowflake(&interaction["id"])?,
-        application_id: snowflake(&interaction["application_id"])?,
-        token: crate::config::Secret::new(interaction["token"].as_str()?),
-        channel_id,
-        guild_id: snowflake(&interaction["guild_id"]),
-        user_id: snowflake(&user["id"])?,
-        user_name: user_name.to_owned(),
-        question: question.to_owned(),
-        received,
-        received_at: std::time::SystemTime::now(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,37 +320,5 @@ mod tests {
         assert!(fresh(&(now - 3600).to_string(), now).is_none());
         assert!(fresh("yesterday", now).is_none());
         assert!(fresh("", now).is_none());
-    }
-
-    #[test]
-    fn reads_the_command_from_a_guild_or_dm_payload() {
-        let guild = json!({
-            "id": "11", "application_id": "22", "type": 2, "token": "tok", "channel_id": "33",
-            "data": {"name": "zunda", "options": [{"name": "question", "type": 3, "value": "なに？"}]},
-            "member": {"nick": "ずんだ", "user": {"id": "44", "username": "zun"}}
-        });
-        let event = command_event(&guild, Instant::now()).unwrap();
-        assert_eq!(
-            (
-                event.interaction_id,
-                event.application_id,
-                event.channel_id,
-                event.user_id
-            ),
-            (11, 22, 33, 44)
-        );
-        assert_eq!(event.user_name, "ずんだ");
-        assert_eq!(event.question, "なに？");
-        let dm = json!({
-            "id": "11", "application_id": "22", "type": 2, "token": "tok", "channel": {"id": "35"},
-            "data": {"name": "zunda", "options": []},
-            "user": {"id": "45", "username": "zun", "global_name": "Zun"}
-        });
-        let event = command_event(&dm, Instant::now()).unwrap();
-        assert_eq!((event.channel_id, event.user_id), (35, 45));
-        assert_eq!(event.user_name, "Zun");
-        assert_eq!(event.question, "");
-        let other = json!({"id": "1", "application_id": "2", "token": "t", "data": {"name": "other", "options": []}});
-        assert!(command_event(&other, Instant::now()).is_none());
     }
 }

@@ -184,24 +184,6 @@ fn render(question: &str, state: &Live) -> Option<Vec<String>> {
     ))
 }
 
-/// Follows `states` until the answerer drops its sender, editing the messages as described in
-/// the module docs. Returns what the messages show at the end.
-pub async fn follow(
-    delivery: Arc<Delivery>,
-    token: Secret,
-    question: String,
-    states: watch::Receiver<Live>,
-    every: Duration,
-    deliver_by: Instant,
-    log: Option<FollowUpLog>,
-) -> Shown {
-    let (latest, _) = watch::channel(Shown::default());
-    run(
-        delivery, token, question, states, every, deliver_by, log, latest,
-    )
-    .await
-}
-
 /// A live view on its own task. What it shows is published after each write, so stopping it
 /// mid-write never loses the follow-ups it posted.
 pub struct View {
@@ -210,7 +192,8 @@ pub struct View {
 }
 
 impl View {
-    /// Starts following `states` (see [`follow`]) on a task of its own, in the current span.
+    /// Starts following `states` on a task of its own, in the current span: until the answerer
+    /// drops its sender, the messages are edited as described in the module docs.
     pub fn start(
         delivery: Arc<Delivery>,
         token: Secret,

@@ -4,6 +4,7 @@
 //! (REST calls with retries), shown live by [`live`], split by [`split`]. Nothing here decides a
 //! question's fate.
 
+pub mod command;
 pub mod deliver;
 pub mod edits;
 pub mod follow_ups;
