@@ -13,23 +13,9 @@ const SEND_MESSAGES: u64 = 1 << 11;
 
 /// The first callback Discord took for an interaction, waiting up to 5 s.
 async fn callback(world: &World, sent: &SentInteraction) -> RecordedRequest {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = world
-            .discord
-            .requests()
-            .into_iter()
-            .find(|r| r.is("POST", &format!("/interactions/{}/", sent.id)) && r.status < 300);
-        if let Some(found) = found {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no callback; log:\n{}",
-            world.bot.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    world
+        .wait_taken_callback(sent, Duration::from_secs(5))
+        .await
 }
 
 /// The user turns the model saw before the current question, for the last model request.

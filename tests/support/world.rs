@@ -300,6 +300,36 @@ impl World {
         taken_callbacks(&self.discord, sent)
     }
 
+    /// The answers stored in the bot's SQLite file, oldest first (the window is written after
+    /// delivery).
+    pub fn stored_answers(&self) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.db()).expect("open the bot's database");
+        let mut statement = conn
+            .prepare("SELECT answer FROM exchanges ORDER BY id")
+            .unwrap();
+        let answers = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        answers
+    }
+
+    /// Waits up to `timeout` for a callback Discord took (2xx) for `sent`; the first one.
+    pub async fn wait_taken_callback(
+        &self,
+        sent: &SentInteraction,
+        timeout: Duration,
+    ) -> RecordedRequest {
+        let mut found = None;
+        wait_until("a callback", timeout, || {
+            found = self.taken_callbacks(sent).into_iter().next();
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+
     /// The bot's SQLite database.
     pub fn db(&self) -> PathBuf {
         self.dir.join("zundamon.db")
