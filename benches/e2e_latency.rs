@@ -27,6 +27,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::bench::{cpus, runtime, Chosen};
 use support::fake_discord::{RecordedRequest, SentInteraction, ACK_WINDOW};
 use support::fake_openai::last_user_text;
 use support::world::World;
@@ -154,26 +155,16 @@ fn tail(log: &str, lines: usize) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo bench` passes `--bench`; any other word selects parts.
-    let selected: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let wanted = |part: &str| selected.is_empty() || selected.contains(&part);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime");
+    let chosen = Chosen::from_args();
+    let runtime = runtime();
     println!(
         "zundamon end-to-end benchmarks: built binary against loopback fakes, {} CPUs",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        cpus()
     );
-    if wanted("burst") {
+    if chosen.wants("burst") {
         runtime.block_on(bursts());
     }
-    if wanted("order") {
+    if chosen.wants("order") {
         runtime.block_on(one_channel());
     }
 }

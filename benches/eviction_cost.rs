@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use support::bench::{cpus, runtime, Chosen};
 use support::bot::temp_dir;
 use support::world::World;
 use zundamon::ops_metrics::parse_kib;
@@ -341,25 +342,13 @@ async fn footprint_part() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let selected: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let wanted = |part: &str| selected.is_empty() || selected.contains(&part);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime");
-    println!(
-        "zundamon eviction cost and footprint, {} CPUs",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    if wanted("channels") {
+    let chosen = Chosen::from_args();
+    let runtime = runtime();
+    println!("zundamon eviction cost and footprint, {} CPUs", cpus());
+    if chosen.wants("channels") {
         runtime.block_on(channels_part());
     }
-    if wanted("footprint") {
+    if chosen.wants("footprint") {
         runtime.block_on(footprint_part());
     }
 }

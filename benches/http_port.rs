@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use support::bench::{runtime, Chosen};
 use support::fake_discord::interaction_payload;
 use support::http_load::{
     fresh_client, open_sockets, percentile, public_key_hex, rss_kib, signed, signing_key, unix_now,
@@ -79,22 +80,13 @@ const SCENARIOS: [Scenario; 4] = [
 ];
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let chosen = Chosen::from_args();
+    let runtime = runtime();
     println!(
         "| scenario | probes | probe p50 | p95 | p99 | max | failed | commands | command p50 | max | failed | held max | sockets max | evicted | refused | longest trickle | RSS before → peak → after | sockets after |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for scenario in &SCENARIOS {
-        if !filter.is_empty() && !filter.iter().any(|f| scenario.name.contains(f.as_str())) {
-            continue;
-        }
+    for scenario in SCENARIOS.iter().filter(|s| chosen.matches(s.name)) {
         runtime.block_on(run(scenario));
     }
 }

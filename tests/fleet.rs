@@ -8,21 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::fake_discord::interaction_payload;
-use support::fake_openai::{content_text, last_user_text};
+use support::fake_openai::{last_user_text, window_of};
 use support::fleet::Fleet;
 use support::world::USER;
-
-/// The user turns of a model request before its question (the window).
-fn window_of(body: &Value) -> Vec<String> {
-    let users: Vec<String> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| content_text(&m["content"]))
-        .collect();
-    users[..users.len() - 1].to_vec()
-}
 
 fn question(channel: u64, n: usize) -> String {
     format!("チャンネル{channel}の質問{n:02}なのだ")

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::bot::run_once;
+use support::bot::run_once_blocking;
 use support::fake_openai::{FakeOpenAi, LlamaCpp, Step, TOOL_ANSWER_PREFIX};
 use support::world::{content, World, USER};
 
@@ -326,12 +326,7 @@ async fn check_model(base_url: String, model: &str) -> (i32, String, String) {
         ("ZUNDA_LLM_CONNECT_TIMEOUT_SECS".into(), "2".into()),
         ("ZUNDA_LLM_REQUEST_TIMEOUT_SECS".into(), "120".into()),
     ];
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_once(&["check-model"], &env)
-    })
-    .await
-    .unwrap()
+    run_once_blocking(&["check-model"], env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

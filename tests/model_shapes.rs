@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::bot::{run_once, API_KEY};
+use support::bot::{run_once_blocking, API_KEY};
 use support::fake_openai::{FakeOpenAi, Shape, Step, THOUGHT, TOOL_ANSWER_PREFIX};
 use support::world::World;
 
@@ -288,12 +288,7 @@ async fn check_model(
     for (k, v) in extra {
         env.push(((*k).into(), (*v).into()));
     }
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_once(&["check-model"], &env)
-    })
-    .await
-    .unwrap()
+    run_once_blocking(&["check-model"], env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,3 +337,15 @@ pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// [`run_once`] on a blocking thread, so that fakes on the test's runtime can answer it.
+pub async fn run_once_blocking(args: &[&str], env: Vec<(String, String)>) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_once(&args, &env)
+    })
+    .await
+    .unwrap()
+}

@@ -341,6 +341,20 @@ impl World {
         self.bot.wait_final(sent.id).await;
     }
 
+    /// Sends `question` in `channel` and waits until the model is asked it (to act while the
+    /// answer is being written).
+    pub async fn send_until_asked(&self, channel: u64, question: &str) -> SentInteraction {
+        let sent = self
+            .discord
+            .send_interaction(channel, USER, "ずんだユーザー", question)
+            .await;
+        wait_until("the model to be asked", Duration::from_secs(10), || {
+            !self.model_requests_for(question).is_empty()
+        })
+        .await;
+        sent
+    }
+
     /// Asks in `channel` and returns what the interaction's messages finally show.
     pub async fn ask(&self, channel: u64, question: &str) -> String {
         let sent = self
