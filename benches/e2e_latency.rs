@@ -25,13 +25,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::bot::{bot_env, temp_dir, Bot};
-use support::fake_discord::{FakeDiscord, RecordedRequest, SentInteraction, ACK_WINDOW};
-use support::fake_openai::{last_user_text, FakeOpenAi};
-use support::fake_search::FakeSearch;
+use support::bench::{cpus, runtime, Chosen};
+use support::fake_discord::{RecordedRequest, SentInteraction, ACK_WINDOW};
+use support::fake_openai::last_user_text;
+use support::world::World;
 
 const BURST_MODEL_DELAY: Duration = Duration::from_secs(2);
 const BURST_SIZES: [usize; 2] = [50, 200];
@@ -71,47 +70,33 @@ enum Start {
     SlowAck,
 }
 
-struct World {
-    discord: FakeDiscord,
-    openai: FakeOpenAi,
-    // Kept alive for the bot's web searches (the fake model never asks for one here).
-    _search: FakeSearch,
-    bot: Bot,
-    dir: PathBuf,
+/// Every question is admitted: the benchmark is about latency, not the rate limit or the queue
+/// limits; answers are delivered whole, as the figures were first taken.
+const BENCH_ENV: [(&str, &str); 5] = [
+    ("ZUNDA_RATE_BURST", "100000"),
+    ("ZUNDA_MAX_QUEUED_PER_CHANNEL", "1000"),
+    ("ZUNDA_MAX_PENDING", "10000"),
+    ("ZUNDA_STREAM", "false"),
+    ("RUST_LOG", "info"),
+];
+
+/// A fresh world running the binary under test (see `ZUNDA_BENCH_BINARY`).
+async fn bench_world(name: &str, extra: &[(&str, &str)]) -> World {
+    World::builder(name)
+        .bench_binary()
+        .envs(&BENCH_ENV)
+        .envs(extra)
+        .start()
+        .await
 }
 
-impl World {
-    async fn start(name: &str, extra: &[(&str, &str)]) -> World {
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        let search = FakeSearch::start().await;
-        let dir = temp_dir(name);
-        let mut env = vec![
-            // Every question is admitted: the benchmark is about latency, not the rate limit or
-            // the queue limits; answers are delivered whole, as the figures were first taken.
-            ("ZUNDA_RATE_BURST", "100000"),
-            ("ZUNDA_MAX_QUEUED_PER_CHANNEL", "1000"),
-            ("ZUNDA_MAX_PENDING", "10000"),
-            ("ZUNDA_STREAM", "false"),
-            ("RUST_LOG", "info"),
-        ];
-        env.extend_from_slice(extra);
-        let db = dir.join("zundamon.db");
-        let bot = Bot::start_bench(bot_env(&discord, &openai, &search, &db, &env)).await;
-        assert!(
-            discord.wait_ready(Duration::from_secs(20)).await,
-            "the bot never identified; log:\n{}",
-            bot.logs()
-        );
-        World {
-            discord,
-            openai,
-            _search: search,
-            bot,
-            dir,
-        }
-    }
+/// What the benchmark reads of a world.
+trait Timings {
+    async fn answers(&self, sent: &[SentInteraction]) -> Vec<RecordedRequest>;
+    fn acks(&self, sent: &[SentInteraction]) -> (Vec<Duration>, usize);
+}
 
+impl Timings for World {
     /// Waits for the first successful `@original` edit of each interaction; returns them in the
     /// order of `sent`.
     async fn answers(&self, sent: &[SentInteraction]) -> Vec<RecordedRequest> {
@@ -160,12 +145,6 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn is_answer(r: &RecordedRequest) -> bool {
     r.method == "PATCH" && r.path.ends_with("/messages/@original") && r.status < 300
 }
@@ -176,26 +155,16 @@ fn tail(log: &str, lines: usize) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo bench` passes `--bench`; any other word selects parts.
-    let selected: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let wanted = |part: &str| selected.is_empty() || selected.contains(&part);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime");
+    let chosen = Chosen::from_args();
+    let runtime = runtime();
     println!(
         "zundamon end-to-end benchmarks: built binary against loopback fakes, {} CPUs",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        cpus()
     );
-    if wanted("burst") {
+    if chosen.wants("burst") {
         runtime.block_on(bursts());
     }
-    if wanted("order") {
+    if chosen.wants("order") {
         runtime.block_on(one_channel());
     }
 }
@@ -232,7 +201,7 @@ async fn burst(n: usize, llm_cap: Option<&str>) {
     if let Some(cap) = llm_cap {
         extra.push(("ZUNDA_MAX_CONCURRENT_LLM", cap));
     }
-    let world = World::start(&format!("bench-burst-{n}"), &extra).await;
+    let world = bench_world(&format!("bench-burst-{n}"), &extra).await;
     world.openai.set_delay(BURST_MODEL_DELAY);
 
     let started = Instant::now();
@@ -303,7 +272,7 @@ async fn one_channel() {
 }
 
 async fn one_channel_run(gap: Duration, start: Start) {
-    let world = World::start("bench-order", &[]).await;
+    let world = bench_world("bench-order", &[]).await;
     world.openai.set_delay(ORDER_MODEL_DELAY);
     let channel = 2_000;
     if start != Start::Cold {

@@ -28,10 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use support::bot::{bot_env, temp_dir, Bot};
-use support::fake_discord::FakeDiscord;
-use support::fake_openai::FakeOpenAi;
-use support::fake_search::FakeSearch;
+use support::bench::{cpus, runtime, Chosen};
+use support::bot::temp_dir;
+use support::world::World;
 use zundamon::ops::actor_metrics::parse_kib;
 use zundamon::store::SqliteStore;
 use zundamon_actors::{
@@ -270,29 +269,18 @@ async fn footprint_part() {
     println!("|---|---|---|---|---|---|---|---|---|");
     // The binary under test: this build's, or another one (e.g. a release build when the bench
     // itself is built in debug) given in ZUNDA_BENCH_BINARY.
-    let binary = support::bot::bench_binary();
-    println!("binary: {}", binary.display());
+    println!("binary: {}", support::bot::bench_binary().display());
     let mut details = Vec::new();
     for (name, extra) in variants {
-        let discord = FakeDiscord::start().await;
-        let openai = FakeOpenAi::start().await;
-        openai.set_delay(FOOTPRINT_MODEL_DELAY);
-        let search = FakeSearch::start().await;
-        let dir = temp_dir("bench-footprint");
-        let mut env_extra: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,zundamon::app=info")];
-        env_extra.extend_from_slice(extra);
-        let bot = Bot::start_binary(
-            &binary,
-            bot_env(
-                &discord,
-                &openai,
-                &search,
-                &dir.join("zundamon.db"),
-                &env_extra,
-            ),
-        )
-        .await;
-        assert!(discord.wait_ready(Duration::from_secs(20)).await);
+        let world = World::builder("bench-footprint")
+            .bench_binary()
+            .env("RUST_LOG", "warn,zundamon::app=info")
+            .envs(extra)
+            .start()
+            .await;
+        world.openai.set_delay(FOOTPRINT_MODEL_DELAY);
+        let (discord, bot) = (&world.discord, &world.bot);
+        // Settled at READY: no event marks the end of start-up's allocations.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pid = bot.pid();
         let status = status_of(pid);
@@ -346,8 +334,6 @@ async fn footprint_part() {
             edits.len(),
         );
         details.push((name, parts));
-        drop(bot);
-        let _ = std::fs::remove_dir_all(dir);
     }
     println!("\nbreakdown at READY (KiB):");
     for (name, parts) in details {
@@ -356,25 +342,13 @@ async fn footprint_part() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let selected: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let wanted = |part: &str| selected.is_empty() || selected.contains(&part);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime");
-    println!(
-        "zundamon eviction cost and footprint, {} CPUs",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    if wanted("channels") {
+    let chosen = Chosen::from_args();
+    let runtime = runtime();
+    println!("zundamon eviction cost and footprint, {} CPUs", cpus());
+    if chosen.wants("channels") {
         runtime.block_on(channels_part());
     }
-    if wanted("footprint") {
+    if chosen.wants("footprint") {
         runtime.block_on(footprint_part());
     }
 }

@@ -28,14 +28,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::bot::{bot_env, temp_dir, Bot};
-use support::fake_discord::{interaction_payload, FakeDiscord};
-use support::fake_openai::FakeOpenAi;
-use support::fake_search::FakeSearch;
+use support::bench::{runtime, Chosen};
+use support::fake_discord::interaction_payload;
 use support::http_load::{
     fresh_client, open_sockets, percentile, public_key_hex, rss_kib, signed, signing_key, unix_now,
     SlowClients, PING,
 };
+use support::world::World;
 
 const RAMP: Duration = Duration::from_secs(2);
 const LOAD: Duration = Duration::from_secs(10);
@@ -81,22 +80,13 @@ const SCENARIOS: [Scenario; 4] = [
 ];
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let chosen = Chosen::from_args();
+    let runtime = runtime();
     println!(
         "| scenario | probes | probe p50 | p95 | p99 | max | failed | commands | command p50 | max | failed | held max | sockets max | evicted | refused | longest trickle | RSS before → peak → after | sockets after |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for scenario in &SCENARIOS {
-        if !filter.is_empty() && !filter.iter().any(|f| scenario.name.contains(f.as_str())) {
-            continue;
-        }
+    for scenario in SCENARIOS.iter().filter(|s| chosen.matches(s.name)) {
         runtime.block_on(run(scenario));
     }
 }
@@ -114,27 +104,15 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 async fn run(scenario: &Scenario) {
-    let discord = FakeDiscord::start().await;
-    let openai = FakeOpenAi::start().await;
-    let search = FakeSearch::start().await;
-    let dir = temp_dir("bench-http");
     let key = signing_key();
-    let public = public_key_hex(&key);
-    let mut extra = vec![
-        ("DISCORD_PUBLIC_KEY", public.as_str()),
-        ("ZUNDA_RATE_BURST", "100000"),
-        ("RUST_LOG", "warn,zundamon::app=info"),
-    ];
-    extra.extend_from_slice(scenario.env);
-    let bot = Bot::start(bot_env(
-        &discord,
-        &openai,
-        &search,
-        &dir.join("zundamon.db"),
-        &extra,
-    ))
-    .await;
-    assert!(discord.wait_ready(Duration::from_secs(30)).await);
+    let world = World::builder("bench-http")
+        .env("DISCORD_PUBLIC_KEY", &public_key_hex(&key))
+        .env("ZUNDA_RATE_BURST", "100000")
+        .env("RUST_LOG", "warn,zundamon::app=info")
+        .envs(scenario.env)
+        .start()
+        .await;
+    let (discord, bot) = (&world.discord, &world.bot);
     let addr = SocketAddr::from(([127, 0, 0, 1], bot.port));
     let client = fresh_client();
     let rss_before = rss_kib(bot.pid()).unwrap_or(0);
@@ -256,6 +234,4 @@ async fn run(scenario: &Scenario) {
         rss_peak.max(rss_before) as f64 / 1024.0,
         rss_after as f64 / 1024.0,
     );
-    drop(bot);
-    let _ = std::fs::remove_dir_all(dir);
 }

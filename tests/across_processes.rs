@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::fake_openai::{content_text, last_user_text};
+use support::fake_openai::last_user_text;
 use support::fleet::Fleet;
 use support::pg::PgSchema;
 use support::world::{wait_until, World, USER};
@@ -30,14 +30,7 @@ async fn a_rolling_deploy_on_one_database_answers_each_question_once_even_when_b
     world.openai.set_delay(Duration::from_secs(6));
 
     // The old process is answering a slow question when the new one starts.
-    let slow = world
-        .discord
-        .send_interaction(810, USER, "ずんだ", "遅い質問")
-        .await;
-    world
-        .openai
-        .wait_for_requests(1, Duration::from_secs(10))
-        .await;
+    let slow = world.send_until_asked(810, "遅い質問").await;
     let mut second = world.second_process("unused.db", &[]).await;
     assert!(
         world
@@ -232,13 +225,7 @@ async fn frozen_holder(stream: bool) {
         .model_requests_for("次の質問なのだ")
         .pop()
         .expect("the next question was asked");
-    let window: Vec<String> = request["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| content_text(&m["content"]))
-        .collect();
+    let window: Vec<String> = support::fake_openai::user_texts(&request);
     assert_eq!(
         window
             .iter()

@@ -7,9 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::bot::{run_once, temp_dir};
+use support::bot::{run_once, run_once_blocking, temp_dir};
 use support::fake_discord::{SentInteraction, GUILD_ID};
-use support::fake_openai::{content_text, FakeOpenAi, Step};
+use support::fake_openai::{content_text, window_of, FakeOpenAi, Step};
 use support::fake_search::FakeSearch;
 use support::world::{content, is_follow_up, Fakes, World, USER};
 
@@ -20,18 +20,6 @@ const MENTION_REPLY: &str =
 /// The last user message of a model request (the framed question).
 fn framed_question(body: &Value) -> String {
     support::fake_openai::last_user_text(body).unwrap_or_default()
-}
-
-/// The user turns of a model request before the current question (the window's questions).
-fn window_questions(body: &Value) -> Vec<String> {
-    let users: Vec<String> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| content_text(&m["content"]))
-        .collect();
-    users[..users.len() - 1].to_vec()
 }
 
 fn utf16_len(text: &str) -> usize {
@@ -171,7 +159,7 @@ async fn each_channel_remembers_its_last_five_exchanges() {
         world.first_answer(200, &format!("窓の質問{n}")).await;
     }
     let seventh = world.model_requests_for("窓の質問7");
-    let window = window_questions(&seventh[0]);
+    let window = window_of(&seventh[0]);
     assert_eq!(
         window,
         (2..=6).map(|n| format!("窓の質問{n}")).collect::<Vec<_>>()
@@ -189,7 +177,7 @@ async fn each_channel_remembers_its_last_five_exchanges() {
     world.first_answer(201, "別のチャンネル").await;
     let other = world.model_requests_for("別のチャンネル");
     assert!(
-        window_questions(&other[0]).is_empty(),
+        window_of(&other[0]).is_empty(),
         "another channel's window is its own"
     );
 }
@@ -359,7 +347,7 @@ async fn the_window_survives_a_restart() {
     world.restart(&[]).await;
     world.first_answer(600, "再起動後の質問").await;
     let after = world.model_requests_for("再起動後の質問");
-    assert_eq!(window_questions(&after[0]), vec!["再起動前の質問"]);
+    assert_eq!(window_of(&after[0]), vec!["再起動前の質問"]);
 }
 
 #[tokio::test]
@@ -377,7 +365,7 @@ async fn the_window_survives_eviction() {
     assert_eq!(world.bot.metric("zundamon_channel_actors").await, Some(0.0));
     world.first_answer(700, "追い出された後").await;
     let after = world.model_requests_for("追い出された後");
-    assert_eq!(window_questions(&after[0]), vec!["追い出される前"]);
+    assert_eq!(window_of(&after[0]), vec!["追い出される前"]);
 }
 
 #[tokio::test]
@@ -682,13 +670,15 @@ async fn ask_answers_from_the_console_and_remembers_the_conversation() {
         ("SEARCH_BASE_URL", search.base_url()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ];
-    let once_env = env.clone();
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = once_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run_once(&["ask", "ずんだ餅ってなに？", "--name", "テスター"], &env)
-    })
-    .await
-    .unwrap();
+    let once_env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let (code, stdout, stderr) = run_once_blocking(
+        &["ask", "ずんだ餅ってなに？", "--name", "テスター"],
+        once_env,
+    )
+    .await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "「ずんだ餅ってなに？」の答えなのだ。");
     let framed = framed_question(&openai.requests()[0]);
@@ -726,7 +716,7 @@ async fn ask_answers_from_the_console_and_remembers_the_conversation() {
         .into_iter()
         .find(|body| framed_question(body).contains("二つ目の質問"))
         .unwrap();
-    assert_eq!(window_questions(&second), vec!["一つ目の質問"]);
+    assert_eq!(window_of(&second), vec!["一つ目の質問"]);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("sk-console-secret"));
 }
 
@@ -750,39 +740,18 @@ async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
 
 #[tokio::test]
 async fn the_http_interactions_endpoint_verifies_signatures_and_answers() {
-    use ed25519_dalek::{Signer, SigningKey};
+    use ed25519_dalek::SigningKey;
+    use support::http_load::{public_key_hex, signed, signing_key, unix_now, PING};
 
-    let key = SigningKey::from_bytes(&[7u8; 32]);
-    let public: String = key
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = signing_key();
+    let public = public_key_hex(&key);
     let world = World::start(
         "http-interactions",
         &[("DISCORD_PUBLIC_KEY", public.as_str())],
     )
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let signed = |signer: &SigningKey, timestamp: u64, body: &str| {
-        let timestamp = timestamp.to_string();
-        let signature = signer.sign(format!("{timestamp}{body}").as_bytes());
-        let hex: String = signature
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        vec![
-            ("X-Signature-Ed25519", hex),
-            ("X-Signature-Timestamp", timestamp),
-            ("Content-Type", "application/json".to_owned()),
-        ]
-    };
-    let ping = r#"{"type":1,"id":"1","application_id":"2","token":"t","version":1}"#.to_owned();
+    let now = unix_now();
+    let ping = PING.to_owned();
 
     let (status, body) = world
         .bot
@@ -931,7 +900,7 @@ async fn questions_keep_their_order_even_when_an_acknowledgement_is_slow() {
         .collect();
     assert_eq!(asked, vec!["順番1", "順番2", "順番3"]);
     let third = world.model_requests_for("順番3");
-    assert_eq!(window_questions(&third[0]), vec!["順番1", "順番2"]);
+    assert_eq!(window_of(&third[0]), vec!["順番1", "順番2"]);
 }
 
 #[tokio::test]

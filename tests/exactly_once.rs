@@ -136,13 +136,7 @@ async fn kill_9_loses_nothing_the_next_process_answers_each_pending_question_onc
         .into_iter()
         .find(|body| asked_question(body) == "A6")
         .unwrap();
-    let history: Vec<String> = last["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| support::fake_openai::content_text(&m["content"]))
-        .collect();
+    let history: Vec<String> = support::fake_openai::user_texts(&last);
     let before: Vec<&String> = history.iter().rev().skip(1).take(3).collect();
     assert!(
         before[0].ends_with("A5") && before[1].ends_with("A4") && before[2].ends_with("A3"),
@@ -431,14 +425,7 @@ async fn a_backlog_does_not_make_admission_refuse_what_can_start_in_time() {
 async fn sigterm_past_the_grace_period_leaves_the_question_to_the_next_process() {
     let mut world = World::start("sigterm-leave", &[("ZUNDA_SHUTDOWN_GRACE_SECS", "4")]).await;
     world.openai.set_delay(Duration::from_secs(60));
-    let slow = world
-        .discord
-        .send_interaction(700, USER, "user", "とても遅い質問")
-        .await;
-    world
-        .openai
-        .wait_for_requests(1, Duration::from_secs(5))
-        .await;
+    let slow = world.send_until_asked(700, "とても遅い質問").await;
     world.bot.signal("TERM");
     let status = world
         .bot

@@ -8,21 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::fake_discord::interaction_payload;
-use support::fake_openai::{content_text, last_user_text};
+use support::fake_openai::{last_user_text, window_of};
 use support::fleet::Fleet;
 use support::world::USER;
-
-/// The user turns of a model request before its question (the window).
-fn window_of(body: &Value) -> Vec<String> {
-    let users: Vec<String> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| content_text(&m["content"]))
-        .collect();
-    users[..users.len() - 1].to_vec()
-}
 
 fn question(channel: u64, n: usize) -> String {
     format!("チャンネル{channel}の質問{n:02}なのだ")
@@ -57,7 +45,16 @@ async fn thirty_questions_in_three_channels_through_three_instances_are_answered
             fleet.logs()
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A channel answers in order: once a later question in each channel is answered (by
+    // whichever instance holds it), a second answer to an earlier one would have been delivered.
+    for (c, channel) in channels.iter().enumerate() {
+        let (later, _) = fleet.ask(c, *channel, "後の質問なのだ").await;
+        assert!(
+            fleet.wait_answered(&later, Duration::from_secs(60)).await,
+            "{}",
+            fleet.logs()
+        );
+    }
     for (channel, n, interaction) in &sent {
         let answers = fleet.answers(interaction);
         assert_eq!(
@@ -70,8 +67,8 @@ async fn thirty_questions_in_three_channels_through_three_instances_are_answered
     }
     assert_eq!(
         fleet.openai.request_count(),
-        30,
-        "one model call per question"
+        30 + channels.len(),
+        "one model call per question (and per later one)"
     );
 
     // Per channel: asked of the model in order, each with the window of the questions before.

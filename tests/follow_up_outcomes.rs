@@ -61,8 +61,13 @@ async fn ask_long(world: &World, channel: u64) -> SentInteraction {
         .send_interaction(channel, USER, "user", QUESTION)
         .await;
     world.wait_final(&sent).await;
-    // Let a duplicate (a retry behind the delivery's back) show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A channel answers in order: once a later (short) question in it is answered, a duplicate
+    // of the long answer (a retry behind the delivery's back) would have shown before counting.
+    let later = world
+        .discord
+        .send_interaction(channel, USER, "user", "短い質問なのだ")
+        .await;
+    world.wait_final(&later).await;
     sent
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
+use support::bot::metric_in;
 use support::fake_discord::{interaction_payload, SentInteraction};
 use support::http_load::{
     fresh_client, percentile, public_key_hex, rss_kib, signed, signing_key, unix_now, SlowClients,
@@ -105,13 +106,6 @@ async fn get(client: &reqwest::Client, addr: SocketAddr, path: &str) -> (u16, St
         .expect("the HTTP server answers");
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.split(' ').next() == Some(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,12 +202,12 @@ async fn a_replayed_signed_command_is_answered_once() {
         "zundamon_channel_actors",
         "zundamon_answer_seconds_count",
     ] {
-        let values = [&a.1, &b.1, &after.1].map(|text| metric(text, name));
+        let values = [&a.1, &b.1, &after.1].map(|text| metric_in(text, name));
         assert!(values[0].is_some(), "{name} missing:\n{}", a.1);
         assert!(values.iter().all(|v| *v == values[0]), "{name}: {values:?}");
     }
     // The command and the later one; the replays are not counted.
-    assert_eq!(metric(&a.1, "zundamon_interactions_total"), Some(2.0));
+    assert_eq!(metric_in(&a.1, "zundamon_interactions_total"), Some(2.0));
     world.bot.assert_no_secrets_logged();
 }
 
@@ -280,7 +274,7 @@ async fn probes_and_signed_commands_stay_prompt_while_hundreds_of_clients_trickl
             sent.push(interaction);
         }
         let (_, metrics) = get(&client, world.addr(), "/metrics").await;
-        held.push(metric(&metrics, "zundamon_http_connections").unwrap_or(f64::NAN));
+        held.push(metric_in(&metrics, "zundamon_http_connections").unwrap_or(f64::NAN));
         rss_peak = rss_peak.max(rss_kib(world.bot.pid()).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -362,7 +356,7 @@ async fn probes_and_signed_commands_stay_prompt_while_hundreds_of_clients_trickl
     let mut open = f64::NAN;
     for _ in 0..50 {
         let (_, metrics) = get(&client, world.addr(), "/metrics").await;
-        open = metric(&metrics, "zundamon_http_connections").unwrap_or(f64::NAN);
+        open = metric_in(&metrics, "zundamon_http_connections").unwrap_or(f64::NAN);
         if open <= 2.0 {
             break;
         }

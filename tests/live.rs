@@ -13,36 +13,15 @@ const SEND_MESSAGES: u64 = 1 << 11;
 
 /// The first callback Discord took for an interaction, waiting up to 5 s.
 async fn callback(world: &World, sent: &SentInteraction) -> RecordedRequest {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = world
-            .discord
-            .requests()
-            .into_iter()
-            .find(|r| r.is("POST", &format!("/interactions/{}/", sent.id)) && r.status < 300);
-        if let Some(found) = found {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no callback; log:\n{}",
-            world.bot.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    world
+        .wait_taken_callback(sent, Duration::from_secs(5))
+        .await
 }
 
 /// The user turns the model saw before the current question, for the last model request.
 fn last_history(world: &World) -> Vec<String> {
     let last = world.openai.requests().pop().expect("a model request");
-    let users: Vec<String> = last["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| support::fake_openai::content_text(&m["content"]))
-        .collect();
-    users[..users.len() - 1].to_vec()
+    support::fake_openai::window_of(&last)
 }
 
 #[tokio::test]
@@ -144,14 +123,7 @@ async fn reset_forgets_the_channel_and_is_refused_without_manage_messages() {
 async fn a_reset_racing_a_question_takes_effect_after_it() {
     let world = World::start("reset-race", &[]).await;
     world.openai.set_delay(Duration::from_millis(800));
-    let asked = world
-        .discord
-        .send_interaction(44, USER, "user", "考え中")
-        .await;
-    world
-        .openai
-        .wait_for_requests(1, Duration::from_secs(5))
-        .await;
+    let asked = world.send_until_asked(44, "考え中").await;
     let reset = world
         .discord
         .send_command(44, USER, "zunda-reset", MANAGE_MESSAGES)

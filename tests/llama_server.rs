@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::bot::run_once;
+use support::bot::run_once_blocking;
 use support::fake_openai::{FakeOpenAi, LlamaCpp, Step, TOOL_ANSWER_PREFIX};
 use support::world::{content, World, USER};
 
@@ -19,25 +19,11 @@ const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問し�
 const CUT_NOTE: &str = "⚠️ 答えが長くなりすぎて、途中で切れてしまったのだ。";
 const REWRITING: &str = "✏️ ずんだもんの言葉で書き直しているのだ…";
 
-/// The stored answers, read from the bot's SQLite file.
-fn stored_answers(world: &World) -> Vec<String> {
-    let conn = rusqlite::Connection::open(world.db()).expect("open the bot's database");
-    let mut statement = conn
-        .prepare("SELECT answer FROM exchanges ORDER BY id")
-        .unwrap();
-    let answers = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    answers
-}
-
 /// Waits until `count` answers are stored (the window is written after delivery).
 async fn wait_stored(world: &World, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let answers = stored_answers(world);
+        let answers = world.stored_answers();
         if answers.len() >= count || Instant::now() > deadline {
             return answers;
         }
@@ -340,12 +326,7 @@ async fn check_model(base_url: String, model: &str) -> (i32, String, String) {
         ("ZUNDA_LLM_CONNECT_TIMEOUT_SECS".into(), "2".into()),
         ("ZUNDA_LLM_REQUEST_TIMEOUT_SECS".into(), "120".into()),
     ];
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_once(&["check-model"], &env)
-    })
-    .await
-    .unwrap()
+    run_once_blocking(&["check-model"], env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

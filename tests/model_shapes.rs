@@ -7,25 +7,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::bot::{run_once, API_KEY};
+use support::bot::{run_once_blocking, API_KEY};
 use support::fake_openai::{FakeOpenAi, Shape, Step, THOUGHT, TOOL_ANSWER_PREFIX};
 use support::world::World;
 
 const ERROR_REPLY: &str = "問題が生じたのだ。また、後で質問してほしいのだ。";
-/// The stored answers, read from the bot's SQLite file.
-fn stored_answers(world: &World) -> Vec<String> {
-    let conn = rusqlite::Connection::open(world.db()).expect("open the bot's database");
-    let mut statement = conn
-        .prepare("SELECT answer FROM exchanges ORDER BY id")
-        .unwrap();
-    let answers = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    answers
-}
-
 /// What a shape should lead to.
 enum Expect {
     /// The reply ends with this text.
@@ -191,7 +177,7 @@ async fn real_server_shapes_are_answered_and_reasoning_never_shows() {
     // Nor the store, while the answers around it were stored.
     let deadline = Instant::now() + Duration::from_secs(10);
     let answers = loop {
-        let answers = stored_answers(&world);
+        let answers = world.stored_answers();
         let answered = table
             .iter()
             .filter(|(_, _, e)| !matches!(e, Expect::Error(_)))
@@ -302,12 +288,7 @@ async fn check_model(
     for (k, v) in extra {
         env.push(((*k).into(), (*v).into()));
     }
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_once(&["check-model"], &env)
-    })
-    .await
-    .unwrap()
+    run_once_blocking(&["check-model"], env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use support::bot::{run_once, temp_dir};
-use support::fake_openai::content_text;
 use support::pg::PgSchema;
 use support::world::World;
 use zundamon::config::Secret;
@@ -180,13 +179,7 @@ async fn the_bot_keeps_its_windows_in_postgres_across_restarts() {
                 .contains("二回目")
         })
         .expect("the second question reached the model");
-    let users: Vec<String> = second["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| content_text(&m["content"]))
-        .collect();
+    let users: Vec<String> = support::fake_openai::user_texts(&second);
     assert_eq!(users.len(), 2, "{users:?}");
     assert!(users[0].contains("一回目の質問なのだ"), "{users:?}");
     assert_eq!(pg.scalar("SELECT count(*) FROM exchanges").await, 2);

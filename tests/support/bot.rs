@@ -152,15 +152,21 @@ impl Bot {
 
     /// GET a path of the health server: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|err| panic!("health server answers: {err}"))
+    }
+
+    /// Like [`get`](Self::get), but an error when the server does not answer within 5 s.
+    pub async fn try_get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
         let response = self
             .http
             .get(format!("http://127.0.0.1:{}{path}", self.port))
             .timeout(Duration::from_secs(5))
             .send()
-            .await
-            .expect("health server answers");
+            .await?;
         let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
+        Ok((status, response.text().await?))
     }
 
     /// POST `body` to a path of the HTTP server with `headers`: (status, body).
@@ -202,10 +208,7 @@ impl Bot {
     /// The value of a metric line starting with `name` in `/metrics`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await;
-        body.lines()
-            .find(|line| line.split(' ').next() == Some(name))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
+        metric_in(&body, name)
     }
 
     /// Polls `/metrics` until the metric `name` satisfies `done`; returns whether it did within
@@ -218,8 +221,11 @@ impl Bot {
     ) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.metric(name).await.is_some_and(&done) {
-                return true;
+            // A process just woken (SIGCONT) or busy may miss a scrape: not yet, not a failure.
+            if let Ok((_, body)) = self.try_get("/metrics").await {
+                if metric_in(&body, name).is_some_and(&done) {
+                    return true;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -298,6 +304,14 @@ impl Drop for Bot {
     }
 }
 
+/// The value of the metric line `name` in a `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.split(' ').next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Polls the `/metrics` of `bots` until each of `totals` (a metric line's name and a value)
 /// sums to its value over them; returns whether they did within `timeout`.
 pub async fn wait_totals(bots: &[&Bot], totals: &[(&str, f64)], timeout: Duration) -> bool {
@@ -336,4 +350,16 @@ pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// [`run_once`] on a blocking thread, so that fakes on the test's runtime can answer it.
+pub async fn run_once_blocking(args: &[&str], env: Vec<(String, String)>) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_once(&args, &env)
+    })
+    .await
+    .unwrap()
 }

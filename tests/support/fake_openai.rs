@@ -360,6 +360,28 @@ pub fn last_user_text(body: &Value) -> Option<String> {
         .map(|m| content_text(&m["content"]))
 }
 
+/// The text of every user message of a model request, oldest first: the window's questions, then
+/// the current one.
+pub fn user_texts(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(|m| content_text(&m["content"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The user messages of a model request before its current question (the window's questions).
+pub fn window_of(body: &Value) -> Vec<String> {
+    let mut users = user_texts(body);
+    users.pop();
+    users
+}
+
 /// A message's content as text: a string, or the concatenated `text` parts of an array.
 pub fn content_text(content: &Value) -> String {
     match content {

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use serde_json::Value;
 
 use super::bot::{bot_env, temp_dir, Bot};
 use super::fake_discord::{interaction_payload, FakeDiscord, RecordedRequest, SentInteraction};
 use super::fake_openai::{last_user_text, FakeOpenAi};
 use super::fake_search::FakeSearch;
+use super::http_load::{public_key_hex, signed, signing_key, unix_now};
 use super::pg::PgSchema;
 use super::world::{Fakes, USER};
 
@@ -34,7 +35,7 @@ impl Fleet {
             openai,
             search,
         } = Fakes::start().await;
-        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let key = signing_key();
         let dir = temp_dir("fleet");
         let mut fleet = Fleet {
             discord,
@@ -67,13 +68,7 @@ impl Fleet {
 
     /// The environment of instance `n`.
     fn instance_env(&self, n: usize) -> Vec<(String, String)> {
-        let public: String = self
-            .key
-            .verifying_key()
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let public = public_key_hex(&self.key);
         let host = format!("instance{n}");
         let mut extra = vec![
             ("DISCORD_PUBLIC_KEY", public.as_str()),
@@ -140,23 +135,7 @@ impl Fleet {
 
     async fn signed_post(&self, to: usize, payload: &Value) -> (u16, String) {
         let body = payload.to_string();
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            .to_string();
-        let signature: String = self
-            .key
-            .sign(format!("{timestamp}{body}").as_bytes())
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let headers = [
-            ("X-Signature-Ed25519", signature),
-            ("X-Signature-Timestamp", timestamp),
-            ("Content-Type", "application/json".to_owned()),
-        ];
+        let headers = signed(&self.key, unix_now(), &body);
         self.bots[to].post("/interactions", &headers, body).await
     }
 

@@ -2,6 +2,7 @@
 //! built binary against them.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod bot;
 pub mod fake_discord;
 pub mod fake_openai;

@@ -300,6 +300,36 @@ impl World {
         taken_callbacks(&self.discord, sent)
     }
 
+    /// The answers stored in the bot's SQLite file, oldest first (the window is written after
+    /// delivery).
+    pub fn stored_answers(&self) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.db()).expect("open the bot's database");
+        let mut statement = conn
+            .prepare("SELECT answer FROM exchanges ORDER BY id")
+            .unwrap();
+        let answers = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        answers
+    }
+
+    /// Waits up to `timeout` for a callback Discord took (2xx) for `sent`; the first one.
+    pub async fn wait_taken_callback(
+        &self,
+        sent: &SentInteraction,
+        timeout: Duration,
+    ) -> RecordedRequest {
+        let mut found = None;
+        wait_until("a callback", timeout, || {
+            found = self.taken_callbacks(sent).into_iter().next();
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+
     /// The bot's SQLite database.
     pub fn db(&self) -> PathBuf {
         self.dir.join("zundamon.db")
@@ -309,6 +339,20 @@ impl World {
     /// several times before): its answer, or the error reply.
     pub async fn wait_final(&self, sent: &SentInteraction) {
         self.bot.wait_final(sent.id).await;
+    }
+
+    /// Sends `question` in `channel` and waits until the model is asked it (to act while the
+    /// answer is being written).
+    pub async fn send_until_asked(&self, channel: u64, question: &str) -> SentInteraction {
+        let sent = self
+            .discord
+            .send_interaction(channel, USER, "ずんだユーザー", question)
+            .await;
+        wait_until("the model to be asked", Duration::from_secs(10), || {
+            !self.model_requests_for(question).is_empty()
+        })
+        .await;
+        sent
     }
 
     /// Asks in `channel` and returns what the interaction's messages finally show.
