@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, DatabaseName, ErrorCode, OpenFlags};
 use thiserror::Error;
 use zundamon_actors::{ChannelId, ConversationStore, Exchange, StoreError};
 
+use super::keys::{channel_key, unkey};
 use super::{
     from_unix_millis, retention_cutoff, unix_millis, unix_secs, Clock, Fence, PendingQuestion,
     PendingStore, Recorded, Wanted,
@@ -611,18 +612,6 @@ impl PendingStore for SqliteStore {
             .await?;
         Ok(super::in_acceptance_order(claimed))
     }
-}
-
-/// Stores a channel id in SQLite's signed 64-bit integer. Snowflakes are below 2^63 and so are
-/// stored unchanged (readable in a `sqlite3` shell); anything larger wraps to a negative number,
-/// which is still one-to-one, so no two channels ever share rows.
-pub(crate) fn channel_key(channel: ChannelId) -> i64 {
-    i64::from_ne_bytes(channel.to_ne_bytes())
-}
-
-/// The snowflake stored by [`channel_key`].
-pub(crate) fn unkey(key: i64) -> u64 {
-    u64::from_ne_bytes(key.to_ne_bytes())
 }
 
 /// Opens the connection, configures it, migrates the schema and proves it can be read and written.
