@@ -271,7 +271,7 @@ async fn listen_for_wakeups(
                     failures = 0;
                     while let Some(payload) = notes.recv().await {
                         if let Ok(channel) = payload.parse::<i64>() {
-                            let _ = wake.send(crate::store::sqlite::unkey(channel));
+                            let _ = wake.send(crate::store::keys::unkey(channel));
                         }
                     }
                 }

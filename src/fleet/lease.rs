@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use zundamon_actors::{ChannelId, StoreError};
 
+use crate::store::keys::{channel_key, unkey};
 use crate::store::postgres::failed;
-use crate::store::sqlite::{channel_key, unkey};
 use crate::store::{Fence, PendingQuestion, PostgresStore};
 
 /// Lease operations for one instance (`holder`).

@@ -8,6 +8,7 @@
 
 pub mod copy;
 pub mod fleet;
+pub(crate) mod keys;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
