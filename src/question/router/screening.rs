@@ -1,0 +1,70 @@
+//! Screening a `/zunda` use before any model is involved (draining, empty or too long, rate
+//! limit), and the immediate reply that answers it without the model.
+
+use ractor::RpcReplyPort;
+use tokio::time::Instant;
+use tracing::{error, info, Instrument};
+
+use super::{CommandEvent, RouterState};
+use crate::question::limits::{self, QuestionCheck};
+
+/// What to do with a `/zunda` use before any model is involved.
+pub(super) enum Screening {
+    /// Reply at once with this text (`kind` labels the metric); no model call.
+    Immediate { kind: &'static str, text: String },
+    /// Ask the model this question (trimmed by [`limits::check_question`]).
+    Ask(String),
+}
+
+pub(super) fn screen(state: &RouterState, event: &CommandEvent, draining: bool) -> Screening {
+    let immediate = |kind, text| Screening::Immediate { kind, text };
+    if draining {
+        return immediate("draining", limits::SHUTTING_DOWN_REPLY.to_owned());
+    }
+    match limits::check_question(&event.question, state.args.limits.max_question_chars) {
+        QuestionCheck::Empty => immediate("empty", limits::EMPTY_QUESTION_REPLY.to_owned()),
+        QuestionCheck::TooLong { chars, limit } => {
+            immediate("too_long", limits::too_long_reply(chars, limit))
+        }
+        QuestionCheck::Ok(question) => match state.limiter.check(event.user_id, Instant::now()) {
+            Err(wait) => immediate("rate_limited", limits::rate_limited_reply(wait)),
+            Ok(()) => Screening::Ask(question),
+        },
+    }
+}
+
+/// Answers at once without the model (bad question, rate limit, busy, draining).
+pub(super) fn reply_now(
+    state: &mut RouterState,
+    event: CommandEvent,
+    http_reply: Option<RpcReplyPort<String>>,
+    kind: &'static str,
+    text: String,
+    span: tracing::Span,
+) {
+    let metrics = state.args.metrics.clone();
+    if let Some(reply) = http_reply {
+        metrics.reply(kind);
+        let _ = reply.send(text);
+        return;
+    }
+    let delivery = state.delivery(event.application_id);
+    let guard = state.args.in_flight.start();
+    state.args.in_flight.spawn(
+        async move {
+            let _guard = guard;
+            match delivery
+                .reply_now(event.interaction_id, event.token.expose(), &text)
+                .await
+            {
+                Ok(()) => {
+                    metrics.observe_ack_latency(event.received.elapsed().as_secs_f64());
+                    metrics.reply(kind);
+                    info!(kind, "replied without asking the model");
+                }
+                Err(err) => error!("cannot reply to the interaction: {err}"),
+            }
+        }
+        .instrument(span),
+    );
+}
