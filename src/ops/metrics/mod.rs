@@ -2,46 +2,28 @@
 //! Counts owned by the actor system are encoded straight from the [`StatsSnapshot`] taken for the
 //! scrape (a collector), never copied into shared counters, so concurrent scrapes cannot
 //! double-count.
+//!
+//! This module owns the [`Metrics`] families and their registration; the recording methods live
+//! in [`record`], and rendering a scrape (with the actor system's collector) in [`scrape`].
+//!
+//! [`StatsSnapshot`]: zundamon_actors::StatsSnapshot
+
+mod record;
+mod scrape;
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use zundamon_actors::StatsSnapshot;
 
-use crate::ops::actor_metrics::{ColdLoads, EvictionsByReason, ResidentMemory};
+use crate::ops::actor_metrics::ResidentMemory;
+
+pub use record::UnknownFollowUps;
 
 type Outcome = Vec<(String, String)>;
-
-/// Counts what became of follow-up posts whose outcome was unknown (Discord's answer lost or a
-/// server error): `found` (a look found it posted), `resent` (a look proved it missing, so it was
-/// posted once more), `given_up` (no way to tell; not posted again, so it may be missing).
-/// Shared with the delivery client; a default one counts into no registry.
-#[derive(Clone, Default)]
-pub struct UnknownFollowUps(Family<Outcome, Counter>);
-
-impl UnknownFollowUps {
-    /// The outcomes, all exported from the start.
-    pub const OUTCOMES: [&'static str; 3] = ["found", "resent", "given_up"];
-
-    pub fn count(&self, outcome: &str) {
-        self.0
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
-            .inc();
-    }
-}
-
-impl std::fmt::Debug for UnknownFollowUps {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UnknownFollowUps")
-    }
-}
 
 /// Latency buckets from 5 ms to ~3 min.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -287,204 +269,12 @@ impl Metrics {
             ..metrics
         }
     }
-
-    /// One HTTP connection opened (`+1`) or closed (`-1`).
-    pub fn http_connection(&self, delta: i64) {
-        self.http_connections.inc_by(delta);
-    }
-
-    /// One HTTP connection shed at the cap; `reason` is `evicted` or `refused`.
-    pub fn http_connection_shed(&self, reason: &str) {
-        self.http_connections_shed
-            .get_or_create(&vec![("reason".into(), reason.into())])
-            .inc();
-    }
-
-    pub fn interaction_received(&self) {
-        self.interactions.inc();
-    }
-
-    pub fn observe_ack_latency(&self, seconds: f64) {
-        self.ack_latency.observe(seconds);
-    }
-
-    pub fn observe_answer(&self, seconds: f64) {
-        self.answer_seconds.observe(seconds);
-    }
-
-    /// Counts one chat model request; `outcome` is e.g. `ok`, `retry`, `error`, `timeout`.
-    pub fn llm_request(&self, outcome: &str) {
-        self.llm_requests
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
-            .inc();
-    }
-
-    /// Counts one web search; `outcome` is e.g. `ok`, `cached`, `rate_limited`, `error`.
-    pub fn search_request(&self, outcome: &str) {
-        self.search_requests
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
-            .inc();
-    }
-
-    /// Counts one reply to a user; `kind` is e.g. `answer`, `error`, `rate_limited`.
-    pub fn reply(&self, kind: &str) {
-        self.replies
-            .get_or_create(&vec![("kind".into(), kind.into())])
-            .inc();
-    }
-
-    /// Counts a question withdrawn before the model was asked; `reason` is e.g.
-    /// `already_acknowledged`, `unknown_interaction`, `expired`.
-    pub fn withdrawn(&self, reason: &str) {
-        self.withdrawn
-            .get_or_create(&vec![("reason".into(), reason.into())])
-            .inc();
-    }
-
-    /// Observes how many live edits one streamed answer took.
-    pub fn observe_live_edits(&self, edits: u32) {
-        self.live_edits.observe(f64::from(edits));
-    }
-
-    /// Counts a pending question found at startup: `resumed` or `expired` (dropped).
-    pub fn resumed(&self, outcome: &str) {
-        self.resumed
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
-            .inc();
-    }
-
-    /// Counts one answer that came with reasoning (think tags or a reasoning field).
-    pub fn reasoning_answer(&self) {
-        self.reasoning_answers.inc();
-    }
-
-    /// Counts one answer sent back to be rewritten in Zundamon's voice.
-    pub fn persona_rewrite(&self) {
-        self.persona_rewrites.inc();
-    }
-
-    /// Counts one answer cut at the token limit (`finish_reason: "length"`).
-    pub fn answer_cut(&self) {
-        self.answers_cut.inc();
-    }
-
-    /// Counts one request sent again with a shorter prompt after a context overflow.
-    pub fn context_trim(&self) {
-        self.context_trims.inc();
-    }
-
-    pub fn set_gateway_ready(&self, ready: bool) {
-        self.gateway_ready.set(i64::from(ready));
-    }
-
-    /// HTTP fleet: this instance now holds `held` channels after a lease was `event` (`taken`,
-    /// `released` or `lost`).
-    pub fn fleet_channel(&self, event: &str, held: usize) {
-        self.fleet_channel_changes
-            .get_or_create(&vec![("event".into(), event.into())])
-            .inc();
-        self.fleet_channels_held
-            .set(i64::try_from(held).unwrap_or(i64::MAX));
-    }
-
-    /// An answer was dropped: its question belongs to another process now.
-    pub fn fleet_fenced(&self) {
-        self.fleet_fenced.inc();
-    }
-
-    /// HTTP fleet: a lease or pending-table operation (`renew`, `scan`, `acquire`, `read`,
-    /// `release`) failed.
-    pub fn fleet_store_error(&self, op: &str) {
-        self.fleet_store_errors
-            .get_or_create(&vec![("op".into(), op.into())])
-            .inc();
-    }
-
-    /// The counter of follow-ups with an unknown outcome, for the delivery client.
-    pub fn follow_ups_unknown(&self) -> UnknownFollowUps {
-        self.follow_ups_unknown.clone()
-    }
-
-    /// Counts one configuration reload; `outcome` is `ok` or `invalid`.
-    pub fn config_reload(&self, outcome: &str) {
-        self.config_reloads
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
-            .inc();
-    }
-
-    /// The Prometheus text exposition, with the actor system's counts as of `stats`.
-    ///
-    /// Nothing shared is written: the actor counts are encoded from `stats` by a collector in a
-    /// registry of this scrape's own, so any number of scrapes may run at once.
-    pub fn render(&self, stats: &StatsSnapshot) -> String {
-        let mut actors = Registry::default();
-        actors.register_collector(Box::new(ActorStats(*stats)));
-        let by_reason = EvictionsByReason::default();
-        by_reason.set(stats);
-        actors.register(
-            "zundamon_channel_evictions",
-            "Channel actors evicted, by reason (idle, cap, reset)",
-            by_reason,
-        );
-        let cold_loads = ColdLoads::default();
-        cold_loads.set(stats.cold_load);
-        actors.register(
-            "zundamon_cold_load_seconds",
-            "Time a cold question spent loading its channel's window from the store",
-            cold_loads,
-        );
-        let mut out = String::new();
-        encode_registry(&mut out, &self.registry)
-            .and_then(|()| encode_registry(&mut out, &actors))
-            .and_then(|()| encode_eof(&mut out))
-            .expect("writing to a String cannot fail");
-        out
-    }
-}
-
-/// The actor system's counts, encoded as they are in one snapshot.
-#[derive(Debug)]
-struct ActorStats(StatsSnapshot);
-
-impl Collector for ActorStats {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = &self.0;
-        for (name, help, value) in [
-            (
-                "zundamon_channel_actors",
-                "Live channel actors",
-                stats.live_channels,
-            ),
-            (
-                "zundamon_questions_in_flight",
-                "Questions accepted and not yet answered",
-                stats.in_flight,
-            ),
-        ] {
-            let gauge = ConstGauge::new(value as i64);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        for (name, help, value) in [
-            (
-                "zundamon_evictions",
-                "Channel actors evicted (idle timeout or cap)",
-                stats.evictions,
-            ),
-            (
-                "zundamon_cold_questions",
-                "Questions whose channel was not in memory and whose window was loaded from the store",
-                stats.cold_questions,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use zundamon_actors::StatsSnapshot;
+
     use super::*;
 
     #[test]
