@@ -3,9 +3,10 @@
 
 use zundamon_actors::ChannelId;
 
-/// Stores a channel id in SQLite's signed 64-bit integer. Snowflakes are below 2^63 and so are
-/// stored unchanged (readable in a `sqlite3` shell); anything larger wraps to a negative number,
-/// which is still one-to-one, so no two channels ever share rows.
+/// Stores a channel id in a signed 64-bit integer (SQLite's INTEGER, PostgreSQL's BIGINT).
+/// Snowflakes are below 2^63 and so are stored unchanged (readable in a database shell); anything
+/// larger wraps to a negative number, which is still one-to-one, so no two channels ever share
+/// rows.
 pub(crate) fn channel_key(channel: ChannelId) -> i64 {
     i64::from_ne_bytes(channel.to_ne_bytes())
 }
