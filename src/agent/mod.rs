@@ -4,7 +4,7 @@
 //! channel actor can use it without knowing about OpenAI or DuckDuckGo.
 //!
 //! - [`llm`]: the chat completion client (timeouts, retries, a global request limit, the
-//!   answer length limit), and [`llm_error`]: what each failure means for the next attempt;
+//!   answer length limit), and [`llm::error`]: what each failure means for the next attempt;
 //! - [`context`]: the model's context window as far as it can be known (overflow messages,
 //!   token estimates);
 //! - [`response`], [`stream`], [`reasoning`]: lenient reading of plain and streamed responses,
@@ -15,11 +15,9 @@
 //! - `tool_loop`: the rounds of tool calls that end in an answer.
 
 pub mod check;
-mod check_models;
 pub mod context;
 pub mod guard;
 pub mod llm;
-pub mod llm_error;
 pub mod prompt;
 pub mod reasoning;
 pub mod response;

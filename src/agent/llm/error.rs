@@ -146,12 +146,12 @@ impl LlmError {
     }
 
     /// The numbers a context overflow message states, as far as it states them.
-    pub fn overflow_numbers(&self) -> Option<super::context::Overflow> {
+    pub fn overflow_numbers(&self) -> Option<crate::agent::context::Overflow> {
         if !self.overflows_context() {
             return None;
         }
         self.refusal()
-            .map(|(_, detail)| super::context::Overflow::parse(&detail))
+            .map(|(_, detail)| crate::agent::context::Overflow::parse(&detail))
     }
 
     /// The HTTP status of a rejected request.

@@ -18,25 +18,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_openai::error::WrappedError;
 use async_openai::types::chat::CreateChatCompletionRequest;
-use reqwest::header::CONTENT_TYPE;
-use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-pub use super::llm_error::LlmError;
-use super::response::{parse_completion, AssistantMessage, ResponseError};
-use super::stream::{read_stream, StreamEvent, StreamFailure};
+use super::response::AssistantMessage;
+use super::stream::StreamEvent;
 use crate::config::{OpenAiConfig, Secret};
 use crate::ops::metrics::Metrics;
 use crate::retry::{self, Backoff};
+pub use error::LlmError;
+use redact::display_upstream;
+use send::read_capped;
+
+pub mod error;
+mod redact;
+mod send;
 
 /// Backoff between retries: 250 ms doubling up to 8 s, with jitter.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
-/// Longest upstream error message kept in an error (characters).
-const MAX_DETAIL_CHARS: usize = 200;
 /// Largest response body accepted; a chat completion is a few KiB.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -235,122 +236,6 @@ impl ChatClient {
         }
     }
 
-    async fn send_once(
-        &self,
-        body: &[u8],
-        on_event: &mut (dyn FnMut(StreamEvent) + Send),
-    ) -> Result<AssistantMessage, LlmError> {
-        let started = std::time::Instant::now();
-        // Whether a streamed answer starts inside a thought (see `think_opens_implicitly`).
-        let implicit = self.think_opens_implicitly.load(Ordering::Relaxed);
-        let mut response = self
-            .http
-            .post(&self.endpoint)
-            .bearer_auth(self.api_key.expose())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|err| self.transport_error(err))?;
-        let status = response.status();
-        let retry_after = retry::server_wait(response.headers());
-        let is_event_stream = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
-        if status.is_success() && is_event_stream {
-            // Read up to MAX_BODY_BYTES, like a plain body: a runaway stream ends there and is
-            // assembled from what arrived.
-            let chunks = Box::pin(futures::stream::unfold(
-                (response, 0usize),
-                |(mut response, read)| async move {
-                    if read >= MAX_BODY_BYTES {
-                        return None;
-                    }
-                    match response.chunk().await {
-                        Ok(Some(bytes)) => {
-                            let read = read + bytes.len();
-                            Some((Ok(bytes), (response, read)))
-                        }
-                        Ok(None) => None,
-                        Err(err) => Some((Err(err), (response, read))),
-                    }
-                },
-            ));
-            let result = read_stream(chunks, implicit, on_event).await;
-            debug!(
-                status = status.as_u16(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "chat model stream ended"
-            );
-            return result.map_err(|failure| match failure {
-                StreamFailure::Response(ResponseError::EmptyStream) => self.empty_body(),
-                StreamFailure::Response(err) => self.invalid(err),
-                StreamFailure::Transport {
-                    error,
-                    emitted_text: false,
-                } => self.transport_error(error),
-                // Part of the answer was shown: a retry would show it twice.
-                StreamFailure::Transport { error, .. } => LlmError::InvalidResponse {
-                    upstream: self.upstream.clone(),
-                    reason: format!(
-                        "the stream broke off after part of the answer: {}",
-                        innermost(&error.without_url())
-                    ),
-                },
-            });
-        }
-        let bytes = read_capped(&mut response)
-            .await
-            .map_err(|err| self.transport_error(err))?;
-        debug!(
-            status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            bytes = bytes.len(),
-            "chat model response"
-        );
-        if !status.is_success() {
-            return Err(LlmError::Status {
-                upstream: self.upstream.clone(),
-                status: status.as_u16(),
-                detail: self.error_detail(status, &bytes),
-                retry_after,
-            });
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(self.empty_body());
-        }
-        // Some proxies stream even when not asked to, under a generic content type.
-        let text_start = bytes
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(bytes.len());
-        let looks_like_sse =
-            bytes[text_start..].starts_with(b"data:") || bytes[text_start..].starts_with(b":");
-        if looks_like_sse {
-            let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
-            return read_stream(chunks, implicit, on_event).await.map_err(
-                |failure| match failure {
-                    StreamFailure::Response(ResponseError::EmptyStream) => self.empty_body(),
-                    StreamFailure::Response(err) => self.invalid(err),
-                    StreamFailure::Transport { error, .. } => match error {},
-                },
-            );
-        }
-        let message = parse_completion(&bytes).map_err(|err| self.invalid(err))?;
-        if let Some(text) = &message.content {
-            on_event(StreamEvent::Text(text.clone()));
-        }
-        Ok(message)
-    }
-
-    fn empty_body(&self) -> LlmError {
-        LlmError::EmptyBody {
-            upstream: self.upstream.clone(),
-        }
-    }
-
     /// `GET {base}/models`: the models the server lists (OpenAI's shape, `data[].id`, with
     /// whatever else the server adds). One attempt, no retries: for `check-model`.
     pub async fn list_models(&self) -> Result<serde_json::Value, LlmError> {
@@ -387,153 +272,5 @@ impl ChatClient {
             upstream: self.upstream.clone(),
             reason: format!("not JSON: {err}"),
         })
-    }
-
-    fn invalid(&self, err: ResponseError) -> LlmError {
-        LlmError::InvalidResponse {
-            upstream: self.upstream.clone(),
-            reason: scrub(&err.to_string(), self.api_key.expose()),
-        }
-    }
-
-    fn transport_error(&self, err: reqwest::Error) -> LlmError {
-        // `without_url`: the URL could carry credentials in its userinfo.
-        let err = err.without_url();
-        if err.is_timeout() {
-            return LlmError::Timeout {
-                upstream: self.upstream.clone(),
-                secs: self.request_timeout.as_secs(),
-            };
-        }
-        let kind = if err.is_connect() {
-            "cannot connect"
-        } else if err.is_body() || err.is_decode() {
-            "response body interrupted"
-        } else {
-            "connection failed"
-        };
-        LlmError::Transport {
-            upstream: self.upstream.clone(),
-            reason: format!("{kind}: {}", innermost(&err)),
-        }
-    }
-
-    /// `: <type/code: message>` from an OpenAI-style error body, scrubbed and shortened.
-    fn error_detail(&self, status: StatusCode, body: &[u8]) -> String {
-        let text = match serde_json::from_slice::<WrappedError>(body) {
-            Ok(wrapped) => {
-                let error = wrapped.error;
-                let label = error.code.or(error.r#type).unwrap_or_default();
-                if label.is_empty() {
-                    error.message
-                } else {
-                    format!("{label}: {}", error.message)
-                }
-            }
-            Err(_) => String::from_utf8_lossy(body).into_owned(),
-        };
-        let text = scrub(text.trim(), self.api_key.expose());
-        if text.is_empty() {
-            return status
-                .canonical_reason()
-                .map(|reason| format!(" ({reason})"))
-                .unwrap_or_default();
-        }
-        format!(": {}", truncate_chars(&text, MAX_DETAIL_CHARS))
-    }
-}
-
-async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
-        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    Ok(bytes)
-}
-
-/// The deepest cause of an error ("connection closed before message completed", …).
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
-/// `scheme://host[:port]/path` of the base URL: no userinfo, query or fragment.
-fn display_upstream(base: &str) -> String {
-    match url::Url::parse(base) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.as_str().trim_end_matches('/').to_owned()
-        }
-        Err(_) => "<invalid url>".to_owned(),
-    }
-}
-
-/// Removes the API key and anything that looks like an OpenAI key (OpenAI echoes a masked key on
-/// 401, and a proxy might echo the header) from upstream text.
-fn scrub(text: &str, api_key: &str) -> String {
-    let text = if api_key.trim().len() >= 4 {
-        text.replace(api_key.trim(), "[redacted]")
-    } else {
-        text.to_owned()
-    };
-    text.split_inclusive(char::is_whitespace)
-        .map(|word| {
-            let bare = word.trim_end();
-            if bare.trim_start_matches(['"', '\'', '(']).starts_with("sk-") {
-                format!("[redacted]{}", &word[bare.len()..])
-            } else {
-                word.to_owned()
-            }
-        })
-        .collect()
-}
-
-fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_scrubbed_from_upstream_text() {
-        let text = "Incorrect API key provided: sk-proj-abc***xyz. Key my-local-key rejected";
-        let scrubbed = scrub(text, "my-local-key");
-        assert_eq!(
-            scrubbed,
-            "Incorrect API key provided: [redacted] Key [redacted] rejected"
-        );
-    }
-
-    #[test]
-    fn upstream_hides_credentials() {
-        assert_eq!(
-            display_upstream("https://user:pw@example.com/v1?key=1"),
-            "https://example.com/v1"
-        );
-        assert_eq!(
-            display_upstream("http://127.0.0.1:9/v1"),
-            "http://127.0.0.1:9/v1"
-        );
-    }
-
-    #[test]
-    fn truncation_counts_characters() {
-        assert_eq!(truncate_chars("ずんだもん", 3), "ずんだ…");
-        assert_eq!(truncate_chars("ずんだ", 3), "ずんだ");
     }
 }
