@@ -84,6 +84,23 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+impl Usage {
+    /// Prompt and completion tokens together.
+    pub fn total(self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// Adds up the usage of several responses (e.g. the rounds of one answer).
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+    }
+}
+
 impl AssistantMessage {
     /// Whether the message can be used: it has visible text or tool calls.
     pub fn is_usable(&self) -> bool {
@@ -388,6 +405,29 @@ mod tests {
                     .unwrap();
             assert_eq!(message.usage, None);
         }
+    }
+
+    #[test]
+    fn usage_adds_up() {
+        let mut sum = Usage::default();
+        sum += Usage {
+            prompt_tokens: 12,
+            completion_tokens: 3,
+        };
+        sum += Usage {
+            prompt_tokens: 40,
+            completion_tokens: 5,
+        };
+        assert_eq!(
+            sum,
+            Usage {
+                prompt_tokens: 52,
+                completion_tokens: 8
+            }
+        );
+        assert_eq!(sum.total(), 60);
+        let copied = sum;
+        assert_eq!(copied.total(), sum.total());
     }
 
     #[test]

@@ -491,6 +491,37 @@ mod tests {
     }
 
     #[test]
+    fn the_usage_only_last_chunk_is_read() {
+        // OpenAI's shape with `stream_options.include_usage`: `usage: null` on every chunk, then
+        // a chunk with empty `choices` and the usage, then `[DONE]`.
+        let with_null = |delta: &str| {
+            format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{delta}}}],\"usage\":null}}\n\n")
+        };
+        let body = format!(
+            "{}{}data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}],\"usage\":null}}\n\n\
+             data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":321,\"completion_tokens\":9,\"total_tokens\":330}}}}\n\n\
+             data: [DONE]\n\n",
+            with_null(r#"{"role":"assistant","content":"ずんだ"}"#),
+            with_null(r#"{"content":"なのだ"}"#),
+        );
+        for size in [1, 5, body.len()] {
+            let (events, message) = run(&body, size);
+            let message = message.unwrap();
+            assert_eq!(text_of(&events), "ずんだなのだ");
+            assert_eq!(
+                message.usage,
+                Some(super::super::response::Usage {
+                    prompt_tokens: 321,
+                    completion_tokens: 9
+                })
+            );
+        }
+        // Without the usage chunk the stream reports none.
+        let body = format!("{}data: [DONE]\n\n", with_null(r#"{"content":"のだ"}"#));
+        assert_eq!(run(&body, 3).1.unwrap().usage, None);
+    }
+
+    #[test]
     fn unusable_streams_are_errors() {
         let (_, message) = run("", 1);
         assert_eq!(message, Err(ResponseError::EmptyStream));
