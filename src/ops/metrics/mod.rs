@@ -36,6 +36,7 @@ pub struct Metrics {
     ack_latency: Histogram,
     answer_seconds: Histogram,
     llm_requests: Family<Outcome, Counter>,
+    model_tokens: Family<Outcome, Counter>,
     search_requests: Family<Outcome, Counter>,
     replies: Family<Outcome, Counter>,
     gateway_ready: Gauge<i64, AtomicI64>,
@@ -70,6 +71,7 @@ impl Metrics {
             ack_latency: Histogram::new(LATENCY_BUCKETS),
             answer_seconds: Histogram::new(LATENCY_BUCKETS),
             llm_requests: Family::default(),
+            model_tokens: Family::default(),
             search_requests: Family::default(),
             replies: Family::default(),
             gateway_ready: Gauge::default(),
@@ -109,6 +111,13 @@ impl Metrics {
             "zundamon_llm_requests",
             "Chat model requests by outcome",
             metrics.llm_requests.clone(),
+        );
+        registry.register(
+            "zundamon_model_tokens",
+            "Tokens the chat model servers reported using (usage), by configured model entry and \
+             kind (prompt: sent to the model, completion: written by it); answers whose server \
+             reports no usage are not counted",
+            metrics.model_tokens.clone(),
         );
         registry.register(
             "zundamon_search_requests",
@@ -254,6 +263,12 @@ impl Metrics {
                 .llm_requests
                 .get_or_create(&vec![("outcome".into(), outcome.into())]);
         }
+        for kind in ["prompt", "completion"] {
+            let _ = metrics.model_tokens.get_or_create(&vec![
+                ("model".into(), "default".into()),
+                ("kind".into(), kind.into()),
+            ]);
+        }
         for outcome in ["ok", "cached", "rate_limited", "error", "backoff"] {
             let _ = metrics
                 .search_requests
@@ -284,6 +299,8 @@ mod tests {
         metrics.observe_ack_latency(0.01);
         metrics.observe_answer(1.5);
         metrics.llm_request("ok");
+        metrics.model_tokens("default", 120, 7);
+        metrics.model_tokens("small", 5, 0);
         metrics.search_request("rate_limited");
         metrics.reasoning_answer();
         let stats = StatsSnapshot {
@@ -298,6 +315,10 @@ mod tests {
             "zundamon_ack_latency_seconds_bucket",
             "zundamon_answer_seconds_count 1",
             "zundamon_llm_requests_total{outcome=\"ok\"} 1",
+            "# TYPE zundamon_model_tokens counter",
+            "zundamon_model_tokens_total{model=\"default\",kind=\"prompt\"} 120",
+            "zundamon_model_tokens_total{model=\"default\",kind=\"completion\"} 7",
+            "zundamon_model_tokens_total{model=\"small\",kind=\"prompt\"} 5",
             "zundamon_search_requests_total{outcome=\"rate_limited\"} 1",
             "zundamon_evictions_total 2",
             "zundamon_reasoning_answers_total 1",

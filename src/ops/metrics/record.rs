@@ -63,6 +63,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds the tokens one chat model response reported using, under the configured model
+    /// entry `model`.
+    pub fn model_tokens(&self, model: &str, prompt: u64, completion: u64) {
+        for (kind, tokens) in [("prompt", prompt), ("completion", completion)] {
+            self.model_tokens
+                .get_or_create(&vec![
+                    ("model".into(), model.into()),
+                    ("kind".into(), kind.into()),
+                ])
+                .inc_by(tokens);
+        }
+    }
+
     /// Counts one web search; `outcome` is e.g. `ok`, `cached`, `rate_limited`, `error`.
     pub fn search_request(&self, outcome: &str) {
         self.search_requests
