@@ -1,6 +1,7 @@
 //! What can go wrong with one chat completion, and what each failure means for the next
 //! attempt: retry it, ask again without tools, without streaming, with `max_completion_tokens`
-//! instead of `max_tokens`, or with a shorter prompt (the server's context was overflowed).
+//! instead of `max_tokens`, without `stream_options`, or with a shorter prompt (the server's
+//! context was overflowed).
 //!
 //! Servers word these refusals differently; the texts matched here are the ones OpenAI, vLLM,
 //! Ollama, llama.cpp's server and llama-cpp-python's server send.
@@ -135,6 +136,20 @@ impl LlmError {
         }
     }
 
+    /// Whether the server refused the `stream_options` of a streamed request (`{"include_usage":
+    /// true}`, which servers older than the option do not know): OpenAI-style proxies say
+    /// "Unrecognized request argument supplied: stream_options", pydantic-based servers list it
+    /// as an extra or unknown field. The same request without it can be answered.
+    pub fn rejects_stream_options(&self) -> bool {
+        match self.refusal() {
+            Some((400 | 422, detail)) => {
+                !self.overflows_context()
+                    && (detail.contains("stream_options") || detail.contains("include_usage"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the prompt (with the answer asked for) did not fit the model's context.
     pub fn overflows_context(&self) -> bool {
         match self.refusal() {
@@ -256,6 +271,29 @@ mod tests {
         assert!(!vllm.rejects_max_tokens());
         assert!(vllm.overflows_context());
         assert!(!status(400, ": something else").rejects_max_tokens());
+    }
+
+    #[test]
+    fn stream_options_refusals_are_recognised() {
+        for (code, detail) in [
+            (
+                400,
+                ": invalid_request_error: Unrecognized request argument supplied: stream_options",
+            ),
+            (
+                422,
+                ": [{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), 'msg': 'Extra \
+                 inputs are not permitted'}]",
+            ),
+            (400, ": unknown field `include_usage`"),
+        ] {
+            let err = status(code, detail);
+            assert!(err.rejects_stream_options(), "{detail}");
+            assert!(!err.rejects_max_tokens(), "{detail}");
+        }
+        assert!(!status(500, ": stream_options").rejects_stream_options());
+        assert!(!status(400, ": stream broke").rejects_stream_options());
+        assert!(!status(400, ": does not support tools").rejects_stream_options());
     }
 
     #[test]

@@ -13,12 +13,17 @@
 //! Every request carries the answer length limit (`ZUNDA_MAX_ANSWER_TOKENS`) as `max_tokens`,
 //! unless it sets its own; a server that refuses `max_tokens` and asks for
 //! `max_completion_tokens` gets the same request again with that name, and keeps getting it.
+//!
+//! Streamed requests ask for the token usage (`stream_options: {"include_usage": true}`); a
+//! server that refuses the option gets the same request again without it, and never sees it
+//! again. Every response that reports usage is counted in `zundamon_model_tokens_total`, under
+//! the name of the configured model entry the client serves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_openai::types::chat::CreateChatCompletionRequest;
+use async_openai::types::chat::{ChatCompletionStreamOptions, CreateChatCompletionRequest};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -43,6 +48,8 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Sends chat completions to one OpenAI-compatible endpoint. Cheap to share behind an `Arc`.
 pub struct ChatClient {
+    /// The configured model entry this client serves: the `model` label of its metrics.
+    name: String,
     http: reqwest::Client,
     endpoint: String,
     /// The base URL without userinfo or query, for errors and logs.
@@ -61,6 +68,9 @@ pub struct ChatClient {
     max_answer_tokens: u32,
     /// Set once the server refused `max_tokens` and asked for `max_completion_tokens`.
     wants_max_completion_tokens: AtomicBool,
+    /// Set once the server refused `stream_options`: streamed requests go without it (and
+    /// without usage, unless the server sends it unasked).
+    refuses_stream_options: AtomicBool,
     /// `{base}/models` and the server's root (llama.cpp serves `/props` there).
     models_endpoint: String,
     root: String,
@@ -69,6 +79,7 @@ pub struct ChatClient {
 impl std::fmt::Debug for ChatClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatClient")
+            .field("name", &self.name)
             .field("upstream", &self.upstream)
             .field("max_retries", &self.max_retries)
             .finish_non_exhaustive()
@@ -76,8 +87,18 @@ impl std::fmt::Debug for ChatClient {
 }
 
 impl ChatClient {
-    /// A client for `config.base_url`. Needs a rustls crypto provider installed in the process.
+    /// The client of the `default` model entry: [`ChatClient::named`] `"default"`.
     pub fn new(config: &OpenAiConfig, metrics: Arc<Metrics>) -> Result<Self, LlmError> {
+        Self::named(config, "default", metrics)
+    }
+
+    /// A client for `config.base_url`, serving the configured model entry `name` (its metrics
+    /// are labelled with it).
+    pub fn named(
+        config: &OpenAiConfig,
+        name: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LlmError> {
         let base = config.base_url.trim_end_matches('/');
         let upstream = display_upstream(base);
         let request_timeout = Duration::from_secs(config.request_timeout_secs.max(1));
@@ -90,6 +111,7 @@ impl ChatClient {
             .build()
             .map_err(|err| LlmError::Setup(err.without_url().to_string()))?;
         Ok(Self {
+            name: name.to_owned(),
             http,
             endpoint: format!("{base}/chat/completions"),
             upstream,
@@ -101,9 +123,21 @@ impl ChatClient {
             think_opens_implicitly: AtomicBool::new(false),
             max_answer_tokens: config.max_answer_tokens,
             wants_max_completion_tokens: AtomicBool::new(false),
+            refuses_stream_options: AtomicBool::new(false),
             models_endpoint: format!("{base}/models"),
             root: base.strip_suffix("/v1").unwrap_or(base).to_owned(),
         })
+    }
+
+    /// The configured model entry this client serves.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the server refused `stream_options`, so streamed answers are asked for without
+    /// usage.
+    pub fn refuses_stream_options(&self) -> bool {
+        self.refuses_stream_options.load(Ordering::Relaxed)
     }
 
     /// Where requests go, without credentials (for logs).
@@ -155,6 +189,16 @@ impl ChatClient {
         }
     }
 
+    /// Asks a streamed request for its usage (a last chunk with empty `choices`), unless the
+    /// server refused that; other requests carry no `stream_options`.
+    fn apply_stream_options(&self, request: &mut CreateChatCompletionRequest) {
+        let wanted = request.stream == Some(true) && !self.refuses_stream_options();
+        request.stream_options = wanted.then_some(ChatCompletionStreamOptions {
+            include_usage: Some(true),
+            include_obfuscation: None,
+        });
+    }
+
     /// Like [`ChatClient::complete`], asking for a streamed answer: `on_event` gets the visible
     /// text as it is written (reasoning removed) and a notice while the model thinks. Retries
     /// happen only until text has been shown, so nothing is ever shown twice.
@@ -177,6 +221,7 @@ impl ChatClient {
     ) -> Result<AssistantMessage, LlmError> {
         let mut request = request.clone();
         self.apply_token_limit(&mut request);
+        self.apply_stream_options(&mut request);
         let serialize = |request: &CreateChatCompletionRequest| {
             serde_json::to_vec(request)
                 .map_err(|err| LlmError::Setup(format!("cannot serialize the request: {err}")))
@@ -196,6 +241,13 @@ impl ChatClient {
             let err = match result {
                 Ok(message) => {
                     self.metrics.llm_request("ok");
+                    if let Some(usage) = message.usage {
+                        self.metrics.model_tokens(
+                            &self.name,
+                            usage.prompt_tokens,
+                            usage.completion_tokens,
+                        );
+                    }
                     if message.think_opened_implicitly
                         && !self.think_opens_implicitly.swap(true, Ordering::Relaxed)
                     {
@@ -205,6 +257,17 @@ impl ChatClient {
                 }
                 Err(err) => err,
             };
+            // Asked again even when another request already learned the refusal: this one
+            // still carried the option.
+            if request.stream_options.is_some() && err.rejects_stream_options() {
+                self.metrics.llm_request("retry");
+                if !self.refuses_stream_options.swap(true, Ordering::Relaxed) {
+                    warn!(error = %err, "the chat model refused stream_options: streamed answers are asked for without usage from now on");
+                }
+                self.apply_stream_options(&mut request);
+                body = serialize(&request)?;
+                continue;
+            }
             if err.rejects_max_tokens()
                 && !self
                     .wants_max_completion_tokens
@@ -272,5 +335,62 @@ impl ChatClient {
             upstream: self.upstream.clone(),
             reason: format!("not JSON: {err}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_openai::types::chat::ChatCompletionRequestUserMessage;
+
+    use super::*;
+    use crate::config::{Config, Purpose};
+
+    fn client() -> ChatClient {
+        let config = Config::load_with(None, Purpose::Ask, |name| {
+            (name == "OPENAI_API_KEY").then(|| "k".to_owned())
+        })
+        .unwrap();
+        ChatClient::named(&config.openai, "small", Arc::new(Metrics::new())).unwrap()
+    }
+
+    fn request(stream: Option<bool>) -> CreateChatCompletionRequest {
+        CreateChatCompletionRequest {
+            model: "m".into(),
+            messages: vec![ChatCompletionRequestUserMessage::from("のだ").into()],
+            stream,
+            ..Default::default()
+        }
+    }
+
+    fn sent(client: &ChatClient, stream: Option<bool>) -> serde_json::Value {
+        let mut request = request(stream);
+        client.apply_stream_options(&mut request);
+        serde_json::to_value(&request).unwrap()
+    }
+
+    #[test]
+    fn streamed_requests_ask_for_usage_until_refused() {
+        let client = client();
+        assert_eq!(client.name(), "small");
+        assert_eq!(
+            sent(&client, Some(true))["stream_options"],
+            serde_json::json!({"include_usage": true})
+        );
+        for plain in [None, Some(false)] {
+            assert!(sent(&client, plain).get("stream_options").is_none());
+        }
+        client.refuses_stream_options.store(true, Ordering::Relaxed);
+        assert!(client.refuses_stream_options());
+        assert!(sent(&client, Some(true)).get("stream_options").is_none());
+    }
+
+    #[test]
+    fn the_default_client_is_named_default() {
+        let config = Config::load_with(None, Purpose::Ask, |name| {
+            (name == "OPENAI_API_KEY").then(|| "k".to_owned())
+        })
+        .unwrap();
+        let client = ChatClient::new(&config.openai, Arc::new(Metrics::new())).unwrap();
+        assert_eq!(client.name(), "default");
     }
 }
