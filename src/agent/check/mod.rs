@@ -3,7 +3,8 @@
 //! whether the server answers for any model name), the context length where the server states
 //! it, usage reported, `max_tokens` honoured, tools supported (with `tool_choice`, so a server
 //! that ignores tools is told from a model that chose not to search), a whole tool round,
-//! streaming with and without tools, reasoning seen, and how long an answer took.
+//! streaming with and without tools (and whether a stream reports usage), reasoning seen, and
+//! how long an answer took.
 //!
 //! The process succeeds only when a plain question got a usable answer (and, with
 //! `ZUNDA_TOOLS=on`, when the server accepted tools): that is what the bot needs to answer.
@@ -191,8 +192,19 @@ pub async fn check_model(config: &Config) -> CheckReport {
     {
         Ok(message) if message.streamed => {
             reasoning |= message.had_reasoning;
+            let usage = if message.usage.is_some() {
+                "usage reported"
+            } else {
+                "no usage reported"
+            };
+            let refused = if client.refuses_stream_options() {
+                "; the server refused stream_options.include_usage, so streamed answers are \
+                 asked for without it"
+            } else {
+                ""
+            };
             lines.push(format!(
-                "  streaming:  supported ({text_events} text pieces)"
+                "  streaming:  supported ({text_events} text pieces, {usage}{refused})"
             ));
         }
         Ok(message) => {
