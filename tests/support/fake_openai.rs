@@ -24,6 +24,15 @@
 //! answered with a stream. Knobs for setup problems: a required API key, a list of known models,
 //! and a server that rejects `tools` the way Ollama does.
 //!
+//! Plain answers report `usage` (100 prompt tokens, one completion token per character; not in
+//! the [`Shape::NoUsage`] shape); a stream reports it only when asked with
+//! `stream_options: {"include_usage": true}`, OpenAI's way: `usage: null` on every chunk, then a
+//! last chunk with empty `choices` and the usage. [`FakeOpenAi::reported_usage`] lists what was
+//! reported. [`FakeOpenAi::set_rejects_stream_options`] makes it a server older than the option,
+//! answering a request that carries `stream_options` with HTTP 400;
+//! [`FakeOpenAi::set_stream_usage_unasked`] one that puts usage in every stream's finishing
+//! chunk, asked or not (llama.cpp's `llama-server` does).
+//!
 //! [`LlamaCpp`] quirks make it behave like llama-cpp-python's server (0.3.x) instead: HTTP 500 for
 //! an assistant tool-call message without `content`, `tools` ignored unless `tool_choice` is sent,
 //! an empty 200 body for a streamed request with `tool_choice: "auto"`, HTTP 400
@@ -214,6 +223,12 @@ struct State {
     listed_models: Mutex<Option<Vec<String>>>,
     /// The `n_ctx` `GET /props` states; without it `/props` is 404.
     props_n_ctx: Mutex<Option<u64>>,
+    /// Requests carrying `stream_options` get HTTP 400.
+    rejects_stream_options: Mutex<bool>,
+    /// Streams carry usage on their finishing chunk even when not asked for it.
+    stream_usage_unasked: Mutex<bool>,
+    /// The usage reported so far, `(prompt, completion)` per response.
+    reported: Mutex<Vec<(u64, u64)>>,
 }
 
 impl State {
@@ -229,7 +244,23 @@ impl State {
     fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::SeqCst) + 1
     }
+
+    /// The `usage` object of a response using `completion` tokens, noted as reported.
+    fn usage(&self, completion: u64) -> Value {
+        self.reported
+            .lock()
+            .unwrap()
+            .push((PROMPT_TOKENS, completion));
+        json!({
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": completion,
+            "total_tokens": PROMPT_TOKENS + completion
+        })
+    }
 }
+
+/// The prompt tokens every reported usage states.
+pub const PROMPT_TOKENS: u64 = 100;
 
 /// The running fake; stops (with all its connections) when dropped.
 pub struct FakeOpenAi {
@@ -281,6 +312,22 @@ impl FakeOpenAi {
     /// Writes every response in `shape` (a step's own [`Step::Shaped`] wins).
     pub fn set_shape(&self, shape: Shape) {
         *self.state.shape.lock().unwrap() = Some(shape);
+    }
+
+    /// Answers requests that carry `stream_options` with HTTP 400, as servers that do not know
+    /// the option do (Azure's wording: "Unrecognized request argument supplied").
+    pub fn set_rejects_stream_options(&self, rejects: bool) {
+        *self.state.rejects_stream_options.lock().unwrap() = rejects;
+    }
+
+    /// Streams report usage on their finishing chunk, asked for or not.
+    pub fn set_stream_usage_unasked(&self, unasked: bool) {
+        *self.state.stream_usage_unasked.lock().unwrap() = unasked;
+    }
+
+    /// The usage reported so far, `(prompt, completion)` tokens per response, in order.
+    pub fn reported_usage(&self) -> Vec<(u64, u64)> {
+        self.state.reported.lock().unwrap().clone()
     }
 
     /// Answers requests that carry `tools` with Ollama's 400 "does not support tools".
@@ -533,6 +580,21 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             &format!("The model `{model}` does not exist or you do not have access to it."),
         ));
     }
+    if body.get("stream_options").is_some() && *state.rejects_stream_options.lock().unwrap() {
+        return Ok(error_response_with_code(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request_error",
+            "Unrecognized request argument supplied: stream_options",
+        ));
+    }
+    let stream_usage = if body["stream_options"]["include_usage"] == true {
+        StreamUsage::Asked
+    } else if *state.stream_usage_unasked.lock().unwrap() {
+        StreamUsage::OnFinish
+    } else {
+        StreamUsage::None
+    };
     let has_tools = body["tools"]
         .as_array()
         .is_some_and(|tools| !tools.is_empty());
@@ -636,9 +698,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
                       calls: Vec<(String, String)>| match (content, cut_at) {
         (Some(text), Some(limit)) if text.chars().count() > limit => {
             let cut: String = text.chars().take(limit).collect();
-            length_completion(state, model, cut, shape)
+            length_completion(state, model, cut, shape, stream_usage)
         }
-        (content, _) => shaped_completion(state, model, content, calls, shape),
+        (content, _) => shaped_completion(state, model, content, calls, shape, stream_usage),
     };
 
     Ok(match step {
@@ -751,12 +813,14 @@ fn length_completion(
     model: &str,
     content: String,
     shape: Shape,
+    stream_usage: StreamUsage,
 ) -> Response<Full<Bytes>> {
     let id = state.id();
     if shape.is_stream() {
-        return stream_response(id, model, Some(content), &[], "length", shape);
+        let usage = stream_usage.report(state, content.chars().count() as u64);
+        return stream_response(id, model, Some(content), &[], "length", shape, usage);
     }
-    let completion_tokens = content.chars().count();
+    let usage = state.usage(content.chars().count() as u64);
     json_response(
         StatusCode::OK,
         &json!({
@@ -769,11 +833,7 @@ fn length_completion(
                 "message": {"role": "assistant", "content": content},
                 "finish_reason": "length"
             }],
-            "usage": {
-                "prompt_tokens": 100,
-                "completion_tokens": completion_tokens,
-                "total_tokens": 100 + completion_tokens
-            }
+            "usage": usage
         }),
     )
 }
@@ -799,6 +859,7 @@ fn shaped_completion(
     content: Option<String>,
     calls: Vec<(String, String)>,
     shape: Shape,
+    stream_usage: StreamUsage,
 ) -> Response<Full<Bytes>> {
     let id = state.id();
     let calls: Vec<Call> = calls
@@ -826,7 +887,9 @@ fn shaped_completion(
         _ => content,
     };
     if shape.is_stream() {
-        return stream_response(id, model, content, &calls, finish_reason, shape);
+        let completion = content.as_ref().map_or(1, |c| c.chars().count() as u64);
+        let usage = stream_usage.report(state, completion);
+        return stream_response(id, model, content, &calls, finish_reason, shape, usage);
     }
 
     let mut message = json!({ "role": "assistant", "content": content, "refusal": null });
@@ -876,6 +939,11 @@ fn shaped_completion(
         message["tool_calls"] = Value::Array(calls);
     }
     let completion_tokens = content_len(&message);
+    let usage = if shape == Shape::NoUsage {
+        Value::Null
+    } else {
+        state.usage(completion_tokens)
+    };
     let mut body = json!({
         "id": format!("chatcmpl-fake-{id}"),
         "object": "chat.completion",
@@ -887,11 +955,7 @@ fn shaped_completion(
             "logprobs": null,
             "finish_reason": finish_reason
         }],
-        "usage": {
-            "prompt_tokens": 100,
-            "completion_tokens": completion_tokens,
-            "total_tokens": 100 + completion_tokens
-        }
+        "usage": usage
     });
     let fields = body.as_object_mut().unwrap();
     match shape {
@@ -928,7 +992,26 @@ fn split_half(text: &str) -> (String, String) {
     )
 }
 
-/// A server-sent-event stream of chat completion chunks.
+/// Whether and how a stream reports usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamUsage {
+    /// Not at all.
+    None,
+    /// Asked for (`stream_options.include_usage`): OpenAI's way, `usage: null` on every chunk
+    /// and a last chunk with empty `choices` carrying it.
+    Asked,
+    /// Unasked, on the chunk with the finish reason.
+    OnFinish,
+}
+
+impl StreamUsage {
+    /// The usage object to send with `completion` tokens (noted as reported), with how.
+    fn report(self, state: &State, completion: u64) -> Option<(Value, StreamUsage)> {
+        (self != StreamUsage::None).then(|| (state.usage(completion), self))
+    }
+}
+
+/// A server-sent-event stream of chat completion chunks, reporting `usage` as it says.
 fn stream_response(
     id: u64,
     model: &str,
@@ -936,15 +1019,21 @@ fn stream_response(
     calls: &[Call],
     finish_reason: &str,
     shape: Shape,
+    usage: Option<(Value, StreamUsage)>,
 ) -> Response<Full<Bytes>> {
+    let asked_usage = matches!(usage, Some((_, StreamUsage::Asked)));
     let chunk = |choices: Value| {
-        json!({
+        let mut chunk = json!({
             "id": format!("chatcmpl-fake-{id}"),
             "object": "chat.completion.chunk",
             "created": 1_700_000_000u32,
             "model": model,
             "choices": choices,
-        })
+        });
+        if asked_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
     };
     let delta =
         |delta: Value| chunk(json!([{ "index": 0, "delta": delta, "finish_reason": null }]));
@@ -977,9 +1066,20 @@ fn stream_response(
             ));
         }
     }
-    chunks.push(chunk(
-        json!([{ "index": 0, "delta": {}, "finish_reason": finish_reason }]),
-    ));
+    let mut finish = chunk(json!([{ "index": 0, "delta": {}, "finish_reason": finish_reason }]));
+    match usage {
+        Some((usage, StreamUsage::Asked)) => {
+            chunks.push(finish);
+            let mut last = chunk(json!([]));
+            last["usage"] = usage;
+            chunks.push(last);
+        }
+        Some((usage, _)) => {
+            finish["usage"] = usage;
+            chunks.push(finish);
+        }
+        None => chunks.push(finish),
+    }
     let mut body = String::new();
     for chunk in chunks {
         body.push_str(&format!("data: {chunk}\n\n"));
