@@ -1,7 +1,7 @@
 //! `zundamon store copy --from sqlite:PATH --to postgres://…`: moves an existing deployment's
-//! memory (every channel's window and the pending questions) from its SQLite file into
-//! PostgreSQL. Running it again copies nothing twice, so it can be re-run after a partial copy or
-//! just before switching over.
+//! memory (every channel's window, the pending questions, the model choices and the token usage)
+//! from its SQLite file into PostgreSQL. Running it again copies nothing twice, so it can be
+//! re-run after a partial copy or just before switching over.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,14 +21,29 @@ pub struct CopyReport {
     pub exchanges_present: usize,
     pub pending: usize,
     pub pending_present: usize,
+    /// Model choices written to the destination.
+    pub model_choices: usize,
+    /// Model choices the destination held already, or had changed since.
+    pub model_choices_present: usize,
+    /// Days of a user's token usage written (or raised) in the destination.
+    pub usage_days: usize,
+    pub usage_days_present: usize,
 }
 
 impl std::fmt::Display for CopyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "copied {} exchanges of {} channels ({} already there) and {} pending questions ({} already there)",
-            self.exchanges, self.channels, self.exchanges_present, self.pending, self.pending_present
+            "copied {} exchanges of {} channels ({} already there) and {} pending questions ({} already there), {} model choices ({} already there) and {} days of token usage ({} already there)",
+            self.exchanges,
+            self.channels,
+            self.exchanges_present,
+            self.pending,
+            self.pending_present,
+            self.model_choices,
+            self.model_choices_present,
+            self.usage_days,
+            self.usage_days_present,
         )
     }
 }
@@ -127,6 +142,20 @@ pub async fn copy(
             report.pending += 1;
         }
     }
+    for choice in source.dump_model_choices().await? {
+        if destination.import_model_choice(&choice).await? {
+            report.model_choices += 1;
+        } else {
+            report.model_choices_present += 1;
+        }
+    }
+    for usage in source.dump_token_usage().await? {
+        if destination.import_token_usage(&usage).await? {
+            report.usage_days += 1;
+        } else {
+            report.usage_days_present += 1;
+        }
+    }
     Ok(report)
 }
 
@@ -137,6 +166,24 @@ pub struct StoredExchange {
     pub exchange: zundamon_actors::Exchange,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// The model chosen for one channel or thread, as a copy moves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChoice {
+    pub place_id: u64,
+    pub model: String,
+    /// Unix milliseconds: of two choices for one place, the later one is kept.
+    pub updated_at_ms: i64,
+}
+
+/// What one user spent on one day, as a copy moves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUsage {
+    pub user_id: u64,
+    /// `YYYY-MM-DD`, in the bot's configured time zone.
+    pub day: String,
+    pub tokens: u64,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub const SQLITE: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_pending.sql"),
     include_str!("../../migrations/sqlite/0003_acceptance_order.sql"),
     include_str!("../../migrations/sqlite/0004_owners.sql"),
+    include_str!("../../migrations/sqlite/0005_admin.sql"),
 ];
 
 /// `migrations/postgres/*.sql`, in order.
@@ -18,4 +19,5 @@ pub const POSTGRES: &[&str] = &[
     include_str!("../../migrations/postgres/0002_fleet.sql"),
     include_str!("../../migrations/postgres/0003_acceptance_order.sql"),
     include_str!("../../migrations/postgres/0004_owners.sql"),
+    include_str!("../../migrations/postgres/0005_admin.sql"),
 ];

@@ -1,6 +1,7 @@
-//! Persistence: each channel's recent exchanges ([`ConversationStore`], from the actor crate) and
+//! Persistence: each channel's recent exchanges ([`ConversationStore`], from the actor crate),
 //! the questions accepted but not yet answered ([`PendingStore`]), so that a process that dies
-//! (kill -9, OOM, node loss) leaves its unanswered questions to the next one.
+//! (kill -9, OOM, node loss) leaves its unanswered questions to the next one, and what admins set
+//! at run time with each user's token spending ([`SettingsStore`]).
 //!
 //! [`sqlite`] is the embedded default; [`postgres`] is chosen by `ZUNDA_DATABASE_URL` when several
 //! processes share the bot. [`open`] picks one from the configuration; [`copy`] moves a SQLite
@@ -14,6 +15,7 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
+pub mod usage;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,6 +210,23 @@ pub trait PendingStore: Send + Sync + 'static {
     ) -> Result<Vec<PendingQuestion>, StoreError>;
 }
 
+/// Settings admins change at run time, and what each user has spent, shared by every process on
+/// the store.
+#[async_trait]
+pub trait SettingsStore: Send + Sync + 'static {
+    /// The model chosen with `/zunda-model` for a channel or thread, if any.
+    async fn model_choice(&self, place_id: u64) -> Result<Option<String>, StoreError>;
+    /// Sets (`Some`) or removes (`None`) the model chosen for a channel or thread.
+    async fn set_model_choice(&self, place_id: u64, model: Option<&str>) -> Result<(), StoreError>;
+    /// Adds `tokens` to what `user_id` spent on `day` (`YYYY-MM-DD`); returns the day's new
+    /// total. Atomic under concurrency (two processes adding at once both count).
+    async fn add_tokens(&self, user_id: u64, day: &str, tokens: u64) -> Result<u64, StoreError>;
+    /// What `user_id` spent on `day` (0 if nothing).
+    async fn tokens_used(&self, user_id: u64, day: &str) -> Result<u64, StoreError>;
+    /// Every user's spending on `day` (to warm a cache at start), by user id.
+    async fn tokens_on(&self, day: &str) -> Result<Vec<(u64, u64)>, StoreError>;
+}
+
 /// A name unique to this process among every process sharing a store: the host, the process id
 /// and the start time.
 pub fn instance_id() -> String {
@@ -225,20 +244,26 @@ pub(crate) fn in_acceptance_order(mut questions: Vec<PendingQuestion>) -> Vec<Pe
     questions
 }
 
-/// Both halves of a store.
-pub trait Store: ConversationStore + PendingStore {
-    /// The same store seen as its pending-questions half.
+/// Every part of a store: windows, pending questions, settings.
+pub trait Store: ConversationStore + PendingStore + SettingsStore {
+    /// The same store seen as its pending-questions part.
     fn into_pending(self: Arc<Self>) -> Arc<dyn PendingStore>;
-    /// The same store seen as its conversation half (the actor crate's window store).
+    /// The same store seen as its conversation part (the actor crate's window store).
     fn into_conversations(self: Arc<Self>) -> Arc<dyn ConversationStore>;
+    /// The same store seen as its settings part (model choices, token usage).
+    fn into_settings(self: Arc<Self>) -> Arc<dyn SettingsStore>;
 }
 
-impl<T: ConversationStore + PendingStore> Store for T {
+impl<T: ConversationStore + PendingStore + SettingsStore> Store for T {
     fn into_pending(self: Arc<Self>) -> Arc<dyn PendingStore> {
         self
     }
 
     fn into_conversations(self: Arc<Self>) -> Arc<dyn ConversationStore> {
+        self
+    }
+
+    fn into_settings(self: Arc<Self>) -> Arc<dyn SettingsStore> {
         self
     }
 }
@@ -270,10 +295,11 @@ pub fn from_unix_millis(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
-/// A store the application runs on: both halves, plus upkeep (pruning old exchanges, closing).
+/// A store the application runs on: every part, plus upkeep (pruning old rows, closing).
 #[async_trait]
 pub trait Backend: Store {
-    /// Deletes the exchanges older than the retention period; returns how many.
+    /// Deletes the exchanges older than the retention period and the token usage of days more
+    /// than a week ago (see [`usage::cutoff_day`]); returns how many rows went.
     async fn prune(&self) -> Result<usize, StoreError>;
     /// Prepares for shutdown (flushes what needs flushing); the store stays usable.
     async fn close(&self) -> Result<(), StoreError>;
@@ -348,9 +374,9 @@ pub fn spawn_pruner(store: Arc<dyn Backend>, every: Duration) -> tokio::task::Jo
         loop {
             ticks.tick().await;
             match store.prune().await {
-                Ok(0) => tracing::debug!("no expired exchanges to prune"),
-                Ok(deleted) => tracing::info!(deleted, "pruned expired exchanges"),
-                Err(err) => tracing::warn!(error = %err, "pruning expired exchanges failed"),
+                Ok(0) => tracing::debug!("no expired exchanges or token usage to prune"),
+                Ok(deleted) => tracing::info!(deleted, "pruned expired exchanges and token usage"),
+                Err(err) => tracing::warn!(error = %err, "pruning expired rows failed"),
             }
         }
     })

@@ -1,17 +1,18 @@
-//! The PostgreSQL-backed store, chosen by `ZUNDA_DATABASE_URL=postgres://…`: the same windows and
-//! pending questions as the SQLite store, shared by every process of the bot that points at the
-//! same database (shard ranges, an HTTP fleet, a replacement process).
+//! The PostgreSQL-backed store, chosen by `ZUNDA_DATABASE_URL=postgres://…`: the same windows,
+//! pending questions and settings as the SQLite store, shared by every process of the bot that
+//! points at the same database (shard ranges, an HTTP fleet, a replacement process).
 //!
 //! This module owns the [`PostgresStore`] handle and its connection pool (deadpool over
 //! tokio-postgres). Opening it, TLS and the migrations in `migrations/postgres/` live in
-//! [`open`]; the queries in [`conversation`] (windows), [`pending`] (pending questions) and
-//! [`fleet`] (the HTTP fleet's questions). The few extra queries the HTTP fleet needs (per-channel
+//! [`open`]; the queries in [`conversation`] (windows), [`pending`] (pending questions),
+//! [`fleet`] (the HTTP fleet's questions) and [`settings`] (model choices, token usage). The few extra queries the HTTP fleet needs (per-channel
 //! leases, wake-ups) live in [`crate::fleet`] and use [`PostgresStore::pool`].
 
 mod conversation;
 mod fleet;
 mod open;
 mod pending;
+mod settings;
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,15 +61,21 @@ impl PostgresStore {
         &self.target
     }
 
-    /// Deletes the exchanges older than the retention period; returns how many.
+    /// Deletes the exchanges older than the retention period and the token usage of days more
+    /// than a week ago; returns how many rows went.
     pub async fn prune(&self) -> Result<usize, StoreError> {
         let cutoff = self.cutoff();
+        let cutoff_day = crate::store::usage::cutoff_day(&self.clock);
         let client = self.client("prune").await?;
-        let deleted = client
+        let exchanges = client
             .execute("DELETE FROM exchanges WHERE created_at < $1", &[&cutoff])
             .await
             .map_err(failed("prune"))?;
-        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+        let usage = client
+            .execute("DELETE FROM token_usage WHERE day < $1", &[&cutoff_day])
+            .await
+            .map_err(failed("prune"))?;
+        Ok(usize::try_from(exchanges + usage).unwrap_or(usize::MAX))
     }
 
     /// Closes the pool's connections; the data is already committed.

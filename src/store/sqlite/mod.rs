@@ -2,17 +2,19 @@
 //! conversations survive actor eviction and bot restarts.
 //!
 //! This module owns the database file through [`SqliteStore`]: pruning exchanges older than the
-//! retention period, and the WAL checkpoint on shutdown. Opening and checking the file at startup
-//! (failing with an error that names the path and says what to do) and the schema migrations in
-//! `migrations/sqlite/` live in [`open`]; the queries in [`conversation`] (windows, trimmed to
-//! each channel's newest exchanges) and [`pending`] (pending questions). SQLite calls block, so
-//! every one of them runs on tokio's blocking pool.
+//! retention period (and old token usage), and the WAL checkpoint on shutdown. Opening and
+//! checking the file at startup (failing with an error that names the path and says what to do)
+//! and the schema migrations in `migrations/sqlite/` live in [`open`]; the queries in
+//! [`conversation`] (windows, trimmed to each channel's newest exchanges), [`pending`] (pending
+//! questions) and [`settings`] (model choices, token usage). SQLite calls block, so every one of
+//! them runs on tokio's blocking pool.
 //!
 //! [`ConversationStore`]: zundamon_actors::ConversationStore
 
 mod conversation;
 mod open;
 mod pending;
+mod settings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -84,12 +86,19 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Deletes the exchanges older than the retention period; returns how many.
+    /// Deletes the exchanges older than the retention period and the token usage of days more
+    /// than a week ago; returns how many rows went.
     pub async fn prune(&self) -> Result<usize, StoreError> {
         let cutoff = self.cutoff();
+        let cutoff_day = crate::store::usage::cutoff_day(&self.clock);
         self.with_conn("prune", move |conn| {
-            conn.prepare_cached("DELETE FROM exchanges WHERE created_at < ?1")?
-                .execute(params![cutoff])
+            let exchanges = conn
+                .prepare_cached("DELETE FROM exchanges WHERE created_at < ?1")?
+                .execute(params![cutoff])?;
+            let usage = conn
+                .prepare_cached("DELETE FROM token_usage WHERE day < ?1")?
+                .execute(params![cutoff_day])?;
+            Ok(exchanges + usage)
         })
         .await
     }
