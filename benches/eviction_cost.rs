@@ -70,6 +70,7 @@ fn question(channel: u64) -> Question {
         user_id: 7,
         user_name: "bench".into(),
         text: japanese(QUESTION_CHARS, channel),
+        places: Vec::new(),
     }
 }
 

@@ -77,7 +77,7 @@ pub const REWRITING_STATUS: &str = "✏️ ずんだもんの言葉で書き直�
 pub const ANSWER_CUT_NOTE: &str =
     "⚠️ 答えが長くなりすぎて、途中で切れてしまったのだ。続きが知りたいときは、もっと短く答えられる聞き方で聞いてほしいのだ。";
 
-/// The reply to `/zunda-reset` from a member without Manage Messages.
+/// The reply to `/zunda-reset` from a member without Manage Messages (and not an admin).
 pub const RESET_FORBIDDEN_REPLY: &str =
     "ごめんなのだ。記憶のリセットは「メッセージの管理」ができる人だけが使えるのだ。";
 
@@ -86,6 +86,54 @@ pub const RESET_FORBIDDEN_REPLY: &str =
 /// instance would not reach it.
 pub const RESET_UNAVAILABLE_REPLY: &str =
     "ごめんなのだ。複数のずんだもんで動いているときは、記憶のリセットはできないのだ。";
+
+/// The reply (only the asker sees it) to a `/zunda` the access lists exclude.
+pub const ACCESS_REFUSED_REPLY: &str =
+    "ごめんなのだ。ここでは、ずんだもんに質問できないことになっているのだ。";
+
+/// The reply to a `/zunda` from a user past the daily token budget.
+pub const BUDGET_SPENT_REPLY: &str =
+    "今日はもうたくさん答えたのだ。また明日、聞きに来てほしいのだ！";
+
+/// The reply to `/zunda-model` from someone who is neither an admin nor has Manage Server.
+pub const MODEL_FORBIDDEN_REPLY: &str =
+    "ごめんなのだ。モデルの切り替えは管理者か「サーバー管理」ができる人だけが使えるのだ。";
+
+/// The reply when a `/zunda-model` choice could not be kept (the store failed).
+pub const MODEL_FAILED_REPLY: &str =
+    "モデルの設定をうまく保存できなかったのだ……。少し待ってから、もう一度試してほしいのだ。";
+
+/// The reply to `/zunda-model` naming a model nobody configured.
+pub fn unknown_model_reply(name: &str, known: &[String]) -> String {
+    format!(
+        "「{name}」というモデルは知らないのだ。使えるのは {} なのだ。",
+        known.join("、")
+    )
+}
+
+/// The reply to a successful `/zunda-model`.
+pub fn model_chosen_reply(name: &str, is_default: bool) -> String {
+    if is_default {
+        "このチャンネルのモデルの指定を外したのだ。これからは設定どおりのモデルで答えるのだ。"
+            .to_owned()
+    } else {
+        format!("このチャンネルでは、これから「{name}」で答えるのだ！")
+    }
+}
+
+/// The lines `/zunda-memory` adds: the place's effective settings.
+pub fn settings_lines(model: &str, search: bool, persona: bool, chosen: bool) -> String {
+    let model_line = if chosen {
+        format!("モデル: {model}（/zunda-model で指定）")
+    } else {
+        format!("モデル: {model}")
+    };
+    format!(
+        "\n{model_line}\nWeb検索: {}\n追加の人格設定: {}",
+        if search { "使う" } else { "使わない" },
+        if persona { "あり" } else { "なし" }
+    )
+}
 
 /// The reply when the reset could not be done (the store failed).
 pub const RESET_FAILED_REPLY: &str =

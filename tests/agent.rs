@@ -89,6 +89,7 @@ fn question(text: &str) -> Question {
         user_id: 20,
         user_name: "たろう".into(),
         text: text.into(),
+        places: Vec::new(),
     }
 }
 

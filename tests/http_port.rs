@@ -398,7 +398,7 @@ async fn metrics_can_move_to_an_internal_address() {
 /// An event actor that takes `/zunda` requests and never answers them.
 struct StalledRouter;
 
-type Held = Arc<Mutex<Vec<RpcReplyPort<String>>>>;
+type Held = Arc<Mutex<Vec<RpcReplyPort<zundamon::question::router::ControlReply>>>>;
 
 impl Actor for StalledRouter {
     type Msg = RouterMsg;

@@ -122,6 +122,7 @@ fn question(channel_id: ChannelId, n: usize) -> Question {
         user_id: channel_id,
         user_name: "bench".to_owned(),
         text: format!("質問{n}"),
+        places: Vec::new(),
     }
 }
 

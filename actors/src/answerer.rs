@@ -16,6 +16,9 @@ pub struct Question {
     pub user_name: String,
     /// The question text, as typed.
     pub text: String,
+    /// Where it was asked, most specific first: the channel (or thread), its parent channel, the
+    /// category, the guild. The answerer may pick its settings by them; empty when unknown.
+    pub places: Vec<u64>,
 }
 
 /// Why an answer could not be produced (an upstream failed, timed out, …). The front end shows the

@@ -18,6 +18,7 @@ pub mod check;
 pub mod context;
 pub mod guard;
 pub mod llm;
+pub mod places;
 pub mod prompt;
 pub mod reasoning;
 pub mod response;
@@ -26,7 +27,7 @@ pub mod sources;
 pub mod stream;
 mod tool_loop;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 use zundamon_actors::{AnswerError, Answerer, Exchange, Live, Progress, Question};
 
-use crate::config::{Config, ToolMode};
+use crate::config::{Config, OpenAiConfig, ToolMode, DEFAULT_MODEL};
 use crate::ops::metrics::Metrics;
 use llm::{ChatClient, LlmError};
 use search::{SearchError, WebSearch};
@@ -71,15 +72,14 @@ struct AgentSettings {
     time_zone: Tz,
     tool_mode: ToolMode,
     persona_guard: bool,
+    /// Whether web search may be offered where the question was asked.
+    search: bool,
 }
 
-/// Answers questions in Zundamon's voice with the configured chat model and web search.
-pub struct ZundaAgent {
-    llm: ChatClient,
-    search: WebSearch,
-    settings: AgentSettings,
-    clock: Clock,
-    metrics: Arc<Metrics>,
+/// What this agent's server has shown it cannot do, learned from its answers and kept for
+/// every later question (shared by the agent's per-place copies).
+#[derive(Debug, Default)]
+struct Learned {
     /// Set once the server rejected a request for carrying tools (`ZUNDA_TOOLS=auto`): this
     /// process then asks without them.
     no_tool_support: AtomicBool,
@@ -90,6 +90,19 @@ pub struct ZundaAgent {
     /// The model's context length in tokens, once a server's overflow message stated it (0:
     /// unknown).
     known_context: AtomicU32,
+}
+
+/// Answers questions in Zundamon's voice with the configured chat model and web search.
+pub struct ZundaAgent {
+    llm: Arc<ChatClient>,
+    search: Arc<WebSearch>,
+    settings: AgentSettings,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    learned: Arc<Learned>,
+    /// Tokens the server reported for this agent's requests (a per-question copy counts one
+    /// answer's cost).
+    spent: AtomicU64,
 }
 
 impl std::fmt::Debug for ZundaAgent {
@@ -116,10 +129,29 @@ impl ZundaAgent {
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Result<Self, AgentError> {
-        let openai = &config.openai;
+        let search = Arc::new(WebSearch::new(&config.search, metrics.clone())?);
+        Self::for_model(
+            config,
+            &config.openai,
+            DEFAULT_MODEL,
+            search,
+            metrics,
+            clock,
+        )
+    }
+
+    /// The agent answering with model `name` (`openai`: its client settings), sharing `search`.
+    pub fn for_model(
+        config: &Config,
+        openai: &OpenAiConfig,
+        name: &str,
+        search: Arc<WebSearch>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Self, AgentError> {
         Ok(Self {
-            llm: ChatClient::new(openai, metrics.clone())?,
-            search: WebSearch::new(&config.search, metrics.clone())?,
+            llm: Arc::new(ChatClient::named(openai, name, metrics.clone())?),
+            search,
             settings: AgentSettings {
                 model: openai.model.clone(),
                 temperature: openai.temperature,
@@ -130,13 +162,48 @@ impl ZundaAgent {
                 time_zone: config.persona.tz(),
                 tool_mode: openai.tool_mode(),
                 persona_guard: config.persona.guard,
+                search: true,
             },
             clock,
             metrics,
-            no_tool_support: AtomicBool::new(false),
-            no_streamed_tools: AtomicBool::new(false),
-            known_context: AtomicU32::new(0),
+            learned: Arc::new(Learned::default()),
+            spent: AtomicU64::new(0),
         })
+    }
+
+    /// A copy for one question asked where `persona` is added to the persona prompt and web
+    /// search is offered only if `search`; what it learns of the server is shared, its token
+    /// count is its own.
+    pub fn placed(&self, persona: Option<&str>, search: bool) -> Self {
+        let mut settings = self.settings.clone();
+        if let Some(addendum) = persona {
+            settings.persona = format!("{}\n\n{addendum}", settings.persona.trim_end());
+        }
+        settings.search = search;
+        Self {
+            llm: self.llm.clone(),
+            search: self.search.clone(),
+            settings,
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            learned: self.learned.clone(),
+            spent: AtomicU64::new(0),
+        }
+    }
+
+    /// Tokens the server reported for this agent's requests so far.
+    pub fn spent(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
+    }
+
+    /// Counts what a response cost.
+    fn count(&self, message: &response::AssistantMessage) {
+        if let Some(usage) = message.usage {
+            self.spent.fetch_add(
+                usage.prompt_tokens + usage.completion_tokens,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Answers `question` given the channel's earlier exchanges (oldest first), within the
@@ -244,7 +311,7 @@ impl ZundaAgent {
             request.max_tokens = Some(allowance);
         }
         let needs = context::estimate_messages(&request.messages) + allowance;
-        let known = self.known_context.load(Ordering::Relaxed);
+        let known = self.learned.known_context.load(Ordering::Relaxed);
         let room = if known > 0 {
             known
         } else {
@@ -268,6 +335,7 @@ impl ZundaAgent {
         }
         match self.llm.complete(&request, deadline).await {
             Ok(message) => {
+                self.count(&message);
                 self.metrics.persona_rewrite();
                 let rewritten = message.content.unwrap_or_default();
                 if message.finish_reason.is_length() {
@@ -283,7 +351,7 @@ impl ZundaAgent {
             }
             Err(err) => {
                 if let Some(context) = err.overflow_numbers().and_then(|n| n.context) {
-                    self.known_context.store(context, Ordering::Relaxed);
+                    self.learned.known_context.store(context, Ordering::Relaxed);
                 }
                 warn!(error = %err, "cannot rewrite the answer in Zundamon's voice: keeping it");
                 answer

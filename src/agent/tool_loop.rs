@@ -193,10 +193,13 @@ impl ZundaAgent {
     /// Whether this request may offer tools: not with `ZUNDA_TOOLS=off`, nor once the server
     /// rejected them (`auto`).
     fn offers_tools(&self) -> bool {
+        if !self.settings.search {
+            return false;
+        }
         match self.settings.tool_mode {
             ToolMode::Off => false,
             ToolMode::On => true,
-            ToolMode::Auto => !self.no_tool_support.load(Ordering::Relaxed),
+            ToolMode::Auto => !self.learned.no_tool_support.load(Ordering::Relaxed),
         }
     }
 
@@ -225,7 +228,7 @@ impl ZundaAgent {
                 max_tokens: *allowance,
                 ..Default::default()
             };
-            let streamed = !(tools && self.no_streamed_tools.load(Ordering::Relaxed));
+            let streamed = !(tools && self.learned.no_streamed_tools.load(Ordering::Relaxed));
             let err = match self.ask_model(&request, deadline, progress, streamed).await {
                 Ok(message) => {
                     let fitted = Fitted {
@@ -237,7 +240,7 @@ impl ZundaAgent {
                 Err(err) => err,
             };
             if tools && streamed && progress.is_some() && err.rejects_streamed_tools() {
-                if !self.no_streamed_tools.swap(true, Ordering::Relaxed) {
+                if !self.learned.no_streamed_tools.swap(true, Ordering::Relaxed) {
                     warn!(
                         upstream = self.llm.upstream(),
                         error = %err,
@@ -248,7 +251,7 @@ impl ZundaAgent {
                 continue;
             }
             if tools && settings.tool_mode == ToolMode::Auto && err.rejects_tools() {
-                self.no_tool_support.store(true, Ordering::Relaxed);
+                self.learned.no_tool_support.store(true, Ordering::Relaxed);
                 warn!(
                     upstream = self.llm.upstream(),
                     model = %settings.model,
@@ -263,7 +266,7 @@ impl ZundaAgent {
                 return Err(err);
             };
             if let Some(context) = numbers.context {
-                self.known_context.store(context, Ordering::Relaxed);
+                self.learned.known_context.store(context, Ordering::Relaxed);
             }
             let room = numbers
                 .room_for_answer()
@@ -304,6 +307,22 @@ impl ZundaAgent {
     /// the text shows as it is written (a status while a reasoning model thinks); otherwise in
     /// one piece, shown once complete.
     async fn ask_model(
+        &self,
+        request: &CreateChatCompletionRequest,
+        deadline: Instant,
+        progress: Option<&Progress>,
+        streamed: bool,
+    ) -> Result<AssistantMessage, LlmError> {
+        let result = self
+            .ask_model_once(request, deadline, progress, streamed)
+            .await;
+        if let Ok(message) = &result {
+            self.count(message);
+        }
+        result
+    }
+
+    async fn ask_model_once(
         &self,
         request: &CreateChatCompletionRequest,
         deadline: Instant,

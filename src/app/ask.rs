@@ -69,6 +69,7 @@ impl Asker<'_> {
             user_id: CLI_USER_ID,
             user_name: self.user_name.clone(),
             text,
+            places: Vec::new(),
         };
         let result = self.channels.ask(question).await;
         let mut stdout = tokio::io::stdout();

@@ -16,11 +16,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 use zundamon_actors::{Channels, SupervisorArgs};
 
-use crate::agent::ZundaAgent;
+use crate::agent::places::{Ledger, PlacedAgent};
 use crate::config::Config;
 use crate::discord::deliver::Delivery;
 use crate::discord::gateway::Gateway;
+use crate::discord::gateway::ModelNames;
 use crate::discord::interactions::{self, InteractionsEndpoint};
+use crate::discord::parents::Parents;
 use crate::ops::health::Health;
 use crate::ops::http::{HttpSettings, Routes, Server};
 use crate::ops::metrics::Metrics;
@@ -28,6 +30,7 @@ use crate::ops::reload::{self, Hangups, LiveAnswerer, Reloader};
 use crate::ops::shutdown::{self, InFlight};
 use crate::ops::telemetry;
 use crate::question::owners::Owners;
+use crate::question::policy::Policy;
 use crate::question::router::{Router, RouterArgs, RouterMsg};
 use crate::store::{self as stores, Backend};
 
@@ -65,9 +68,28 @@ impl Application {
         let store = stores::open(&config.store).await?;
 
         let metrics = Arc::new(Metrics::new());
-        let agent = ZundaAgent::new(&config, metrics.clone()).context("cannot build the agent")?;
+        // Where channels sit, the access lists, places and token budgets (reloaded live).
+        let parents = Arc::new(Parents::new());
+        let policy = Arc::new(Policy::new(
+            config.clone(),
+            parents.clone(),
+            store.clone().into_settings(),
+        ));
+        policy.warm().await;
+        let ledger: Arc<dyn Ledger> = policy.clone();
+        let agent = PlacedAgent::new(
+            &config,
+            metrics.clone(),
+            Arc::new(chrono::Utc::now),
+            Some(ledger.clone()),
+        )
+        .context("cannot build the agent")?;
         // Swappable, so a configuration reload can change the model or persona live.
-        let answerer = Arc::new(LiveAnswerer::new(agent));
+        let answerer = Arc::new(LiveAnswerer::new(agent, Some(ledger)));
+        let model_names: ModelNames = {
+            let policy = policy.clone();
+            Arc::new(move || policy.config().model_names())
+        };
         let settings = config.channels.settings();
         let channels = Channels::start(SupervisorArgs::new(
             settings,
@@ -154,6 +176,7 @@ impl Application {
                 answer_budget: Duration::from_secs(config.openai.answer_timeout_secs.max(1)),
                 stream_every: config.stream.edit_every(),
                 fleet: fleet_store.clone(),
+                policy: policy.clone(),
             },
         )
         .await
@@ -172,8 +195,19 @@ impl Application {
         if !config.discord.public_key.trim().is_empty() {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
-            let endpoint =
-                InteractionsEndpoint::new(verifier, router.clone()).with_metrics(metrics.clone());
+            let lookups = Delivery::new(
+                &config.discord.api_base,
+                0,
+                config.discord.request_timeout(),
+            )
+            .reading_channels_as(config.discord.bot_token.expose());
+            let endpoint = InteractionsEndpoint::new(verifier, router.clone())
+                .with_metrics(metrics.clone())
+                .with_places(interactions::Places {
+                    parents: parents.clone(),
+                    delivery: Arc::new(lookups),
+                    model_names: model_names.clone(),
+                });
             let _ = interactions_endpoint.set(endpoint);
             info!(
                 "Discord interactions endpoint enabled on POST {}",
@@ -200,6 +234,7 @@ impl Application {
             &config.gateway,
             config.limits.max_question_chars,
             router.clone(),
+            (parents, model_names),
         )
         .await
         .context("cannot build the Discord client")?;
@@ -210,7 +245,8 @@ impl Application {
             router.clone(),
             answerer,
             metrics,
-        );
+        )
+        .with_policy(policy);
         Ok(Self {
             config,
             local_addr,

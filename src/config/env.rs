@@ -127,6 +127,12 @@ pub(super) const ENV: &[(&str, &str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("ZUNDA_MAX_PENDING", "limits", "max_pending", Kind::Int),
+    (
+        "ZUNDA_DAILY_TOKENS_PER_USER",
+        "limits",
+        "daily_tokens_per_user",
+        Kind::Int,
+    ),
     ("ZUNDA_BIND_ADDR", "http", "bind_addr", Kind::Str),
     ("PORT", "http", "port", Kind::Int),
     (

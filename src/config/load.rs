@@ -68,6 +68,7 @@ impl Config {
             .map_err(|err: toml::de::Error| ConfigError::Invalid(vec![err.message().to_owned()]))?;
         config.file = file.map(Path::to_owned);
         config.resolve_persona(&mut problems);
+        config.resolve_model_keys(&env, &mut problems);
         config.validate(purpose, &mut problems);
         if problems.is_empty() {
             Ok(config)

@@ -11,12 +11,14 @@
 //! - `validate`: every problem listed at once;
 //! - [`shards`]: the gateway shard range a process serves.
 
+pub mod admin;
 mod env;
 mod load;
 pub mod secret;
 pub mod shards;
 mod validate;
 
+pub use admin::{AccessConfig, ModelConfig, PlaceConfig, PlaceSettings, Refusal, DEFAULT_MODEL};
 pub use env::env_names;
 pub use secret::Secret;
 pub use shards::ShardRange;
@@ -48,6 +50,15 @@ pub struct Config {
     pub stream: StreamConfig,
     pub gateway: GatewayConfig,
     pub fleet: FleetConfig,
+    /// Who may ask, and where.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// Named models besides the `[openai]` one.
+    #[serde(default)]
+    pub models: admin::Models,
+    /// Settings of guilds, categories, channels and threads.
+    #[serde(default)]
+    pub places: Vec<PlaceConfig>,
     /// The file the configuration was loaded from (`--config` / `ZUNDA_CONFIG`): re-read on
     /// SIGHUP.
     #[serde(skip)]
@@ -260,6 +271,9 @@ pub struct LimitsConfig {
     pub max_queued_per_channel: usize,
     /// Questions accepted and not yet answered across all channels; beyond, "busy".
     pub max_pending: usize,
+    /// Tokens one user's questions may cost per day (0: unlimited).
+    #[serde(default)]
+    pub daily_tokens_per_user: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

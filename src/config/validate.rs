@@ -4,6 +4,7 @@ use super::{CommandScope, Config, Purpose, ShardRange, ToolMode};
 
 impl Config {
     pub(super) fn validate(&self, purpose: Purpose, problems: &mut Vec<String>) {
+        self.validate_admin(problems);
         let needs_discord = matches!(purpose, Purpose::Bot | Purpose::Check);
         if needs_discord && self.discord.bot_token.is_empty() {
             problems.push(

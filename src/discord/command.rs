@@ -6,7 +6,10 @@ use std::time::SystemTime;
 use serenity::all::CommandInteraction;
 use tokio::time::Instant;
 
-use super::{COMMAND_NAME, MEMORY_COMMAND_NAME, OPTION_NAME, RESET_COMMAND_NAME};
+use super::{
+    COMMAND_NAME, MEMORY_COMMAND_NAME, MODEL_COMMAND_NAME, MODEL_OPTION_NAME, OPTION_NAME,
+    RESET_COMMAND_NAME,
+};
 use crate::config::Secret;
 use crate::question::router::{CommandEvent, ControlEvent, ControlKind};
 
@@ -15,19 +18,38 @@ use crate::question::router::{CommandEvent, ControlEvent, ControlKind};
 pub enum CommandUse {
     /// `/zunda question:…`
     Question(CommandEvent),
-    /// `/zunda-reset` or `/zunda-memory`.
+    /// `/zunda-reset`, `/zunda-memory` or `/zunda-model`.
     Control(ControlEvent),
 }
 
 /// The use of one of the bot's commands that `command` carries, received at `received`; the
 /// command's name when it is not one of them.
 pub fn command_use(command: CommandInteraction, received: Instant) -> Result<CommandUse, String> {
+    let option = |name: &str| {
+        command
+            .data
+            .options
+            .iter()
+            .find(|option| option.name == name)
+            .and_then(|option| option.value.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let control = match command.data.name.as_str() {
         COMMAND_NAME => None,
         RESET_COMMAND_NAME => Some(ControlKind::Reset),
         MEMORY_COMMAND_NAME => Some(ControlKind::Memory),
+        MODEL_COMMAND_NAME => Some(ControlKind::Model(option(MODEL_OPTION_NAME))),
         _ => return Err(command.data.name),
     };
+    // The member's roles in a guild (`None` outside one, where roles do not apply).
+    let roles = command.member.as_ref().map(|member| {
+        member
+            .roles
+            .iter()
+            .map(|role| role.get())
+            .collect::<Vec<_>>()
+    });
     if let Some(kind) = control {
         return Ok(CommandUse::Control(ControlEvent {
             kind,
@@ -35,7 +57,9 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
             application_id: command.application_id.get(),
             token: Secret::new(command.token),
             channel_id: command.channel_id.get(),
+            guild_id: command.guild_id.map(|guild| guild.get()),
             user_id: command.user.id.get(),
+            roles,
             // The member's permissions in the channel (absent in DMs).
             permissions: command
                 .member
@@ -45,14 +69,7 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
             received,
         }));
     }
-    let question = command
-        .data
-        .options
-        .iter()
-        .find(|option| option.name == OPTION_NAME)
-        .and_then(|option| option.value.as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let question = option(OPTION_NAME);
     // The member's nickname in a guild, else the user's display name.
     let user_name = command
         .member
@@ -66,11 +83,30 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
         channel_id: command.channel_id.get(),
         guild_id: command.guild_id.map(|guild| guild.get()),
         user_id: command.user.id.get(),
+        roles,
         user_name,
         question,
         received,
         received_at: SystemTime::now(),
     }))
+}
+
+/// The model names offered for what was typed so far: those starting with it first, then those
+/// containing it (at most 25, as Discord allows).
+pub fn autocomplete_choices(names: &[String], typed: &str) -> Vec<String> {
+    let typed = typed.trim().to_lowercase();
+    let (mut first, mut then): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for name in names {
+        let lower = name.to_lowercase();
+        if lower.starts_with(&typed) {
+            first.push(name.clone());
+        } else if lower.contains(&typed) {
+            then.push(name.clone());
+        }
+    }
+    first.extend(then);
+    first.truncate(25);
+    first
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use ractor::ActorRef;
 use serenity::all::{
     Command, CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption,
-    EventHandler, GatewayIntents, GuildId, Interaction, Message, Permissions, Ready, ResumedEvent,
+    EventHandler, GatewayIntents, Guild, GuildChannel, GuildId, Interaction, Message,
+    PartialGuildChannel, Permissions, Ready, ResumedEvent, ThreadListSyncEvent,
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
@@ -14,15 +15,21 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::command::{command_use, CommandUse};
+use super::command::{autocomplete_choices, command_use, CommandUse};
+use super::deliver::autocomplete_response;
+use super::parents::Parents;
 use super::{
     COMMAND_DESCRIPTION, COMMAND_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
+    MODEL_COMMAND_DESCRIPTION, MODEL_COMMAND_NAME, MODEL_OPTION_DESCRIPTION, MODEL_OPTION_NAME,
     OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
 };
 use crate::config::shards::ShardRange;
 use crate::config::{CommandScope, DiscordConfig, GatewayConfig};
 use crate::ops::health::Health;
 use crate::question::router::RouterMsg;
+
+/// The model names `/zunda-model` offers (the running configuration's).
+pub type ModelNames = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// Slash commands need no privileged intent, and Discord delivers the content of messages that
 /// mention the bot without MESSAGE_CONTENT; asking for a privileged intent the operator has not
@@ -39,6 +46,8 @@ struct Handler {
     shards: ShardRange,
     max_question_chars: usize,
     registered: AtomicBool,
+    parents: Arc<Parents>,
+    model_names: ModelNames,
 }
 
 #[serenity::async_trait]
@@ -66,11 +75,39 @@ impl EventHandler for Handler {
         info!("gateway session resumed");
     }
 
-    async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
         let received = Instant::now();
-        let Interaction::Command(command) = interaction else {
-            return;
+        let command = match interaction {
+            Interaction::Command(command) => command,
+            Interaction::Autocomplete(autocomplete) => {
+                let typed = autocomplete
+                    .data
+                    .autocomplete()
+                    .map(|option| option.value.to_owned())
+                    .unwrap_or_default();
+                let choices = autocomplete_choices(&(self.model_names)(), &typed);
+                let response = autocomplete_response(&choices);
+                let answered = ctx
+                    .http
+                    .create_interaction_response(
+                        autocomplete.id,
+                        &autocomplete.token,
+                        &response,
+                        Vec::new(),
+                    )
+                    .await;
+                if let Err(err) = answered {
+                    warn!("cannot answer an autocomplete: {err}");
+                }
+                return;
+            }
+            _ => return,
         };
+        // Learned before the event actor judges the question by its place (no await before the
+        // hand-over: events stay in gateway order).
+        if let Some(channel) = &command.channel {
+            self.parents.learn_partial(channel);
+        }
         let message = match command_use(command, received) {
             Ok(CommandUse::Question(event)) => RouterMsg::Command(event),
             Ok(CommandUse::Control(event)) => RouterMsg::Control(event),
@@ -81,6 +118,53 @@ impl EventHandler for Handler {
         };
         if self.router.cast(message).is_err() {
             error!("the event actor is gone: an interaction was dropped");
+        }
+    }
+
+    async fn guild_create(&self, _ctx: Context, guild: Guild, _is_new: Option<bool>) {
+        for channel in guild.channels.values().chain(&guild.threads) {
+            self.parents.learn_guild_channel(channel);
+        }
+        self.parents.learn(guild.id.get(), None);
+    }
+
+    async fn channel_create(&self, _ctx: Context, channel: GuildChannel) {
+        self.parents.learn_guild_channel(&channel);
+    }
+
+    async fn channel_update(&self, _ctx: Context, _old: Option<GuildChannel>, new: GuildChannel) {
+        self.parents.learn_guild_channel(&new);
+    }
+
+    async fn channel_delete(
+        &self,
+        _ctx: Context,
+        channel: GuildChannel,
+        _messages: Option<Vec<Message>>,
+    ) {
+        self.parents.forget(channel.id.get());
+    }
+
+    async fn thread_create(&self, _ctx: Context, thread: GuildChannel) {
+        self.parents.learn_guild_channel(&thread);
+    }
+
+    async fn thread_update(&self, _ctx: Context, _old: Option<GuildChannel>, new: GuildChannel) {
+        self.parents.learn_guild_channel(&new);
+    }
+
+    async fn thread_delete(
+        &self,
+        _ctx: Context,
+        thread: PartialGuildChannel,
+        _full: Option<GuildChannel>,
+    ) {
+        self.parents.forget(thread.id.get());
+    }
+
+    async fn thread_list_sync(&self, _ctx: Context, sync: ThreadListSyncEvent) {
+        for thread in &sync.threads {
+            self.parents.learn_guild_channel(thread);
         }
     }
 
@@ -118,9 +202,25 @@ impl Handler {
         let memory = CreateCommand::new(MEMORY_COMMAND_NAME)
             .description(MEMORY_COMMAND_DESCRIPTION)
             .dm_permission(false);
+        // Shown to members with Manage Server; admins listed in [access] are let through too
+        // (the permission is checked again when it is used).
+        let model = CreateCommand::new(MODEL_COMMAND_NAME)
+            .description(MODEL_COMMAND_DESCRIPTION)
+            .default_member_permissions(Permissions::MANAGE_GUILD)
+            .dm_permission(false)
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    MODEL_OPTION_NAME,
+                    MODEL_OPTION_DESCRIPTION,
+                )
+                .required(true)
+                .set_autocomplete(true)
+                .max_length(100),
+            );
         // One bulk overwrite: the set of commands is exactly these, whatever was there before.
         // Guild commands appear at once; global ones take up to an hour to propagate.
-        let commands = vec![command, reset, memory];
+        let commands = vec![command, reset, memory, model];
         let registered = match self.scope {
             CommandScope::Guild => GuildId::new(self.guild_id)
                 .set_commands(&ctx.http, commands)
@@ -134,7 +234,7 @@ impl Handler {
             Ok(()) => info!(
                 scope = ?self.scope,
                 guild_id = self.guild_id,
-                "registered /{COMMAND_NAME}, /{RESET_COMMAND_NAME} and /{MEMORY_COMMAND_NAME}"
+                "registered /{COMMAND_NAME}, /{RESET_COMMAND_NAME}, /{MEMORY_COMMAND_NAME} and /{MODEL_COMMAND_NAME}"
             ),
             Err(err) => {
                 self.registered.store(false, Ordering::Release);
@@ -167,6 +267,7 @@ impl Gateway {
         gateway: &GatewayConfig,
         max_question_chars: usize,
         router: ActorRef<RouterMsg>,
+        (parents, model_names): (Arc<Parents>, ModelNames),
     ) -> Result<Self, serenity::Error> {
         let token = config.bot_token.expose().to_owned();
         let api_base = config
@@ -180,6 +281,8 @@ impl Gateway {
             shards,
             max_question_chars,
             registered: AtomicBool::new(false),
+            parents,
+            model_names,
         };
         let (built_tx, built) = oneshot::channel();
         let (ended_tx, ended) = oneshot::channel();

@@ -29,7 +29,10 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use self::replay::ReplayGuard;
-use super::command::{command_use, CommandUse};
+use super::command::{autocomplete_choices, command_use, CommandUse};
+use super::deliver::{autocomplete_response, Delivery};
+use super::gateway::ModelNames;
+use super::parents::Parents;
 use crate::ops::metrics::Metrics;
 use crate::question::limits::BUSY_REPLY;
 use crate::question::router::{CommandEvent, ControlEvent, ControlReply, RouterMsg};
@@ -57,6 +60,15 @@ pub struct InteractionsEndpoint {
     router: ActorRef<RouterMsg>,
     seen: ReplayGuard,
     metrics: Option<Arc<Metrics>>,
+    places: Option<Places>,
+}
+
+/// What the endpoint needs to place a question and offer model names.
+pub struct Places {
+    pub parents: Arc<Parents>,
+    /// Reads a channel's parent from Discord where the interaction leaves a gap.
+    pub delivery: Arc<Delivery>,
+    pub model_names: ModelNames,
 }
 
 impl InteractionsEndpoint {
@@ -66,7 +78,14 @@ impl InteractionsEndpoint {
             router,
             seen: ReplayGuard::new(MAX_CLOCK_SKEW_SECS),
             metrics: None,
+            places: None,
         }
+    }
+
+    /// Learns where each question was asked (and offers `/zunda-model` its model names).
+    pub fn with_places(mut self, places: Places) -> Self {
+        self.places = Some(places);
+        self
     }
 
     /// Counts the busy replies the endpoint gives itself (`zundamon_replies_total{kind="busy"}`).
@@ -105,6 +124,7 @@ impl InteractionsEndpoint {
         match interaction["type"].as_u64() {
             Some(1) => (StatusCode::OK, json!({"type": 1})),
             Some(2) => self.command(interaction, sent, received).await,
+            Some(4) => self.autocomplete(interaction),
             other => {
                 warn!(kind = ?other, "interactions endpoint: unsupported interaction type");
                 (
@@ -140,6 +160,13 @@ impl InteractionsEndpoint {
                 );
             }
         };
+        if let (Some(places), Some(channel)) = (&self.places, &command.channel) {
+            places.parents.learn_partial(channel);
+            // A thread's channel's category may be unknown here: looked up once, within the
+            // budget (the question is judged by the places known if Discord is slow).
+            let lookup = places.parents.complete(&places.delivery, channel.id.get());
+            let _ = tokio::time::timeout_at(received + BUDGET / 2, lookup).await;
+        }
         match command_use(command, received) {
             Ok(CommandUse::Question(event)) => self.question(event, sent, received).await,
             Ok(CommandUse::Control(event)) => self.control(event, sent, received).await,
@@ -165,20 +192,49 @@ impl InteractionsEndpoint {
         if let Some(replayed) = self.replayed(interaction_id, sent) {
             return replayed;
         }
-        let text = match self
+        let busy = ControlReply::Message {
+            text: BUSY_REPLY.to_owned(),
+            ephemeral: false,
+        };
+        match self
             .call_router(
                 interaction_id,
                 |reply| RouterMsg::HttpCommand(event, reply),
                 received,
-                BUSY_REPLY.to_owned(),
+                busy,
             )
             .await
         {
-            Ok(text) => text,
-            Err(unavailable) => return unavailable,
+            Ok(reply) => (StatusCode::OK, control_response(&reply)),
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    /// An APPLICATION_COMMAND_AUTOCOMPLETE (the `model` option of `/zunda-model`): the model
+    /// names that match what was typed.
+    fn autocomplete(&self, interaction: Value) -> (StatusCode, Value) {
+        let Ok(Interaction::Autocomplete(autocomplete)) =
+            serde_json::from_value::<Interaction>(interaction)
+        else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "malformed autocomplete interaction"}),
+            );
         };
-        let message = json!({"content": text, "allowed_mentions": {"parse": []}});
-        (StatusCode::OK, json!({"type": 4, "data": message}))
+        let typed = autocomplete
+            .data
+            .autocomplete()
+            .map(|option| option.value.to_owned())
+            .unwrap_or_default();
+        let names = self
+            .places
+            .as_ref()
+            .map(|places| (places.model_names)())
+            .unwrap_or_default();
+        (
+            StatusCode::OK,
+            autocomplete_response(&autocomplete_choices(&names, &typed)),
+        )
     }
 
     /// Asks the event actor for the response, waiting until [`BUDGET`] after `received`: `busy` if

@@ -11,6 +11,7 @@ pub mod follow_ups;
 pub mod gateway;
 pub mod interactions;
 pub mod live;
+pub mod parents;
 pub mod recent;
 pub mod split;
 
@@ -30,6 +31,13 @@ pub const RESET_COMMAND_DESCRIPTION: &str =
 pub const MEMORY_COMMAND_NAME: &str = "zunda-memory";
 pub const MEMORY_COMMAND_DESCRIPTION: &str =
     "このチャンネルでずんだもんが覚えている会話の数を表示します（自分にだけ見えます）。";
+
+/// Sets the model of the channel or thread (admins and members with Manage Server).
+pub const MODEL_COMMAND_NAME: &str = "zunda-model";
+pub const MODEL_COMMAND_DESCRIPTION: &str =
+    "このチャンネル（スレッド）でずんだもんが使うモデルを選びます（管理者向け）。";
+pub const MODEL_OPTION_NAME: &str = "model";
+pub const MODEL_OPTION_DESCRIPTION: &str = "モデルの名前（default で設定を外します）";
 
 pub use crate::voice::{ERROR_REPLY, MENTION_REPLY, TRUNCATED_NOTICE, WAIT_REPLY};
 

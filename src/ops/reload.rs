@@ -18,14 +18,15 @@ use ractor::ActorRef;
 use tracing::{error, info, warn};
 use zundamon_actors::{AnswerError, Answerer, Channels, Exchange, Progress, Question};
 
-use crate::agent::ZundaAgent;
+use crate::agent::places::{Ledger, PlacedAgent};
 use crate::config::{Config, Purpose};
 use crate::ops::metrics::Metrics;
+use crate::question::policy::Policy;
 use crate::question::router::RouterMsg;
 
 /// Sections whose settings a reload applies.
 pub const LIVE_SECTIONS: &[&str] = &[
-    "channels", "limits", "openai", "search", "persona", "stream",
+    "channels", "limits", "openai", "search", "persona", "stream", "access", "models", "places",
 ];
 /// Sections whose settings need a restart.
 pub const RESTART_SECTIONS: &[&str] = &["discord", "store", "http", "shutdown", "gateway", "fleet"];
@@ -38,18 +39,35 @@ pub fn is_live(setting: &str) -> bool {
 
 /// The answerer the channel actors hold: the agent of the current configuration.
 pub struct LiveAnswerer {
-    current: RwLock<Arc<ZundaAgent>>,
+    current: RwLock<Arc<PlacedAgent>>,
+    /// What every agent built for a reload reports to.
+    ledger: Option<Arc<dyn Ledger>>,
 }
 
 impl LiveAnswerer {
-    pub fn new(agent: ZundaAgent) -> Self {
+    pub fn new(agent: PlacedAgent, ledger: Option<Arc<dyn Ledger>>) -> Self {
         Self {
             current: RwLock::new(Arc::new(agent)),
+            ledger,
         }
     }
 
+    /// The agent of `config`, reporting to the same ledger.
+    pub fn build(
+        &self,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<PlacedAgent, crate::agent::AgentError> {
+        PlacedAgent::new(
+            config,
+            metrics,
+            Arc::new(chrono::Utc::now),
+            self.ledger.clone(),
+        )
+    }
+
     /// Answers the next questions with `agent`.
-    pub fn replace(&self, agent: ZundaAgent) {
+    pub fn replace(&self, agent: PlacedAgent) {
         *self.current.write().expect("answerer lock poisoned") = Arc::new(agent);
     }
 }
@@ -99,14 +117,20 @@ impl Change {
 /// Every setting that differs from `old` to `new`, sections and keys in alphabetical order
 /// (secrets and the persona text last).
 pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
-    let flat = |config: &Config| -> Vec<(String, String)> {
+    let flat = |config: &Config| -> std::collections::BTreeMap<String, String> {
         let value = toml::Value::try_from(config).expect("the configuration serializes");
-        let mut out = Vec::new();
+        let mut out = std::collections::BTreeMap::new();
         if let toml::Value::Table(sections) = value {
             for (section, table) in sections {
-                if let toml::Value::Table(table) = table {
-                    for (key, value) in table {
-                        out.push((format!("{section}.{key}"), value.to_string()));
+                match table {
+                    toml::Value::Table(table) => {
+                        for (key, value) in table {
+                            out.insert(format!("{section}.{key}"), value.to_string());
+                        }
+                    }
+                    // `places` is an array of tables: compared whole.
+                    other => {
+                        out.insert(format!("{section}.all"), other.to_string());
                     }
                 }
             }
@@ -115,14 +139,20 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     };
     let before = flat(old);
     let after = flat(new);
-    let mut changed: Vec<Change> = before
-        .iter()
-        .zip(&after)
-        .filter(|((_, from), (_, to))| from != to)
-        .map(|((setting, from), (_, to))| Change {
-            setting: setting.clone(),
-            from: from.clone(),
-            to: to.clone(),
+    let absent = String::from("(none)");
+    let mut settings: Vec<&String> = before.keys().chain(after.keys()).collect();
+    settings.sort();
+    settings.dedup();
+    let mut changed: Vec<Change> = settings
+        .into_iter()
+        .filter_map(|setting| {
+            let from = before.get(setting).unwrap_or(&absent);
+            let to = after.get(setting).unwrap_or(&absent);
+            (from != to).then(|| Change {
+                setting: setting.clone(),
+                from: from.clone(),
+                to: to.clone(),
+            })
         })
         .collect();
     // Secrets serialize as `[redacted]` and the persona text is not serialized at all.
@@ -136,6 +166,15 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     }
     if old.openai.api_key != new.openai.api_key {
         changed.push(redacted("openai.api_key"));
+    }
+    for (name, model) in &new.models {
+        if old
+            .models
+            .get(name)
+            .is_some_and(|old| old.api_key != model.api_key)
+        {
+            changed.push(redacted(&format!("models.{name}.api_key")));
+        }
     }
     if old.persona.system_prompt != new.persona.system_prompt {
         changed.push(Change {
@@ -156,7 +195,10 @@ pub fn annotate(redacted_toml: &str) -> String {
     );
     for line in redacted_toml.lines() {
         out.push_str(line);
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        let header = line.trim_start_matches('[').trim_end_matches(']');
+        if let Some(section) = (line.starts_with('[') && line.ends_with(']'))
+            .then(|| header.split('.').next().unwrap_or(header))
+        {
             if LIVE_SECTIONS.contains(&section) {
                 out.push_str(" # live");
             } else if RESTART_SECTIONS.contains(&section) {
@@ -188,9 +230,17 @@ pub struct Reloader {
     router: ActorRef<RouterMsg>,
     answerer: Arc<LiveAnswerer>,
     metrics: Arc<Metrics>,
+    /// Where the access lists, places and budgets of the next questions are read.
+    policy: Option<Arc<Policy>>,
 }
 
 impl Reloader {
+    /// Applies `[access]`, `[models]`, `[[places]]` and the token budget to `policy` too.
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
     pub fn new(
         current: Config,
         channels: Channels,
@@ -204,6 +254,7 @@ impl Reloader {
             router,
             answerer,
             metrics,
+            policy: None,
         }
     }
 
@@ -264,8 +315,11 @@ impl Reloader {
                 .any(|c| c.setting.starts_with(&format!("{section}.")))
         };
         // Build first, apply after: a new agent that cannot be built leaves everything as it was.
-        if touches("openai") || touches("search") || touches("persona") {
-            match ZundaAgent::new(&next, self.metrics.clone()) {
+        if ["openai", "search", "persona", "models", "places"]
+            .iter()
+            .any(|section| touches(section))
+        {
+            match self.answerer.build(&next, self.metrics.clone()) {
                 Ok(agent) => self.answerer.replace(agent),
                 Err(err) => return Outcome::Invalid(format!("cannot build the agent: {err}")),
             }
@@ -288,6 +342,9 @@ impl Reloader {
             {
                 warn!("cannot apply new limits: {err}");
             }
+        }
+        if let Some(policy) = &self.policy {
+            policy.replace(next.clone());
         }
         self.current = next;
         Outcome::Applied { live, restart_only }

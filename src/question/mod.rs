@@ -11,4 +11,5 @@ pub mod admission;
 pub mod lifecycle;
 pub mod limits;
 pub mod owners;
+pub mod policy;
 pub mod router;

@@ -193,6 +193,8 @@ struct Shared {
     refuse_until: Mutex<Option<Instant>>,
     /// Reading channel messages is refused (403), as in a channel the bot cannot see.
     channel_reads_forbidden: Mutex<bool>,
+    /// Channels `GET /channels/{id}` describes: id → parent id.
+    channels: Mutex<HashMap<u64, Option<u64>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -255,6 +257,7 @@ impl FakeDiscord {
             webhook_bucket: Mutex::default(),
             refuse_until: Mutex::default(),
             channel_reads_forbidden: Mutex::default(),
+            channels: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(serve_rest(rest, Arc::clone(&shared))),
@@ -512,6 +515,18 @@ impl FakeDiscord {
             });
         }
         sent
+    }
+
+    /// Dispatches any gateway event (`t`, `d`) to the guild's sessions.
+    pub async fn dispatch(&self, t: &'static str, d: Value) {
+        for session in self.sessions(t, GUILD_ID).await {
+            let _ = session.send(Outgoing::Dispatch { t, d: d.clone() });
+        }
+    }
+
+    /// Makes `GET /channels/{id}` describe channel `id` with `parent`.
+    pub fn set_channel(&self, id: u64, parent: Option<u64>) {
+        lock(&self.shared.channels).insert(id, parent);
     }
 
     /// Rate-limits each interaction token's webhook routes to `requests` per `window`.
@@ -905,6 +920,15 @@ fn route(
         (_, ["webhooks", a, token, rest @ ..]) if *a == app => {
             webhook(shared, method, token, rest, body)
         }
+        ("GET", ["channels", channel]) => {
+            let id: u64 = channel.parse().unwrap_or(0);
+            match lock(&shared.channels).get(&id) {
+                Some(parent) => ok(json!({"id": id.to_string(), "type": 0,
+                    "guild_id": GUILD_ID.to_string(), "name": "channel",
+                    "parent_id": parent.map(|p| p.to_string())})),
+                None => error(404, 10003, "Unknown Channel"),
+            }
+        }
         ("GET", ["channels", channel, "messages"]) => {
             let authorized = headers
                 .iter()
@@ -1084,6 +1108,11 @@ fn callback(shared: &Shared, id: &str, token: &str, body: &Value, at: Instant) -
             state.original = Some(message_json(id, state.channel_id, bot_user_json(), content));
         }
         Some(5) => {}
+        // An autocomplete answer: the choices, at most 25.
+        Some(8)
+            if body["data"]["choices"]
+                .as_array()
+                .is_some_and(|c| c.len() <= 25) => {}
         _ => return error(400, 50035, "Invalid Form Body"),
     }
     state.acknowledged = true;

@@ -60,6 +60,7 @@ pub fn question(channel: u64, text: &str) -> Question {
         user_id: 7,
         user_name: "tester".into(),
         text: text.into(),
+        places: Vec::new(),
     }
 }
 

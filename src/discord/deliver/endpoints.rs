@@ -58,6 +58,17 @@ impl Delivery {
             .await
     }
 
+    /// Answers an autocomplete interaction with these choices (callback type 8).
+    pub async fn autocomplete(
+        &self,
+        interaction_id: u64,
+        token: &str,
+        choices: &[String],
+    ) -> Result<(), DeliveryError> {
+        self.callback(interaction_id, token, autocomplete_response(choices))
+            .await
+    }
+
     /// A message callback (type 4) with these message `flags`.
     async fn reply_with(
         &self,
@@ -270,4 +281,14 @@ pub(in crate::discord) fn check_token(route: Route, token: &str) -> Result<(), D
                 .to_string(),
         })
     }
+}
+
+/// The interaction response listing autocomplete `choices` (at most 25, as Discord allows).
+pub fn autocomplete_response(choices: &[String]) -> Value {
+    let choices: Vec<Value> = choices
+        .iter()
+        .take(25)
+        .map(|choice| json!({"name": choice, "value": choice}))
+        .collect();
+    json!({"type": 8, "data": {"choices": choices}})
 }

@@ -46,6 +46,11 @@ pub enum Route {
         /// The channel read.
         channel_id: u64,
     },
+    /// Reading a channel (`GET /channels/{id}`), to learn its parent.
+    Channel {
+        /// The channel read.
+        channel_id: u64,
+    },
 }
 
 impl fmt::Display for Route {
@@ -68,6 +73,7 @@ impl fmt::Display for Route {
             Self::ChannelMessages { channel_id } => {
                 write!(f, "GET /channels/{channel_id}/messages")
             }
+            Self::Channel { channel_id } => write!(f, "GET /channels/{channel_id}"),
         }
     }
 }

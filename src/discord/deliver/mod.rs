@@ -33,6 +33,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 
 use crate::ops::metrics::UnknownFollowUps;
+pub use endpoints::autocomplete_response;
 pub(super) use endpoints::{check_content, check_token, message_body};
 pub use errors::{DeliveryError, Failure, Route};
 pub(super) use redact::{api_error, describe};

@@ -41,6 +41,7 @@ pub struct Metrics {
     replies: Family<Outcome, Counter>,
     gateway_ready: Gauge<i64, AtomicI64>,
     withdrawn: Family<Outcome, Counter>,
+    refused: Family<Outcome, Counter>,
     resumed: Family<Outcome, Counter>,
     live_edits: Histogram,
     reasoning_answers: Counter<u64, AtomicU64>,
@@ -76,6 +77,7 @@ impl Metrics {
             replies: Family::default(),
             gateway_ready: Gauge::default(),
             withdrawn: Family::default(),
+            refused: Family::default(),
             resumed: Family::default(),
             live_edits: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             reasoning_answers: Counter::default(),
@@ -139,6 +141,17 @@ impl Metrics {
             "Questions withdrawn before the model was asked, because nobody would see the answer, by reason",
             metrics.withdrawn.clone(),
         );
+        registry.register(
+            "zundamon_questions_refused",
+            "Questions refused before the model by the admins' settings, by reason: access (the \
+             access lists), token_cap (the user's daily token budget)",
+            metrics.refused.clone(),
+        );
+        for reason in ["access", "token_cap"] {
+            let _ = metrics
+                .refused
+                .get_or_create(&vec![("reason".into(), reason.into())]);
+        }
         registry.register(
             "zundamon_pending_resumed",
             "Pending questions found at startup (left by a process that stopped), by outcome",

@@ -90,6 +90,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a question refused before the model by the admins' settings; `reason` is
+    /// `access` or `token_cap`.
+    pub fn question_refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
     /// Counts a question withdrawn before the model was asked; `reason` is e.g.
     /// `already_acknowledged`, `unknown_interaction`, `expired`.
     pub fn withdrawn(&self, reason: &str) {

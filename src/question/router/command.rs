@@ -12,7 +12,7 @@ use tracing::{error, info, warn, Instrument};
 use zundamon_actors::{gate, Live, Question, Ticket};
 
 use super::screening::{reply_now, screen, Screening};
-use super::{span_of, CommandEvent, RouterState};
+use super::{span_of, CommandEvent, ControlReply, RouterState};
 use crate::discord::live;
 use crate::discord::{ERROR_REPLY, WAIT_REPLY};
 use crate::ops::metrics::Metrics;
@@ -28,7 +28,7 @@ const FLEET_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) fn on_command(
     state: &mut RouterState,
     event: CommandEvent,
-    http_reply: Option<RpcReplyPort<String>>,
+    http_reply: Option<RpcReplyPort<ControlReply>>,
 ) {
     let metrics = state.args.metrics.clone();
     metrics.interaction_received();
@@ -44,13 +44,27 @@ pub(super) fn on_command(
     // (the load balancer may send some until it sees this instance is no longer ready).
     let fleet = state.args.fleet.clone().filter(|_| http_reply.is_some());
     let draining = state.draining && fleet.is_none();
-    let question = match screen(state, &event, draining) {
+    let places = state.args.policy.places(event.channel_id, event.guild_id);
+    let question = match screen(state, &event, &places, draining) {
         Screening::Ask(question) => question,
-        Screening::Immediate { kind, text } => {
-            reply_now(state, event, http_reply, kind, text, span);
+        Screening::Immediate {
+            kind,
+            text,
+            ephemeral,
+        } => {
+            reply_now(state, event, http_reply, (kind, ephemeral), text, span);
             return;
         }
     };
+    if state.args.policy.budgeted() {
+        // Another process of a fleet may have counted some of this user's spending.
+        let policy = state.args.policy.clone();
+        let user = event.user_id;
+        state
+            .args
+            .in_flight
+            .spawn(async move { policy.refresh(user).await });
+    }
     let http_reply = match (fleet, http_reply) {
         (Some(fleet), Some(reply)) => {
             let guard = state.args.in_flight.start();
@@ -70,7 +84,7 @@ pub(super) fn on_command(
         // A replay of an interaction already in hand (e.g. events re-sent after a RESUME).
         span.in_scope(|| info!("ignoring an interaction already being answered"));
         if let Some(reply) = http_reply {
-            let _ = reply.send(WAIT_REPLY.to_owned());
+            let _ = reply.send(wait_reply());
         }
         return;
     };
@@ -89,7 +103,7 @@ pub(super) fn on_command(
                 state,
                 event,
                 http_reply,
-                refusal.label(),
+                (refusal.label(), false),
                 BUSY_REPLY.to_owned(),
                 span,
             );
@@ -114,6 +128,7 @@ pub(super) fn on_command(
             user_id: event.user_id,
             user_name: event.user_name.clone(),
             text: question.clone(),
+            places,
         },
         ticket,
     ));
@@ -177,7 +192,7 @@ async fn record_for_fleet(
     fleet: Arc<FleetPending>,
     event: CommandEvent,
     question: String,
-    reply: RpcReplyPort<String>,
+    reply: RpcReplyPort<ControlReply>,
     (max_queued, max_pending): (usize, usize),
     metrics: Arc<Metrics>,
     _guard: crate::ops::shutdown::InFlightGuard,
@@ -197,7 +212,7 @@ async fn record_for_fleet(
         Ok(Ok(false)) => {
             warn!("queue full in the fleet: answering busy");
             metrics.reply("busy_channel");
-            let _ = reply.send(BUSY_REPLY.to_owned());
+            let _ = reply.send(message(BUSY_REPLY));
             return;
         }
         Ok(Err(err)) => {
@@ -209,7 +224,7 @@ async fn record_for_fleet(
             ERROR_REPLY
         }
     };
-    if reply.send(text.to_owned()).is_ok() && text == WAIT_REPLY {
+    if reply.send(message(text)).is_ok() && text == WAIT_REPLY {
         metrics.observe_ack_latency(received.elapsed().as_secs_f64());
         info!("recorded for the channel's fleet instance");
     }
@@ -219,9 +234,9 @@ async fn record_for_fleet(
 fn acknowledge_http(
     lifecycle: &Lifecycle,
     received: Instant,
-    reply: RpcReplyPort<String>,
+    reply: RpcReplyPort<ControlReply>,
 ) -> Result<(), &'static str> {
-    if reply.send(WAIT_REPLY.to_owned()).is_err() {
+    if reply.send(wait_reply()).is_err() {
         // The endpoint gave up waiting (its 3 s budget): Discord never saw an acknowledgement.
         warn!("the HTTP request was gone before the acknowledgement: withdrawing the question");
         return Err("ack_failed");
@@ -230,4 +245,17 @@ fn acknowledge_http(
         .metrics
         .observe_ack_latency(received.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// An HTTP response message everyone in the channel sees.
+fn message(text: &str) -> ControlReply {
+    ControlReply::Message {
+        text: text.to_owned(),
+        ephemeral: false,
+    }
+}
+
+/// The acknowledgement over HTTP: the wait message.
+fn wait_reply() -> ControlReply {
+    message(WAIT_REPLY)
 }

@@ -4,27 +4,30 @@
 use std::time::Duration;
 
 use ractor::RpcReplyPort;
-use tracing::{error, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 use zundamon_actors::Channels;
 
 use super::{span_of, ControlEvent, ControlKind, ControlReply, RouterState};
+use crate::config::DEFAULT_MODEL;
 use crate::discord::deliver::Delivery;
 use crate::question::lifecycle::TOKEN_LIFETIME;
+use crate::question::policy::Policy;
 use crate::store::Store;
 use crate::voice;
 
-/// Discord's ADMINISTRATOR and MANAGE_MESSAGES permission bits.
+/// Discord's ADMINISTRATOR, MANAGE_GUILD and MANAGE_MESSAGES permission bits.
 const ADMINISTRATOR: u64 = 1 << 3;
+const MANAGE_GUILD: u64 = 1 << 5;
 const MANAGE_MESSAGES: u64 = 1 << 13;
 
-/// Whether a member with `permissions` may use `/zunda-reset`. Discord hides the command from
-/// members without Manage Messages by default; it is checked again here, so a permission
-/// override in the server settings cannot hand it to everyone by mistake.
-fn reset_allowed(permissions: Option<u64>) -> bool {
-    permissions.is_some_and(|bits| bits & (ADMINISTRATOR | MANAGE_MESSAGES) != 0)
+/// Whether a member with `permissions` has one of the `needed` bits (or is an administrator).
+/// Discord hides a command from members without its default permission; it is checked again
+/// here, so a permission override in the server settings cannot hand it to everyone by mistake.
+fn permitted(permissions: Option<u64>, needed: u64) -> bool {
+    permissions.is_some_and(|bits| bits & (ADMINISTRATOR | needed) != 0)
 }
 
-/// `/zunda-reset` and `/zunda-memory`.
+/// `/zunda-reset`, `/zunda-memory` and `/zunda-model`.
 pub(super) fn on_control(
     state: &mut RouterState,
     event: ControlEvent,
@@ -35,6 +38,9 @@ pub(super) fn on_control(
     let channels = state.args.channels.clone();
     let store = state.args.store.clone();
     let metrics = state.args.metrics.clone();
+    let policy = state.args.policy.clone();
+    let admin = policy.is_admin(event.user_id);
+    let places = policy.places(event.channel_id, event.guild_id);
     let guard = state.args.in_flight.start();
     // In the HTTP fleet the channel's window lives in whichever instance holds the channel.
     let in_fleet = http.is_some() && state.args.fleet.is_some();
@@ -50,7 +56,9 @@ pub(super) fn on_control(
                 |reply: ControlReply| acknowledge_control(&delivery, http.take(), id, token, reply);
             let sent: Result<(), String> = async {
                 match event.kind {
-                    ControlKind::Reset if !reset_allowed(event.permissions) => {
+                    ControlKind::Reset
+                        if !admin && !permitted(event.permissions, MANAGE_MESSAGES) =>
+                    {
                         metrics.reply("reset_forbidden");
                         respond(ControlReply::Message {
                             text: voice::RESET_FORBIDDEN_REPLY.to_owned(),
@@ -87,9 +95,49 @@ pub(super) fn on_control(
                     }
                     // Over HTTP the store may be slower than the response can wait: defer (only
                     // to the asker), then edit in the text.
+                    ControlKind::Model(_)
+                        if !admin && !permitted(event.permissions, MANAGE_GUILD) =>
+                    {
+                        metrics.reply("model_forbidden");
+                        respond(ControlReply::Message {
+                            text: voice::MODEL_FORBIDDEN_REPLY.to_owned(),
+                            ephemeral: true,
+                        })
+                        .await
+                    }
+                    ControlKind::Model(name) => {
+                        let name = name.trim().to_owned();
+                        let config = policy.config();
+                        if !config.has_model(&name) {
+                            return respond(ControlReply::Message {
+                                text: voice::unknown_model_reply(&name, &config.model_names()),
+                                ephemeral: true,
+                            })
+                            .await;
+                        }
+                        respond(ControlReply::Defer { ephemeral: false }).await?;
+                        let is_default = name == DEFAULT_MODEL;
+                        let chosen = (!is_default).then_some(name.as_str());
+                        let text = match policy.choose_model(event.channel_id, chosen).await {
+                            Ok(()) => {
+                                metrics.reply("model");
+                                info!(model = %name, "the channel's model was chosen");
+                                voice::model_chosen_reply(&name, is_default)
+                            }
+                            Err(err) => {
+                                error!("cannot keep the channel's model: {err}");
+                                voice::MODEL_FAILED_REPLY.to_owned()
+                            }
+                        };
+                        delivery
+                            .edit_original(token, &text, deliver_by)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
                     ControlKind::Memory if over_http => {
                         respond(ControlReply::Defer { ephemeral: true }).await?;
                         let text = memory_text(&channels, store.as_ref(), event.channel_id).await;
+                        let text = text + &settings_text(&policy, &places).await;
                         metrics.reply("memory");
                         delivery
                             .edit_original(token, &text, deliver_by)
@@ -98,6 +146,7 @@ pub(super) fn on_control(
                     }
                     ControlKind::Memory => {
                         let text = memory_text(&channels, store.as_ref(), event.channel_id).await;
+                        let text = text + &settings_text(&policy, &places).await;
                         metrics.reply("memory");
                         respond(ControlReply::Message {
                             text,
@@ -138,6 +187,17 @@ async fn acknowledge_control(
             .await
             .map_err(|err| err.to_string()),
     }
+}
+
+/// What `/zunda-memory` adds: the settings a question here is answered with.
+async fn settings_text(policy: &Policy, places: &[u64]) -> String {
+    let settings = policy.settings(places).await;
+    voice::settings_lines(
+        &settings.model,
+        settings.search,
+        settings.persona.is_some(),
+        settings.chosen,
+    )
 }
 
 /// What `/zunda-memory` says: the live window's length, or the stored one.

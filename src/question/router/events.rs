@@ -20,6 +20,8 @@ pub struct CommandEvent {
     pub channel_id: u64,
     pub guild_id: Option<u64>,
     pub user_id: u64,
+    /// The member's roles (`None` outside a guild).
+    pub roles: Option<Vec<u64>>,
     pub user_name: String,
     pub question: String,
     /// When the event arrived (for the acknowledgement latency).
@@ -50,12 +52,14 @@ impl CommandEvent {
 }
 
 /// Which channel memory command was used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlKind {
     /// `/zunda-reset`: forget the channel's window.
     Reset,
     /// `/zunda-memory`: show (ephemerally) what the channel remembers.
     Memory,
+    /// `/zunda-model model:<name>`: choose the channel's (or thread's) model.
+    Model(String),
 }
 
 /// A use of a channel memory command.
@@ -67,7 +71,10 @@ pub struct ControlEvent {
     /// The interaction token (a secret).
     pub token: Secret,
     pub channel_id: u64,
+    pub guild_id: Option<u64>,
     pub user_id: u64,
+    /// The member's roles (`None` outside a guild).
+    pub roles: Option<Vec<u64>>,
     /// The invoking member's permissions in the channel, as Discord computed them.
     pub permissions: Option<u64>,
     pub received: Instant,
@@ -90,9 +97,9 @@ pub enum RouterMsg {
     },
     /// A `/zunda` use from the gateway: record, acknowledge, then answer.
     Command(CommandEvent),
-    /// A `/zunda` use from the HTTP interactions endpoint: reply with the text of the immediate
-    /// response message (the acknowledgement), then answer.
-    HttpCommand(CommandEvent, RpcReplyPort<String>),
+    /// A `/zunda` use from the HTTP interactions endpoint: reply with the immediate response
+    /// message (the acknowledgement, or a refusal), then answer.
+    HttpCommand(CommandEvent, RpcReplyPort<ControlReply>),
     /// A channel memory command (`/zunda-reset`, `/zunda-memory`).
     Control(ControlEvent),
     /// The same from the HTTP interactions endpoint: reply with the HTTP response's content.

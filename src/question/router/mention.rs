@@ -21,6 +21,10 @@ pub(super) fn on_message(
     if !mentioned.contains(&bot) || author_id == bot {
         return;
     }
+    if !state.args.policy.may_mention(author_id) {
+        state.args.metrics.question_refused("access");
+        return; // a blocked user gets no reply
+    }
     if state.limiter.check(author_id, Instant::now()).is_err() {
         return; // a flood of mentions gets no flood of replies
     }

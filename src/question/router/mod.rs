@@ -63,6 +63,8 @@ pub struct RouterArgs {
     /// holding the channel's lease, which gets them as [`RouterMsg::Resume`]) instead of being
     /// answered by this instance; resumed questions are removed from here once delivered.
     pub fleet: Option<Arc<FleetPending>>,
+    /// The access lists, place settings and token budgets.
+    pub policy: Arc<crate::question::policy::Policy>,
 }
 
 pub struct RouterState {

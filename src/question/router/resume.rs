@@ -68,15 +68,21 @@ pub(super) fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>
         };
         metrics.resumed("resumed");
         let started = zundamon_actors::Started::default();
-        let answer = Box::pin(state.args.channels.submit_with(
-            Question {
-                channel_id: question.channel_id,
-                user_id: question.user_id,
-                user_name: question.user_name.clone(),
-                text: question.question.clone(),
-            },
-            Ticket::new(Some(question.interaction_id), Some(start_by)).timed(started.clone()),
-        ));
+        let answer = Box::pin(
+            state.args.channels.submit_with(
+                Question {
+                    channel_id: question.channel_id,
+                    user_id: question.user_id,
+                    user_name: question.user_name.clone(),
+                    text: question.question.clone(),
+                    places: state
+                        .args
+                        .policy
+                        .places(question.channel_id, question.guild_id),
+                },
+                Ticket::new(Some(question.interaction_id), Some(start_by)).timed(started.clone()),
+            ),
+        );
         span.in_scope(|| info!(age_secs = age.as_secs(), "resuming a pending question"));
         let job = Job {
             fence: Some(question.fence),

@@ -1,0 +1,156 @@
+//! Answering by place: the settings of each question (model, persona addendum, web search) are
+//! resolved from where it was asked — the `[[places]]` entries and the `/zunda-model` choice in
+//! force there — and the agent of that model answers with them. What each answer cost is
+//! reported to the [`Ledger`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tracing::warn;
+use zundamon_actors::{AnswerError, Answerer, Exchange, Progress, Question};
+
+use super::search::WebSearch;
+use super::{AgentError, Clock, ZundaAgent};
+use crate::config::admin::resolve_place;
+use crate::config::{Config, PlaceConfig, PlaceSettings, DEFAULT_MODEL};
+use crate::ops::metrics::Metrics;
+
+/// What the agent needs from the rest of the bot: the `/zunda-model` choices, and a place to
+/// count what each user's questions cost.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// The `/zunda-model` choice in force for a question asked in `places` (most specific
+    /// first): the index of the place it was made at, and the model name.
+    async fn model_choice(&self, places: &[u64]) -> Option<(usize, String)>;
+    /// `user_id`'s question cost `tokens` with model `model`.
+    async fn spent(&self, user_id: u64, model: &str, tokens: u64);
+}
+
+/// One agent per configured model, answering each question with its place's settings.
+pub struct PlacedAgent {
+    agents: BTreeMap<String, ZundaAgent>,
+    places: Vec<PlaceConfig>,
+    ledger: Option<Arc<dyn Ledger>>,
+}
+
+impl std::fmt::Debug for PlacedAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlacedAgent")
+            .field("models", &self.agents.keys().collect::<Vec<_>>())
+            .field("places", &self.places.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlacedAgent {
+    /// The agents of `config`'s models (one web search, shared).
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        ledger: Option<Arc<dyn Ledger>>,
+    ) -> Result<Self, AgentError> {
+        let search = Arc::new(WebSearch::new(&config.search, metrics.clone())?);
+        let mut agents = BTreeMap::new();
+        for name in config.model_names() {
+            let Some(openai) = config.model_openai(&name) else {
+                continue;
+            };
+            let agent = ZundaAgent::for_model(
+                config,
+                &openai,
+                &name,
+                search.clone(),
+                metrics.clone(),
+                clock.clone(),
+            )?;
+            agents.insert(name, agent);
+        }
+        Ok(Self {
+            agents,
+            places: config.places.clone(),
+            ledger,
+        })
+    }
+
+    /// The settings of a question asked in `places`.
+    pub async fn settings(&self, places: &[u64]) -> PlaceSettings {
+        let choice = match &self.ledger {
+            Some(ledger) => ledger.model_choice(places).await,
+            None => None,
+        };
+        let known = |name: &str| self.agents.contains_key(name);
+        let settings = resolve_place(
+            &self.places,
+            &known,
+            places,
+            choice.as_ref().map(|(at, name)| (*at, name.as_str())),
+        );
+        if let (Some((_, name)), false) = (&choice, settings.chosen) {
+            warn!(model = %name, "the /zunda-model choice names a model no longer configured: using the place's model");
+        }
+        settings
+    }
+
+    /// The agent of `model` (the default one if it is gone).
+    fn agent(&self, model: &str) -> &ZundaAgent {
+        self.agents
+            .get(model)
+            .or_else(|| self.agents.get(DEFAULT_MODEL))
+            .expect("the default model always has an agent")
+    }
+
+    async fn answer_placed(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+        progress: Option<&Progress>,
+    ) -> Result<String, AgentError> {
+        let settings = self.settings(&question.places).await;
+        let agent = self
+            .agent(&settings.model)
+            .placed(settings.persona.as_deref(), settings.search);
+        let answer = agent
+            .answer_with_progress(question, history, progress)
+            .await;
+        let spent = agent.spent();
+        if let (Some(ledger), true) = (&self.ledger, spent > 0) {
+            ledger.spent(question.user_id, &settings.model, spent).await;
+        }
+        answer
+    }
+
+    /// The part of an answer the channel remembers.
+    pub fn remembered(&self, answer: &str) -> String {
+        self.agent(DEFAULT_MODEL).remembered(answer)
+    }
+}
+
+#[async_trait]
+impl Answerer for PlacedAgent {
+    async fn answer(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+    ) -> Result<String, AnswerError> {
+        self.answer_placed(question, history, None)
+            .await
+            .map_err(|err| AnswerError::new(err.to_string()))
+    }
+
+    async fn answer_live(
+        &self,
+        question: &Question,
+        history: &[Exchange],
+        progress: &Progress,
+    ) -> Result<String, AnswerError> {
+        self.answer_placed(question, history, Some(progress))
+            .await
+            .map_err(|err| AnswerError::new(err.to_string()))
+    }
+
+    fn remembered(&self, answer: &str) -> String {
+        PlacedAgent::remembered(self, answer)
+    }
+}
