@@ -71,6 +71,7 @@ fn question(channel: u64) -> Question {
         user_name: "bench".into(),
         text: japanese(QUESTION_CHARS, channel),
         places: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -135,6 +135,39 @@ pub fn settings_lines(model: &str, search: bool, persona: bool, chosen: bool) ->
     )
 }
 
+/// The reply to an image for a model that does not take images.
+pub const NO_VISION_REPLY: &str =
+    "ごめんなのだ。いまのモデルは画像を見られないのだ。文字で説明してほしいのだ。";
+
+/// The reply to an `image:` that is not a png, jpeg, webp or gif.
+pub const IMAGE_TYPE_REPLY: &str = "ごめんなのだ。見られる画像は png・jpeg・webp・gif だけなのだ。";
+
+/// The reply to an image over `ZUNDA_MAX_IMAGE_BYTES`.
+pub fn image_too_large_reply(limit_bytes: u64) -> String {
+    format!(
+        "ごめんなのだ。画像が大きすぎるのだ。{}MBまでにしてほしいのだ。",
+        (limit_bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+    )
+}
+
+/// The reply to a `file:` that is not a text file.
+pub const TEXT_ONLY_REPLY: &str =
+    "ごめんなのだ。読めるのはテキストファイルだけなのだ（ログやソースコードなど）。";
+
+/// The reply to an attachment with nothing in it.
+pub const EMPTY_FILE_REPLY: &str =
+    "添付されたファイルが空っぽなのだ。中身のあるファイルを付けてほしいのだ。";
+
+/// The reply when an attachment could not be fetched or read (gone, too slow, not what it said
+/// it was).
+pub const ATTACHMENT_FAILED_REPLY: &str =
+    "添付されたファイルをうまく受け取れなかったのだ……。もう一度付けて質問してほしいのだ。";
+
+/// The note after an answer whose text file was cut at `ZUNDA_MAX_FILE_CHARS`.
+pub fn file_cut_note(chars: usize) -> String {
+    format!("⚠️ ファイルが長すぎたので、最初の{chars}文字だけ読んだのだ。")
+}
+
 /// The reply when the reset could not be done (the store failed).
 pub const RESET_FAILED_REPLY: &str =
     "記憶をうまく消せなかったのだ……。少し待ってから、もう一度試してほしいのだ。";

@@ -90,6 +90,7 @@ fn question(text: &str) -> Question {
         user_name: "たろう".into(),
         text: text.into(),
         places: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

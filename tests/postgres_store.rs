@@ -30,6 +30,7 @@ fn pending(interaction_id: u64, channel_id: u64) -> PendingQuestion {
         delivered_parts: 1,
         follow_ups: vec![7, 8],
         fence: 0,
+        attachments: Vec::new(),
     }
 }
 

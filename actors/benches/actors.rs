@@ -123,6 +123,7 @@ fn question(channel_id: ChannelId, n: usize) -> Question {
         user_name: "bench".to_owned(),
         text: format!("質問{n}"),
         places: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -19,6 +19,31 @@ pub struct Question {
     /// Where it was asked, most specific first: the channel (or thread), its parent channel, the
     /// category, the guild. The answerer may pick its settings by them; empty when unknown.
     pub places: Vec<u64>,
+    /// Files the user attached, as described to the bot (the answerer fetches them). `text`
+    /// names each with a placeholder, so the window keeps the placeholder, never the content.
+    pub attachments: Vec<Attachment>,
+}
+
+/// What a file attached to a question is taken as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    /// An image for a vision model.
+    Image,
+    /// A text file read into the prompt.
+    Text,
+}
+
+/// A file attached to a question, as its sender describes it: where to fetch it, what it claims
+/// to be and how large.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub kind: AttachmentKind,
+    pub filename: String,
+    pub url: String,
+    /// The declared content type (may be empty).
+    pub content_type: String,
+    /// The declared size in bytes.
+    pub size: u64,
 }
 
 /// Why an answer could not be produced (an upstream failed, timed out, …). The front end shows the
@@ -27,12 +52,24 @@ pub struct Question {
 #[error("{reason}")]
 pub struct AnswerError {
     pub reason: String,
+    /// What to tell the user instead of the generic error message, when the failure is theirs
+    /// to fix (an attachment that cannot be read, say).
+    pub reply: Option<String>,
 }
 
 impl AnswerError {
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            reply: None,
+        }
+    }
+
+    /// An error the user is told about with `reply`.
+    pub fn with_reply(reason: impl Into<String>, reply: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            reply: Some(reply.into()),
         }
     }
 }

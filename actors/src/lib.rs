@@ -14,7 +14,7 @@ mod supervisor;
 mod ticket;
 mod window;
 
-pub use answerer::{AnswerError, Answerer, AskError, Question};
+pub use answerer::{AnswerError, Answerer, AskError, Attachment, AttachmentKind, Question};
 pub use channel::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use stats::{EvictReason, LoadTimesSnapshot, Stats, StatsSnapshot, COLD_LOAD_BUCKETS};
 pub use store::{ConversationStore, MemoryStore, StoreError};

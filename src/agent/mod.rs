@@ -14,6 +14,7 @@
 //! - [`prompt`]: the message order and the question framing;
 //! - `tool_loop`: the rounds of tool calls that end in an answer.
 
+pub mod attachments;
 pub mod check;
 pub mod context;
 pub mod guard;
@@ -103,6 +104,10 @@ pub struct ZundaAgent {
     /// Tokens the server reported for this agent's requests (a per-question copy counts one
     /// answer's cost).
     spent: AtomicU64,
+    /// A per-question copy's attachments: images (`data:` URLs) shown with the question, and
+    /// the fenced text of its files, read after it.
+    images: Vec<String>,
+    files: String,
 }
 
 impl std::fmt::Debug for ZundaAgent {
@@ -168,6 +173,8 @@ impl ZundaAgent {
             metrics,
             learned: Arc::new(Learned::default()),
             spent: AtomicU64::new(0),
+            images: Vec::new(),
+            files: String::new(),
         })
     }
 
@@ -188,7 +195,17 @@ impl ZundaAgent {
             metrics: self.metrics.clone(),
             learned: self.learned.clone(),
             spent: AtomicU64::new(0),
+            images: Vec::new(),
+            files: String::new(),
         }
+    }
+
+    /// This copy shows the model `images` with the question and reads it `files` (fenced text)
+    /// after it.
+    pub fn with_attachments(mut self, images: Vec<String>, files: String) -> Self {
+        self.images = images;
+        self.files = files;
+        self
     }
 
     /// Tokens the server reported for this agent's requests so far.

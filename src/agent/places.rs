@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tracing::warn;
-use zundamon_actors::{AnswerError, Answerer, Exchange, Progress, Question};
+use zundamon_actors::{AnswerError, Answerer, AttachmentKind, Exchange, Progress, Question};
 
+use super::attachments::{fenced_files, Fetcher, Loaded};
 use super::search::WebSearch;
 use super::{AgentError, Clock, ZundaAgent};
 use crate::config::admin::resolve_place;
 use crate::config::{Config, PlaceConfig, PlaceSettings, DEFAULT_MODEL};
 use crate::ops::metrics::Metrics;
+use crate::voice;
 
 /// What the agent needs from the rest of the bot: the `/zunda-model` choices, and a place to
 /// count what each user's questions cost.
@@ -30,8 +32,11 @@ pub trait Ledger: Send + Sync + 'static {
 /// One agent per configured model, answering each question with its place's settings.
 pub struct PlacedAgent {
     agents: BTreeMap<String, ZundaAgent>,
+    /// Whether each model takes images.
+    vision: BTreeMap<String, bool>,
     places: Vec<PlaceConfig>,
     ledger: Option<Arc<dyn Ledger>>,
+    fetcher: Fetcher,
 }
 
 impl std::fmt::Debug for PlacedAgent {
@@ -53,7 +58,9 @@ impl PlacedAgent {
     ) -> Result<Self, AgentError> {
         let search = Arc::new(WebSearch::new(&config.search, metrics.clone())?);
         let mut agents = BTreeMap::new();
+        let mut vision = BTreeMap::new();
         for name in config.model_names() {
+            vision.insert(name.clone(), config.model_vision(&name));
             let Some(openai) = config.model_openai(&name) else {
                 continue;
             };
@@ -67,10 +74,14 @@ impl PlacedAgent {
             )?;
             agents.insert(name, agent);
         }
+        let fetcher = Fetcher::new(config.limits.max_image_bytes, config.limits.max_file_chars)
+            .map_err(|err| AgentError::Llm(crate::agent::llm::LlmError::Setup(err)))?;
         Ok(Self {
             agents,
+            vision,
             places: config.places.clone(),
             ledger,
+            fetcher,
         })
     }
 
@@ -81,12 +92,13 @@ impl PlacedAgent {
             None => None,
         };
         let known = |name: &str| self.agents.contains_key(name);
-        let settings = resolve_place(
+        let mut settings = resolve_place(
             &self.places,
             &known,
             places,
             choice.as_ref().map(|(at, name)| (*at, name.as_str())),
         );
+        settings.vision = self.vision.get(&settings.model).copied().unwrap_or(false);
         if let (Some((_, name)), false) = (&choice, settings.chosen) {
             warn!(model = %name, "the /zunda-model choice names a model no longer configured: using the place's model");
         }
@@ -106,11 +118,13 @@ impl PlacedAgent {
         question: &Question,
         history: &[Exchange],
         progress: Option<&Progress>,
-    ) -> Result<String, AgentError> {
+    ) -> Result<String, AnswerError> {
         let settings = self.settings(&question.places).await;
+        let (images, files, cut) = self.load_attachments(question, &settings).await?;
         let agent = self
             .agent(&settings.model)
-            .placed(settings.persona.as_deref(), settings.search);
+            .placed(settings.persona.as_deref(), settings.search)
+            .with_attachments(images.clone(), files);
         let answer = agent
             .answer_with_progress(question, history, progress)
             .await;
@@ -118,7 +132,56 @@ impl PlacedAgent {
         if let (Some(ledger), true) = (&self.ledger, spent > 0) {
             ledger.spent(question.user_id, &settings.model, spent).await;
         }
-        answer
+        match answer {
+            Ok(answer) => Ok(match cut {
+                Some(chars) => format!("{answer}\n\n{}", voice::file_cut_note(chars)),
+                None => answer,
+            }),
+            Err(AgentError::Llm(err)) if !images.is_empty() && err.rejects_images() => {
+                warn!(
+                    model = %settings.model,
+                    error = %err,
+                    "the model server refused the image: set vision = false for this model ([models.NAME] vision, or ZUNDA_VISION for the default one)"
+                );
+                Err(AnswerError::with_reply(
+                    err.to_string(),
+                    voice::NO_VISION_REPLY,
+                ))
+            }
+            Err(err) => Err(AnswerError::new(err.to_string())),
+        }
+    }
+
+    /// Fetches the question's attachments: the images' `data:` URLs, the files' fenced text,
+    /// and the character limit a file was cut at, if one was.
+    async fn load_attachments(
+        &self,
+        question: &Question,
+        settings: &PlaceSettings,
+    ) -> Result<(Vec<String>, String, Option<usize>), AnswerError> {
+        let (mut images, mut files, mut cut) = (Vec::new(), Vec::new(), None);
+        for attachment in &question.attachments {
+            if attachment.kind == AttachmentKind::Image && !settings.vision {
+                return Err(AnswerError::with_reply(
+                    format!("model {} does not take images", settings.model),
+                    voice::NO_VISION_REPLY,
+                ));
+            }
+            match self.fetcher.load(attachment).await? {
+                Loaded::Image { data_url } => images.push(data_url),
+                Loaded::Text {
+                    filename,
+                    text,
+                    cut: was_cut,
+                } => {
+                    if was_cut {
+                        cut = Some(self.fetcher.max_file_chars);
+                    }
+                    files.push((filename, text));
+                }
+            }
+        }
+        Ok((images, fenced_files(&files), cut))
     }
 
     /// The part of an answer the channel remembers.
@@ -134,9 +197,7 @@ impl Answerer for PlacedAgent {
         question: &Question,
         history: &[Exchange],
     ) -> Result<String, AnswerError> {
-        self.answer_placed(question, history, None)
-            .await
-            .map_err(|err| AnswerError::new(err.to_string()))
+        self.answer_placed(question, history, None).await
     }
 
     async fn answer_live(
@@ -145,9 +206,7 @@ impl Answerer for PlacedAgent {
         history: &[Exchange],
         progress: &Progress,
     ) -> Result<String, AnswerError> {
-        self.answer_placed(question, history, Some(progress))
-            .await
-            .map_err(|err| AnswerError::new(err.to_string()))
+        self.answer_placed(question, history, Some(progress)).await
     }
 
     fn remembered(&self, answer: &str) -> String {

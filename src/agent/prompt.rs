@@ -20,9 +20,11 @@ use std::collections::VecDeque;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
     ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
+    ChatCompletionRequestMessageContentPartImage, ChatCompletionRequestMessageContentPartText,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent,
     ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent,
     ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionRequestUserMessageContentPart, ImageUrl,
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -103,6 +105,43 @@ impl Conversation {
             turn: VecDeque::new(),
             closing: system(closing_reminder),
         }
+    }
+
+    /// Shows the model these images with the question (`data:` URLs): the question becomes a
+    /// text part followed by one `image_url` part per image.
+    pub fn attach_images(&mut self, images: &[String]) {
+        if images.is_empty() {
+            return;
+        }
+        let ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
+            content: ChatCompletionRequestUserMessageContent::Text(text),
+            ..
+        }) = &self.question
+        else {
+            return;
+        };
+        let mut parts = vec![ChatCompletionRequestUserMessageContentPart::Text(
+            ChatCompletionRequestMessageContentPartText {
+                text: text.clone(),
+                ..Default::default()
+            },
+        )];
+        parts.extend(images.iter().map(|url| {
+            ChatCompletionRequestUserMessageContentPart::ImageUrl(
+                ChatCompletionRequestMessageContentPartImage {
+                    image_url: ImageUrl {
+                        url: url.clone(),
+                        detail: None,
+                    },
+                    ..Default::default()
+                },
+            )
+        }));
+        self.question = ChatCompletionRequestUserMessage {
+            content: ChatCompletionRequestUserMessageContent::Array(parts),
+            name: None,
+        }
+        .into();
     }
 
     /// Records one tool round: the assistant message that asked for the calls (with any text it

@@ -110,12 +110,14 @@ impl ZundaAgent {
     ) -> Result<Turn, AgentError> {
         let settings = &self.settings;
         let now = format_now((self.clock)(), settings.time_zone);
+        let framed = frame_question(&question.user_name, &now, &question.text) + &self.files;
         let mut conversation = Conversation::new(
             &settings.persona,
             history,
-            frame_question(&question.user_name, &now, &question.text),
+            framed,
             &settings.closing_reminder,
         );
+        conversation.attach_images(&self.images);
         let mut round = 0u32;
         let mut had_reasoning = false;
         let mut urls: Vec<String> = Vec::new();

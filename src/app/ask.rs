@@ -70,6 +70,7 @@ impl Asker<'_> {
             user_name: self.user_name.clone(),
             text,
             places: Vec::new(),
+            attachments: Vec::new(),
         };
         let result = self.channels.ask(question).await;
         let mut stdout = tokio::io::stdout();

@@ -139,8 +139,7 @@ pub struct ModelConfig {
     /// The name of the environment variable holding the key (keys are never written in files).
     #[serde(default)]
     pub api_key_env: String,
-    /// Whether the model takes images (accepted for configuration files written for it; the bot
-    /// does not read images yet).
+    /// Whether the model takes images.
     #[serde(default)]
     pub vision: bool,
     /// The key, read from `api_key_env` when the configuration loads.
@@ -169,6 +168,8 @@ pub struct PlaceConfig {
 pub struct PlaceSettings {
     /// The name of the model (`default` or a `[models]` name).
     pub model: String,
+    /// Whether that model takes images.
+    pub vision: bool,
     /// Whether web search is offered.
     pub search: bool,
     /// The persona addendum, if a place sets one.
@@ -184,7 +185,18 @@ impl Config {
     /// that sets it; at the same place a choice beats `[[places]]`. A model name no longer
     /// configured is passed over.
     pub fn place_settings(&self, places: &[u64], choice: Option<(usize, &str)>) -> PlaceSettings {
-        resolve_place(&self.places, &|name| self.has_model(name), places, choice)
+        let mut settings =
+            resolve_place(&self.places, &|name| self.has_model(name), places, choice);
+        settings.vision = self.model_vision(&settings.model);
+        settings
+    }
+
+    /// Whether model `name` takes images.
+    pub fn model_vision(&self, name: &str) -> bool {
+        match self.models.get(name) {
+            Some(entry) => entry.vision,
+            None => name == DEFAULT_MODEL && self.openai.vision,
+        }
     }
 
     /// Whether `name` is `default` or a configured model.
@@ -210,6 +222,7 @@ impl Config {
         openai.base_url = entry.base_url.clone();
         openai.model = entry.model.clone();
         openai.api_key = entry.api_key.clone();
+        openai.vision = entry.vision;
         Some(openai)
     }
 
@@ -238,6 +251,12 @@ impl Config {
 
     pub(super) fn validate_admin(&self, problems: &mut Vec<String>) {
         self.access.validate(problems);
+        if self.limits.max_image_bytes == 0 {
+            problems.push("ZUNDA_MAX_IMAGE_BYTES must be at least 1".into());
+        }
+        if self.limits.max_file_chars == 0 {
+            problems.push("ZUNDA_MAX_FILE_CHARS must be at least 1".into());
+        }
         if self.models.contains_key(DEFAULT_MODEL) {
             problems.push(
                 "models.default: \"default\" is the [openai] model; name this one otherwise".into(),
@@ -290,6 +309,7 @@ pub fn resolve_place(
 ) -> PlaceSettings {
     let mut settings = PlaceSettings {
         model: DEFAULT_MODEL.to_owned(),
+        vision: false,
         search: true,
         persona: None,
         chosen: false,

@@ -63,6 +63,7 @@ pub(super) const ENV: &[(&str, &str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("ZUNDA_TOOLS", "openai", "tools", Kind::Str),
+    ("ZUNDA_VISION", "openai", "vision", Kind::Bool),
     ("SEARCH_BASE_URL", "search", "base_url", Kind::Str),
     ("ZUNDA_SEARCH_REGION", "search", "region", Kind::Str),
     (
@@ -127,6 +128,18 @@ pub(super) const ENV: &[(&str, &str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("ZUNDA_MAX_PENDING", "limits", "max_pending", Kind::Int),
+    (
+        "ZUNDA_MAX_IMAGE_BYTES",
+        "limits",
+        "max_image_bytes",
+        Kind::Int,
+    ),
+    (
+        "ZUNDA_MAX_FILE_CHARS",
+        "limits",
+        "max_file_chars",
+        Kind::Int,
+    ),
     (
         "ZUNDA_DAILY_TOKENS_PER_USER",
         "limits",

@@ -128,6 +128,9 @@ pub struct OpenAiConfig {
     /// Whether requests offer the model the web search tool: `auto`, `on` or `off`
     /// (see [`ToolMode`]).
     pub tools: String,
+    /// Whether the model takes images (`image_url` content parts).
+    #[serde(default)]
+    pub vision: bool,
 }
 
 /// When the chat model is offered the web search tool (`ZUNDA_TOOLS`).
@@ -274,6 +277,20 @@ pub struct LimitsConfig {
     /// Tokens one user's questions may cost per day (0: unlimited).
     #[serde(default)]
     pub daily_tokens_per_user: u64,
+    /// The largest image accepted, in bytes (declared, then counted while downloading).
+    #[serde(default = "default_max_image_bytes")]
+    pub max_image_bytes: u64,
+    /// The most characters of a text file read into the prompt; the rest is cut with a note.
+    #[serde(default = "default_max_file_chars")]
+    pub max_file_chars: usize,
+}
+
+fn default_max_image_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+fn default_max_file_chars() -> usize {
+    20_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,12 +3,13 @@
 
 use std::time::SystemTime;
 
-use serenity::all::CommandInteraction;
+use serenity::all::{CommandDataOptionValue, CommandInteraction};
 use tokio::time::Instant;
+use zundamon_actors::{Attachment, AttachmentKind};
 
 use super::{
-    COMMAND_NAME, MEMORY_COMMAND_NAME, MODEL_COMMAND_NAME, MODEL_OPTION_NAME, OPTION_NAME,
-    RESET_COMMAND_NAME,
+    COMMAND_NAME, FILE_OPTION_NAME, IMAGE_OPTION_NAME, MEMORY_COMMAND_NAME, MODEL_COMMAND_NAME,
+    MODEL_OPTION_NAME, OPTION_NAME, RESET_COMMAND_NAME,
 };
 use crate::config::Secret;
 use crate::question::router::{CommandEvent, ControlEvent, ControlKind};
@@ -70,6 +71,7 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
         }));
     }
     let question = option(OPTION_NAME);
+    let (attachments, missing_attachment) = attachments(&command);
     // The member's nickname in a guild, else the user's display name.
     let user_name = command
         .member
@@ -86,9 +88,40 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
         roles,
         user_name,
         question,
+        attachments,
+        missing_attachment,
         received,
         received_at: SystemTime::now(),
     }))
+}
+
+/// The files attached with the `image` and `file` options, as `resolved` describes them; true if
+/// an option named an attachment `resolved` does not have.
+fn attachments(command: &CommandInteraction) -> (Vec<Attachment>, bool) {
+    let mut found = Vec::new();
+    let mut missing = false;
+    for option in &command.data.options {
+        let kind = match option.name.as_str() {
+            IMAGE_OPTION_NAME => AttachmentKind::Image,
+            FILE_OPTION_NAME => AttachmentKind::Text,
+            _ => continue,
+        };
+        let CommandDataOptionValue::Attachment(id) = &option.value else {
+            missing = true;
+            continue;
+        };
+        match command.data.resolved.attachments.get(id) {
+            Some(attachment) => found.push(Attachment {
+                kind,
+                filename: attachment.filename.clone(),
+                url: attachment.url.clone(),
+                content_type: attachment.content_type.clone().unwrap_or_default(),
+                size: u64::from(attachment.size),
+            }),
+            None => missing = true,
+        }
+    }
+    (found, missing)
 }
 
 /// The model names offered for what was typed so far: those starting with it first, then those

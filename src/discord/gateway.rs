@@ -19,7 +19,8 @@ use super::command::{autocomplete_choices, command_use, CommandUse};
 use super::deliver::autocomplete_response;
 use super::parents::Parents;
 use super::{
-    COMMAND_DESCRIPTION, COMMAND_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
+    COMMAND_DESCRIPTION, COMMAND_NAME, FILE_OPTION_DESCRIPTION, FILE_OPTION_NAME,
+    IMAGE_OPTION_DESCRIPTION, IMAGE_OPTION_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
     MODEL_COMMAND_DESCRIPTION, MODEL_COMMAND_NAME, MODEL_OPTION_DESCRIPTION, MODEL_OPTION_NAME,
     OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
 };
@@ -194,7 +195,17 @@ impl Handler {
                 )
                 .required(true)
                 .max_length(self.max_question_chars.min(6000) as u16),
-            );
+            )
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::Attachment,
+                IMAGE_OPTION_NAME,
+                IMAGE_OPTION_DESCRIPTION,
+            ))
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::Attachment,
+                FILE_OPTION_NAME,
+                FILE_OPTION_DESCRIPTION,
+            ));
         let reset = CreateCommand::new(RESET_COMMAND_NAME)
             .description(RESET_COMMAND_DESCRIPTION)
             .default_member_permissions(Permissions::MANAGE_MESSAGES)

@@ -23,6 +23,12 @@ pub const COMMAND_NAME: &str = "zunda";
 pub const COMMAND_DESCRIPTION: &str = "ずんだもんに質問することができます。何でも聞いてください。";
 pub const OPTION_NAME: &str = "question";
 pub const OPTION_DESCRIPTION: &str = "ずんだもんに聞きたいこと";
+/// `/zunda`'s optional attachments: an image for a vision model, a text file.
+pub const IMAGE_OPTION_NAME: &str = "image";
+pub const IMAGE_OPTION_DESCRIPTION: &str = "ずんだもんに見せたい画像（png・jpeg・webp・gif）";
+pub const FILE_OPTION_NAME: &str = "file";
+pub const FILE_OPTION_DESCRIPTION: &str =
+    "ずんだもんに読ませたいテキストファイル（ログ、ソースコードなど）";
 /// Forgets the channel's conversation window (members with Manage Messages by default).
 pub const RESET_COMMAND_NAME: &str = "zunda-reset";
 pub const RESET_COMMAND_DESCRIPTION: &str =

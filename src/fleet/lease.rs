@@ -159,6 +159,7 @@ mod tests {
             delivered_parts: 0,
             follow_ups: Vec::new(),
             fence: 0,
+            attachments: Vec::new(),
         }
     }
 

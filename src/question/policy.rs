@@ -31,6 +31,9 @@ pub struct Policy {
     store: Arc<dyn SettingsStore>,
     /// Each user's spending today as last known: (day, tokens).
     spent: DashMap<u64, (String, u64)>,
+    /// The `/zunda-model` choices last read or made, by channel (for checks that cannot wait for
+    /// the store; the agent reads the store itself).
+    choices: DashMap<u64, Option<String>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -55,6 +58,7 @@ impl Policy {
             parents,
             store,
             spent: DashMap::new(),
+            choices: DashMap::new(),
         }
     }
 
@@ -166,10 +170,35 @@ impl Policy {
         )
     }
 
+    /// The settings of a question asked in `places` as far as known without the store: the
+    /// `/zunda-model` choices last seen here (for checks at intake).
+    pub fn settings_now(&self, places: &[u64]) -> PlaceSettings {
+        let choice = places.iter().take(2).enumerate().find_map(|(at, place)| {
+            self.choices
+                .get(place)
+                .and_then(|entry| entry.clone())
+                .map(|model| (at, model))
+        });
+        self.config().place_settings(
+            places,
+            choice.as_ref().map(|(at, name)| (*at, name.as_str())),
+        )
+    }
+
+    fn remember_choice(&self, place: u64, model: Option<String>) {
+        if self.choices.len() >= MAX_USERS && !self.choices.contains_key(&place) {
+            self.choices.clear();
+        }
+        self.choices.insert(place, model);
+    }
+
     /// Sets (`Some`) or removes the `/zunda-model` choice of a channel or thread.
     pub async fn choose_model(&self, place: u64, model: Option<&str>) -> Result<(), String> {
         match tokio::time::timeout(READ_BUDGET, self.store.set_model_choice(place, model)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.remember_choice(place, model.map(str::to_owned));
+                Ok(())
+            }
             Ok(Err(err)) => Err(err.to_string()),
             Err(_) => Err("the store took too long".into()),
         }
@@ -183,8 +212,11 @@ impl Ledger for Policy {
         // its channel); categories and guilds are configured in [[places]].
         for (at, &place) in places.iter().enumerate().take(2) {
             match tokio::time::timeout(READ_BUDGET, self.store.model_choice(place)).await {
-                Ok(Ok(Some(model))) => return Some((at, model)),
-                Ok(Ok(None)) => {}
+                Ok(Ok(Some(model))) => {
+                    self.remember_choice(place, Some(model.clone()));
+                    return Some((at, model));
+                }
+                Ok(Ok(None)) => self.remember_choice(place, None),
                 Ok(Err(err)) => {
                     warn!("cannot read the /zunda-model choice: {err}");
                     return None;

@@ -11,6 +11,7 @@ pub const SQLITE: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_acceptance_order.sql"),
     include_str!("../../migrations/sqlite/0004_owners.sql"),
     include_str!("../../migrations/sqlite/0005_admin.sql"),
+    include_str!("../../migrations/sqlite/0006_attachments.sql"),
 ];
 
 /// `migrations/postgres/*.sql`, in order.
@@ -20,4 +21,5 @@ pub const POSTGRES: &[&str] = &[
     include_str!("../../migrations/postgres/0003_acceptance_order.sql"),
     include_str!("../../migrations/postgres/0004_owners.sql"),
     include_str!("../../migrations/postgres/0005_admin.sql"),
+    include_str!("../../migrations/postgres/0006_attachments.sql"),
 ];

@@ -61,6 +61,8 @@ pub struct PendingQuestion {
     /// The fence the row was read (or claimed) with: the one this process holds it with when it
     /// resumes it.
     pub fence: Fence,
+    /// The files attached to the question, as Discord described them (never their content).
+    pub attachments: Vec<zundamon_actors::Attachment>,
 }
 
 impl fmt::Debug for PendingQuestion {
@@ -225,6 +227,47 @@ pub trait SettingsStore: Send + Sync + 'static {
     async fn tokens_used(&self, user_id: u64, day: &str) -> Result<u64, StoreError>;
     /// Every user's spending on `day` (to warm a cache at start), by user id.
     async fn tokens_on(&self, day: &str) -> Result<Vec<(u64, u64)>, StoreError>;
+}
+
+/// The attachments of a pending row as stored: JSON, empty for none.
+pub(crate) fn encode_attachments(attachments: &[zundamon_actors::Attachment]) -> String {
+    use zundamon_actors::AttachmentKind;
+    if attachments.is_empty() {
+        return String::new();
+    }
+    let list: Vec<serde_json::Value> = attachments
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "kind": match a.kind { AttachmentKind::Image => "image", AttachmentKind::Text => "text" },
+                "filename": a.filename, "url": a.url, "content_type": a.content_type, "size": a.size,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// The attachments of a stored pending row (a row that cannot be read has none).
+pub(crate) fn decode_attachments(text: &str) -> Vec<zundamon_actors::Attachment> {
+    use zundamon_actors::{Attachment, AttachmentKind};
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|a| {
+            Some(Attachment {
+                kind: match a["kind"].as_str()? {
+                    "image" => AttachmentKind::Image,
+                    "text" => AttachmentKind::Text,
+                    _ => return None,
+                },
+                filename: a["filename"].as_str()?.to_owned(),
+                url: a["url"].as_str()?.to_owned(),
+                content_type: a["content_type"].as_str().unwrap_or_default().to_owned(),
+                size: a["size"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// A name unique to this process among every process sharing a store: the host, the process id

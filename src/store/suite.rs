@@ -27,6 +27,7 @@ fn pending(interaction_id: u64, channel_id: u64, accepted: u64) -> PendingQuesti
         delivered_parts: 0,
         follow_ups: Vec::new(),
         fence: 0,
+        attachments: Vec::new(),
     }
 }
 

@@ -195,6 +195,9 @@ struct Shared {
     channel_reads_forbidden: Mutex<bool>,
     /// Channels `GET /channels/{id}` describes: id → parent id.
     channels: Mutex<HashMap<u64, Option<u64>>>,
+    /// Files served at `/attachments/{name}` (as Discord's CDN serves attachments): content
+    /// type and bytes.
+    files: Mutex<HashMap<String, (String, Vec<u8>)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,6 +261,7 @@ impl FakeDiscord {
             refuse_until: Mutex::default(),
             channel_reads_forbidden: Mutex::default(),
             channels: Mutex::default(),
+            files: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(serve_rest(rest, Arc::clone(&shared))),
@@ -522,6 +526,12 @@ impl FakeDiscord {
         for session in self.sessions(t, GUILD_ID).await {
             let _ = session.send(Outgoing::Dispatch { t, d: d.clone() });
         }
+    }
+
+    /// Serves `bytes` as an attachment (like Discord's CDN); returns its URL.
+    pub fn serve_file(&self, name: &str, content_type: &str, bytes: Vec<u8>) -> String {
+        lock(&self.shared.files).insert(name.to_owned(), (content_type.to_owned(), bytes));
+        format!("{}/attachments/{name}", self.base_url())
     }
 
     /// Makes `GET /channels/{id}` describe channel `id` with `parent`.
@@ -874,14 +884,25 @@ async fn handle_rest(
         tokio::time::sleep(delay).await;
     }
 
-    let mut response = Response::builder()
-        .status(status)
-        .header("content-type", "application/json");
+    let mut response = Response::builder().status(status);
+    if !extra_headers
+        .iter()
+        .any(|(name, _)| *name == "content-type")
+    {
+        response = response.header("content-type", "application/json");
+    }
     for (name, value) in extra_headers {
         response = response.header(name, value);
     }
     let payload = if status == 204 {
         Bytes::new()
+    } else if let Some(raw) = reply.get("__raw_base64").and_then(Value::as_str) {
+        use base64::Engine as _;
+        Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .expect("raw bodies are base64"),
+        )
     } else {
         Bytes::from(reply.to_string())
     };
@@ -899,6 +920,16 @@ fn route(
     body: &Value,
     at: Instant,
 ) -> Reply {
+    if let Some(name) = path.strip_prefix("/attachments/") {
+        return match lock(&shared.files).get(name) {
+            Some((content_type, bytes)) => (
+                200,
+                vec![("content-type", content_type.clone())],
+                json!({"__raw_base64": encode_base64(bytes)}),
+            ),
+            None => error(404, 0, "404: Not Found"),
+        };
+    }
     let Some(rest) = path.strip_prefix("/api/v10/") else {
         return error(404, 0, "404: Not Found");
     };
@@ -1390,4 +1421,9 @@ fn mark_ready(gateway: &mut Gateway, connection: u64) {
     if let Some(current) = gateway.connections.iter_mut().find(|c| c.id == connection) {
         current.ready = true;
     }
+}
+
+fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -61,6 +61,7 @@ pub fn question(channel: u64, text: &str) -> Question {
         user_name: "tester".into(),
         text: text.into(),
         places: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -23,10 +23,12 @@ use super::stream::StreamEvent;
 use crate::config::{Config, ToolMode};
 use crate::ops::metrics::Metrics;
 use describe::{describe_failure, shown, shown_list};
+use image::check_image;
 use length::check_length_limit;
 use tools::check_tools;
 
 mod describe;
+mod image;
 mod length;
 mod models;
 mod tools;
@@ -175,7 +177,10 @@ pub async fn check_model(config: &Config) -> CheckReport {
         );
     }
 
-    // 6. Streaming.
+    // 6. Images.
+    lines.push(check_image(config, &client, deadline()).await);
+
+    // 7. Streaming.
     let mut text_events = 0usize;
     let mut on_event = |event: StreamEvent| {
         if matches!(event, StreamEvent::Text(_)) {

@@ -92,6 +92,20 @@ impl LlmError {
         }
     }
 
+    /// Whether this is a server refusing the image parts of a request (a model without vision:
+    /// "image input is not supported", "… does not support images", "multimodal …").
+    pub fn rejects_images(&self) -> bool {
+        match self.refusal() {
+            Some((400 | 415 | 422, detail)) => {
+                !self.overflows_context()
+                    && (detail.contains("image")
+                        || detail.contains("vision")
+                        || detail.contains("multimodal"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether this is a server refusing the `tools` of a request (Ollama: "… does not support
     /// tools"; vLLM and llama.cpp name the flag that enables tool calling).
     pub fn rejects_tools(&self) -> bool {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-use zundamon_actors::AskError;
+use zundamon_actors::{AnswerError, AskError};
 
 use super::fencing::Holding;
 use super::{Job, Lifecycle};
@@ -59,6 +59,14 @@ impl Lifecycle {
                     "shutting down before the answer was ready ({why}): left for the next process"
                 );
                 return;
+            }
+            // The user's to fix (an attachment that cannot be read): told so, in Zundamon's voice.
+            Err(AskError::Failed(AnswerError {
+                reason,
+                reply: Some(reply),
+            })) => {
+                warn!("no answer: {reason}");
+                ("attachment", reply)
             }
             Err(err) => {
                 match &err {

@@ -129,6 +129,7 @@ pub(super) fn on_command(
             user_name: event.user_name.clone(),
             text: question.clone(),
             places,
+            attachments: event.attachments.clone(),
         },
         ticket,
     ));

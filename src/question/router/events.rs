@@ -24,6 +24,10 @@ pub struct CommandEvent {
     pub roles: Option<Vec<u64>>,
     pub user_name: String,
     pub question: String,
+    /// The files attached with `image:` and `file:`.
+    pub attachments: Vec<zundamon_actors::Attachment>,
+    /// An attachment option named a file the interaction's `resolved` does not describe.
+    pub missing_attachment: bool,
     /// When the event arrived (for the acknowledgement latency).
     pub received: Instant,
     /// The same moment on the wall clock (recorded with a pending question).
@@ -47,6 +51,7 @@ impl CommandEvent {
             delivered_parts: 0,
             follow_ups: Vec::new(),
             fence: 0,
+            attachments: self.attachments,
         }
     }
 }

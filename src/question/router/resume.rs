@@ -79,6 +79,7 @@ pub(super) fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>
                         .args
                         .policy
                         .places(question.channel_id, question.guild_id),
+                    attachments: question.attachments.clone(),
                 },
                 Ticket::new(Some(question.interaction_id), Some(start_by)).timed(started.clone()),
             ),

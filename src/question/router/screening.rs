@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use tracing::{error, info, Instrument};
 
 use super::{CommandEvent, ControlReply, RouterState};
+use crate::agent::attachments;
 use crate::question::limits::{self, QuestionCheck};
 use crate::question::policy::Refused;
 use crate::voice;
@@ -63,10 +64,27 @@ pub(super) fn screen(
         QuestionCheck::TooLong { chars, limit } => {
             immediate("too_long", limits::too_long_reply(chars, limit))
         }
-        QuestionCheck::Ok(question) => match state.limiter.check(event.user_id, Instant::now()) {
-            Err(wait) => immediate("rate_limited", limits::rate_limited_reply(wait)),
-            Ok(()) => Screening::Ask(question),
-        },
+        QuestionCheck::Ok(question) => {
+            if !event.attachments.is_empty() || event.missing_attachment {
+                let vision = state.args.policy.settings_now(places).vision;
+                if let Err((kind, text)) = attachments::screen(
+                    &event.attachments,
+                    event.missing_attachment,
+                    state.args.limits.max_image_bytes,
+                    vision,
+                ) {
+                    info!(kind, "an attachment refused before the model");
+                    return immediate(kind, text);
+                }
+            }
+            match state.limiter.check(event.user_id, Instant::now()) {
+                Err(wait) => immediate("rate_limited", limits::rate_limited_reply(wait)),
+                Ok(()) => Screening::Ask(attachments::with_placeholders(
+                    &question,
+                    &event.attachments,
+                )),
+            }
+        }
     }
 }
 

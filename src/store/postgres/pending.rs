@@ -16,14 +16,15 @@ use crate::store::{
 /// The columns of a pending question, in the order [`pending_from_row`] reads them.
 pub(super) const PENDING_COLUMNS: &str =
     "interaction_id, application_id, token, channel_id, guild_id,
-    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence";
+    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence,
+    attachments";
 
-/// The columns [`insert_values`] fills, and its placeholders (`$1`…`$15`).
+/// The columns [`insert_values`] fills, and its placeholders (`$1`…`$16`).
 pub(super) const PENDING_INSERT_COLUMNS: &str = "interaction_id, application_id, token, channel_id,
     guild_id, user_id, user_name, question, received_at_ms, delivered_parts, accepted,
-    follow_ups, owner, fence, done";
+    follow_ups, owner, fence, done, attachments";
 pub(super) const PENDING_INSERT_VALUES: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15";
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16";
 
 /// How long a finished question's tombstone is kept: longer than an interaction token lives, so
 /// no write for it can still be under way.
@@ -46,6 +47,7 @@ pub(super) struct InsertValues {
     owner: Option<String>,
     fence: Fence,
     done: bool,
+    attachments: String,
 }
 
 impl InsertValues {
@@ -66,6 +68,7 @@ impl InsertValues {
             &self.owner,
             &self.fence,
             &self.done,
+            &self.attachments,
         ]
     }
 }
@@ -96,6 +99,7 @@ pub(super) fn insert_values(
         owner: owner.map(str::to_owned),
         fence,
         done,
+        attachments: crate::store::encode_attachments(&q.attachments),
     }
 }
 
@@ -114,6 +118,7 @@ pub(super) fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
         accepted: row.get::<_, Option<i64>>(10).map_or(0, unkey),
         follow_ups: crate::store::split_ids(row.get::<_, &str>(11)),
         fence: row.get(12),
+        attachments: crate::store::decode_attachments(row.get::<_, &str>(13)),
     }
 }
 

@@ -16,7 +16,8 @@ use crate::store::{
 
 /// The columns of a pending question, in the order [`pending_from_row`] reads them.
 const PENDING_COLUMNS: &str = "interaction_id, application_id, token, channel_id, guild_id,
-    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence";
+    user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence,
+    attachments";
 
 fn pending_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingQuestion> {
     Ok(PendingQuestion {
@@ -33,10 +34,11 @@ fn pending_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingQuestion
         accepted: row.get::<_, Option<i64>>(10)?.map_or(0, unkey),
         follow_ups: crate::store::split_ids(&row.get::<_, String>(11)?),
         fence: row.get(12)?,
+        attachments: crate::store::decode_attachments(&row.get::<_, String>(13)?),
     })
 }
 
-/// The values of a new row for `q` owned by `owner` (`?1`…`?15`, as [`INSERT_PENDING`] names
+/// The values of a new row for `q` owned by `owner` (`?1`…`?16`, as [`INSERT_PENDING`] names
 /// them), with `token` in place of the question's own (a tombstone keeps none).
 fn insert_values(
     q: &PendingQuestion,
@@ -67,14 +69,15 @@ fn insert_values(
         Value::Text(owner.to_owned()),
         Value::Integer(fence),
         Value::Integer(i64::from(done)),
+        Value::Text(crate::store::encode_attachments(&q.attachments)),
     ]
 }
 
 /// Inserts a pending row from [`insert_values`]; the caller appends its conflict clause.
 const INSERT_PENDING: &str = "INSERT INTO pending_questions (interaction_id, application_id, token,
      channel_id, guild_id, user_id, user_name, question, received_at_ms, delivered_parts,
-     accepted, follow_ups, owner, fence, done)
- VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     accepted, follow_ups, owner, fence, done, attachments)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 /// How long a finished question's tombstone is kept: longer than an interaction token lives, so
 /// no write for it can still be under way.
