@@ -14,6 +14,7 @@
 //! - [`prompt`]: the message order and the question framing;
 //! - `tool_loop`: the rounds of tool calls that end in an answer.
 
+mod ask;
 pub mod attachments;
 pub mod check;
 pub mod context;
@@ -176,51 +177,6 @@ impl ZundaAgent {
             images: Vec::new(),
             files: String::new(),
         })
-    }
-
-    /// A copy for one question asked where `persona` is added to the persona prompt and web
-    /// search is offered only if `search`; what it learns of the server is shared, its token
-    /// count is its own.
-    pub fn placed(&self, persona: Option<&str>, search: bool) -> Self {
-        let mut settings = self.settings.clone();
-        if let Some(addendum) = persona {
-            settings.persona = format!("{}\n\n{addendum}", settings.persona.trim_end());
-        }
-        settings.search = search;
-        Self {
-            llm: self.llm.clone(),
-            search: self.search.clone(),
-            settings,
-            clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
-            learned: self.learned.clone(),
-            spent: AtomicU64::new(0),
-            images: Vec::new(),
-            files: String::new(),
-        }
-    }
-
-    /// This copy shows the model `images` with the question and reads it `files` (fenced text)
-    /// after it.
-    pub fn with_attachments(mut self, images: Vec<String>, files: String) -> Self {
-        self.images = images;
-        self.files = files;
-        self
-    }
-
-    /// Tokens the server reported for this agent's requests so far.
-    pub fn spent(&self) -> u64 {
-        self.spent.load(Ordering::Relaxed)
-    }
-
-    /// Counts what a response cost.
-    fn count(&self, message: &response::AssistantMessage) {
-        if let Some(usage) = message.usage {
-            self.spent.fetch_add(
-                usage.prompt_tokens + usage.completion_tokens,
-                Ordering::Relaxed,
-            );
-        }
     }
 
     /// Answers `question` given the channel's earlier exchanges (oldest first), within the

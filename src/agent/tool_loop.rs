@@ -36,7 +36,6 @@ use super::context;
 use super::llm::LlmError;
 use super::prompt::{format_now, frame_question, Conversation};
 use super::response::{AssistantMessage, ToolCall};
-use super::stream::StreamEvent;
 use super::{AgentError, ZundaAgent};
 use crate::config::ToolMode;
 use crate::voice;
@@ -302,56 +301,6 @@ impl ZundaAgent {
                     return Err(err);
                 }
             }
-        }
-    }
-
-    /// Asks the model: streamed when someone watches the answer and `streamed` allows it, so
-    /// the text shows as it is written (a status while a reasoning model thinks); otherwise in
-    /// one piece, shown once complete.
-    async fn ask_model(
-        &self,
-        request: &CreateChatCompletionRequest,
-        deadline: Instant,
-        progress: Option<&Progress>,
-        streamed: bool,
-    ) -> Result<AssistantMessage, LlmError> {
-        let result = self
-            .ask_model_once(request, deadline, progress, streamed)
-            .await;
-        if let Ok(message) = &result {
-            self.count(message);
-        }
-        result
-    }
-
-    async fn ask_model_once(
-        &self,
-        request: &CreateChatCompletionRequest,
-        deadline: Instant,
-        progress: Option<&Progress>,
-        streamed: bool,
-    ) -> Result<AssistantMessage, LlmError> {
-        let Some(progress) = progress else {
-            return self.llm.complete(request, deadline).await;
-        };
-        let mut shown = String::new();
-        let mut on_event = |event: StreamEvent| match event {
-            StreamEvent::Text(delta) => {
-                shown.push_str(&delta);
-                progress.send_replace(Live::Text(shown.clone()));
-            }
-            StreamEvent::Thinking => {
-                if shown.is_empty() {
-                    progress.send_replace(Live::Status(voice::THINKING_STATUS.to_owned()));
-                }
-            }
-        };
-        if streamed {
-            self.llm.stream(request, deadline, &mut on_event).await
-        } else {
-            self.llm
-                .complete_showing(request, deadline, &mut on_event)
-                .await
         }
     }
 
