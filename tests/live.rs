@@ -28,7 +28,7 @@ fn last_history(world: &World) -> Vec<String> {
 async fn all_commands_are_registered_in_one_bulk_overwrite_with_reset_restricted() {
     let world = World::start("commands", &[]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while world.discord.commands().len() < 3 {
+    while world.discord.commands().len() < 4 {
         assert!(
             Instant::now() < deadline,
             "commands: {:?}",
@@ -48,11 +48,38 @@ async fn all_commands_are_registered_in_one_bulk_overwrite_with_reset_restricted
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["zunda", "zunda-reset", "zunda-memory"]);
+    assert_eq!(
+        names,
+        ["zunda", "zunda-reset", "zunda-memory", "zunda-model"]
+    );
     assert_eq!(
         commands[1]["default_member_permissions"],
         MANAGE_MESSAGES.to_string()
     );
+    // /zunda: the question, then an optional image and an optional file (attachments).
+    let options = commands[0]["options"].as_array().unwrap();
+    let shape: Vec<(&str, u64, bool)> = options
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap(),
+                o["type"].as_u64().unwrap(),
+                o["required"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("question", 3, true),
+            ("image", 11, false),
+            ("file", 11, false)
+        ]
+    );
+    // /zunda-model: Manage Server by default, one required string option with autocomplete.
+    assert_eq!(commands[3]["default_member_permissions"], "32");
+    assert_eq!(commands[3]["options"][0]["name"], "model");
+    assert_eq!(commands[3]["options"][0]["autocomplete"], true);
 }
 
 #[tokio::test]
