@@ -325,8 +325,9 @@ async fn check_model_passes_against_a_working_server() {
         assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
     }
     let requests = openai.requests();
-    // Plain, made-up model name, max_tokens, tools, the tool round, streamed tools, streaming.
-    assert_eq!(requests.len(), 7, "{requests:#?}");
+    // Plain, made-up model name, max_tokens, tools, the tool round, streamed tools, an image,
+    // streaming.
+    assert_eq!(requests.len(), 8, "{requests:#?}");
     assert!(requests[1]["model"]
         .as_str()
         .unwrap()
@@ -336,7 +337,12 @@ async fn check_model_passes_against_a_working_server() {
     assert_eq!(requests[4]["messages"][2]["content"], "");
     assert_eq!(requests[5]["stream"], true);
     assert!(requests[5]["tools"].is_array());
-    assert_eq!(requests[6]["stream"], true);
+    let image = requests[6]["messages"][0]["content"][1]["image_url"]["url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(image.starts_with("data:image/png;base64,"), "{}", requests[6]);
+    assert!(stdout.contains("images:     accepted, but ZUNDA_VISION is false"), "{stdout}");
+    assert_eq!(requests[7]["stream"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
