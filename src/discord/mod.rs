@@ -13,6 +13,7 @@ pub mod interactions;
 pub mod live;
 pub mod parents;
 pub mod recent;
+pub mod registration;
 pub mod split;
 
 /// Discord's limit on message content, in UTF-16 code units to be safe with emoji and CJK.
