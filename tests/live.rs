@@ -48,7 +48,10 @@ async fn all_commands_are_registered_in_one_bulk_overwrite_with_reset_restricted
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["zunda", "zunda-reset", "zunda-memory"]);
+    assert_eq!(
+        names,
+        ["zunda", "zunda-reset", "zunda-memory", "zunda-model"]
+    );
     assert_eq!(
         commands[1]["default_member_permissions"],
         MANAGE_MESSAGES.to_string()
