@@ -91,6 +91,16 @@ pub const RESET_UNAVAILABLE_REPLY: &str =
 pub const ACCESS_REFUSED_REPLY: &str =
     "ごめんなのだ。ここでは、ずんだもんに質問できないことになっているのだ。";
 
+/// The reply (only the asker sees it) to a `/zunda` outside a guild when `[access] allow_dms` is
+/// off.
+pub const DMS_REFUSED_REPLY: &str =
+    "ごめんなのだ。ダイレクトメッセージでは、ずんだもんに質問できないことになっているのだ。";
+
+/// The last message of an answer too long for five messages: the whole answer comes with it as
+/// a text file.
+pub const ANSWER_FILE_NOTE: &str =
+    "…長くなったので、続きも含めた答えの全文をファイルにしたのだ。開いて読んでほしいのだ！";
+
 /// The reply to a `/zunda` from a user past the daily token budget.
 pub const BUDGET_SPENT_REPLY: &str =
     "今日はもうたくさん答えたのだ。また明日、聞きに来てほしいのだ！";
@@ -251,6 +261,8 @@ mod tests {
             THINKING_STATUS.to_owned(),
             REWRITING_STATUS.to_owned(),
             ANSWER_CUT_NOTE.to_owned(),
+            DMS_REFUSED_REPLY.to_owned(),
+            ANSWER_FILE_NOTE.to_owned(),
         ] {
             assert!(text.contains("のだ"), "{text}");
         }

@@ -721,11 +721,12 @@ async fn ask_answers_from_the_console_and_remembers_the_conversation() {
 }
 
 #[tokio::test]
-async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
+async fn a_runaway_answer_takes_five_messages_the_last_carrying_it_whole_as_a_file() {
     let world = World::start("runaway", &[("ZUNDA_STREAM", "false")]).await;
+    let answer = "ずんだ".repeat(10_000);
     world
         .openai
-        .script("止まらない", vec![Step::Answer("ずんだ".repeat(10_000))]);
+        .script("止まらない", vec![Step::Answer(answer.clone())]);
     let sent = world
         .discord
         .send_interaction(1300, USER, "user", "止まらない話")
@@ -735,7 +736,14 @@ async fn a_runaway_answer_is_cut_to_five_messages_with_a_notice() {
     world.wait_final(&sent).await;
     let parts = world.replies(&sent, 5).await;
     assert_eq!(parts.len(), 5, "a flood of messages");
-    assert!(content(&parts[4]).ends_with("（長すぎるので、ここまでにしておくのだ）"));
+    assert!(
+        content(&parts[4]).contains("ファイル"),
+        "{}",
+        content(&parts[4])
+    );
+    assert_eq!(parts[4].files.len(), 1, "the note carries the answer");
+    assert_eq!(parts[4].files[0].filename, "zundamon-answer.txt");
+    assert_eq!(parts[4].files[0].text(), answer);
 }
 
 #[tokio::test]

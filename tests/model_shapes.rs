@@ -340,8 +340,15 @@ async fn check_model_passes_against_a_working_server() {
     let image = requests[6]["messages"][0]["content"][1]["image_url"]["url"]
         .as_str()
         .unwrap_or_default();
-    assert!(image.starts_with("data:image/png;base64,"), "{}", requests[6]);
-    assert!(stdout.contains("images:     accepted, but ZUNDA_VISION is false"), "{stdout}");
+    assert!(
+        image.starts_with("data:image/png;base64,"),
+        "{}",
+        requests[6]
+    );
+    assert!(
+        stdout.contains("images:     accepted, but ZUNDA_VISION is false"),
+        "{stdout}"
+    );
     assert_eq!(requests[7]["stream"], true);
 }
 

@@ -42,7 +42,7 @@ fn ids(entries: &[IdEntry]) -> HashSet<u64> {
 
 /// `[access]`: who may ask, and where. Empty allow lists allow everyone (everywhere); a blocked
 /// entry beats an allowed one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
     pub allowed_users: Vec<IdEntry>,
@@ -54,6 +54,23 @@ pub struct AccessConfig {
     pub blocked_channels: Vec<IdEntry>,
     /// Users who may use the admin commands (`/zunda-model`, `/zunda-reset`) anywhere.
     pub admins: Vec<IdEntry>,
+    /// Whether `/zunda` is answered outside a guild (DMs, group DMs); `admins` always are.
+    pub allow_dms: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            allowed_users: Vec::new(),
+            blocked_users: Vec::new(),
+            allowed_roles: Vec::new(),
+            blocked_roles: Vec::new(),
+            allowed_channels: Vec::new(),
+            blocked_channels: Vec::new(),
+            admins: Vec::new(),
+            allow_dms: true,
+        }
+    }
 }
 
 /// Why the access lists refuse a question.

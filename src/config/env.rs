@@ -21,6 +21,7 @@ pub(super) const ENV: &[(&str, &str, &str, Kind)] = &[
         "request_timeout_secs",
         Kind::Int,
     ),
+    ("ZUNDA_INSTALL", "discord", "install", Kind::Str),
     ("OPENAI_API_KEY", "openai", "api_key", Kind::Str),
     ("OPENAI_BASE_URL", "openai", "base_url", Kind::Str),
     ("OPENAI_MODEL", "openai", "model", Kind::Str),
@@ -192,6 +193,7 @@ pub(super) const ENV: &[(&str, &str, &str, Kind)] = &[
     ("ZUNDA_SHARD_RANGE", "gateway", "shard_range", Kind::Str),
     ("ZUNDA_COMMAND_SCOPE", "gateway", "command_scope", Kind::Str),
     ("ZUNDA_FLEET_LEASE_SECS", "fleet", "lease_secs", Kind::Int),
+    ("ZUNDA_ALLOW_DMS", "access", "allow_dms", Kind::Bool),
 ];
 
 /// The environment variable names the configuration reads, for documentation and tests.

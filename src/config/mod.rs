@@ -94,6 +94,8 @@ pub struct DiscordConfig {
     pub api_base: String,
     pub public_key: String,
     pub request_timeout_secs: u64,
+    /// Where the commands can be installed: `guild` or `guild+user` (see [`Install`]).
+    pub install: String,
 }
 
 /// Discord's own API base: serenity's rate limiter is used only against it.
@@ -107,6 +109,31 @@ impl DiscordConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The validated `install` setting (`guild` if it were somehow invalid).
+    pub fn install(&self) -> Install {
+        Install::parse(&self.install).unwrap_or(Install::Guild)
+    }
+}
+
+/// Where the commands can be installed (`ZUNDA_INSTALL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Only with the bot, in a server (registered as `gateway.command_scope` says).
+    Guild,
+    /// Also by a user, to use anywhere: in servers without the bot, in DMs with the bot and in
+    /// group DMs (global commands only; the admin commands stay in servers).
+    GuildAndUser,
+}
+
+impl Install {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "guild" => Some(Self::Guild),
+            "guild+user" => Some(Self::GuildAndUser),
+            _ => None,
+        }
     }
 }
 
@@ -529,6 +556,39 @@ mod tests {
                 "{name} missing from config/default.toml"
             );
         }
+    }
+
+    #[test]
+    fn install_and_dms_are_read_and_checked() {
+        let config = Config::load_with(None, Purpose::Bot, env_of(REQUIRED)).unwrap();
+        assert_eq!(config.discord.install(), Install::Guild);
+        assert!(config.access.allow_dms, "DMs are answered by default");
+
+        let env = [
+            ("DISCORD_BOT_TOKEN", "tok"),
+            ("OPENAI_API_KEY", "k"),
+            ("ZUNDA_INSTALL", "Guild+User"),
+            ("ZUNDA_ALLOW_DMS", "false"),
+        ];
+        let config = Config::load_with(None, Purpose::Bot, env_of(&env)).unwrap();
+        assert_eq!(config.discord.install(), Install::GuildAndUser);
+        assert_eq!(
+            config.discord.guild_id, 0,
+            "no guild needed for global commands"
+        );
+        assert!(!config.access.allow_dms);
+
+        let mut env = REQUIRED.to_vec();
+        env.push(("ZUNDA_INSTALL", "user"));
+        env.push(("ZUNDA_TOOLS", "maybe"));
+        let text = Config::load_with(None, Purpose::Bot, env_of(&env))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("ZUNDA_INSTALL=\"user\" must be guild or guild+user")
+                && text.contains("ZUNDA_TOOLS"),
+            "{text}"
+        );
     }
 
     #[test]

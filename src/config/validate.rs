@@ -1,6 +1,6 @@
 //! Validation: every problem with the configuration, listed at once, each saying what to do.
 
-use super::{CommandScope, Config, Purpose, ShardRange, ToolMode};
+use super::{CommandScope, Config, Install, Purpose, ShardRange, ToolMode};
 
 impl Config {
     pub(super) fn validate(&self, purpose: Purpose, problems: &mut Vec<String>) {
@@ -15,6 +15,7 @@ impl Config {
         if needs_discord
             && self.discord.guild_id == 0
             && self.gateway.command_scope == CommandScope::Guild
+            && self.discord.install() == Install::Guild
         {
             problems.push(
                 "DISCORD_GUILD_ID is not set: export the id of the guild to register /zunda in"
@@ -44,6 +45,12 @@ impl Config {
         }
         if self.openai.model.trim().is_empty() {
             problems.push("OPENAI_MODEL is empty".into());
+        }
+        if Install::parse(&self.discord.install).is_none() {
+            problems.push(format!(
+                "ZUNDA_INSTALL={:?} must be guild or guild+user",
+                self.discord.install
+            ));
         }
         if ToolMode::parse(&self.openai.tools).is_none() {
             problems.push(format!(

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::deliver::{
     api_error, check_content, check_token, describe, message_body, rate_limit_wait, Call, Delivery,
-    DeliveryError, Failure, Route,
+    DeliveryError, Failure, Route, TextFile,
 };
 
 /// What one intermediate edit came to.
@@ -90,6 +90,18 @@ impl Delivery {
         content: &str,
         deadline: Instant,
     ) -> Result<u64, DeliveryError> {
+        self.create_follow_up_with(token, content, None, deadline)
+            .await
+    }
+
+    /// Posts a follow-up carrying `file`, if any (see [`create_follow_up`](Self::create_follow_up)).
+    pub async fn create_follow_up_with(
+        &self,
+        token: &str,
+        content: &str,
+        file: Option<&TextFile>,
+        deadline: Instant,
+    ) -> Result<u64, DeliveryError> {
         let route = Route::FollowUp;
         check_token(route, token)?;
         check_content(route, content)?;
@@ -102,7 +114,7 @@ impl Delivery {
             secret: token,
         };
         let body = self
-            .send_for_body(call, self.delivery_policy(deadline))
+            .send_with_file(call, file, self.delivery_policy(deadline))
             .await?;
         serde_json::from_slice::<Value>(&body)
             .ok()
@@ -121,6 +133,20 @@ impl Delivery {
         content: &str,
         deadline: Instant,
     ) -> Result<(), DeliveryError> {
+        self.edit_follow_up_with(token, message_id, content, None, deadline)
+            .await
+    }
+
+    /// Replaces a follow-up's content and, with `file`, its attachments by exactly that file
+    /// (so editing again never shows the file twice).
+    pub async fn edit_follow_up_with(
+        &self,
+        token: &str,
+        message_id: u64,
+        content: &str,
+        file: Option<&TextFile>,
+        deadline: Instant,
+    ) -> Result<(), DeliveryError> {
         let route = Route::EditFollowUp { message_id };
         check_token(route, token)?;
         check_content(route, content)?;
@@ -132,7 +158,9 @@ impl Delivery {
             body: message_body(content),
             secret: token,
         };
-        self.send(call, self.delivery_policy(deadline)).await
+        self.send_with_file(call, file, self.delivery_policy(deadline))
+            .await
+            .map(drop)
     }
 
     /// Deletes a follow-up (with retries, within `deadline`).

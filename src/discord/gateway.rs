@@ -3,9 +3,8 @@
 
 use ractor::ActorRef;
 use serenity::all::{
-    Command, CommandOptionType, ConnectionStage, Context, CreateCommand, CreateCommandOption,
-    EventHandler, GatewayIntents, Guild, GuildChannel, GuildId, Interaction, Message,
-    PartialGuildChannel, Permissions, Ready, ResumedEvent, ThreadListSyncEvent,
+    ConnectionStage, Context, EventHandler, GatewayIntents, Guild, GuildChannel, Interaction,
+    Message, PartialGuildChannel, Ready, ResumedEvent, ThreadListSyncEvent,
 };
 use serenity::gateway::ShardManager;
 use serenity::http::HttpBuilder;
@@ -18,14 +17,10 @@ use tracing::{error, info, warn};
 use super::command::{autocomplete_choices, command_use, CommandUse};
 use super::deliver::autocomplete_response;
 use super::parents::Parents;
-use super::{
-    COMMAND_DESCRIPTION, COMMAND_NAME, FILE_OPTION_DESCRIPTION, FILE_OPTION_NAME,
-    IMAGE_OPTION_DESCRIPTION, IMAGE_OPTION_NAME, MEMORY_COMMAND_DESCRIPTION, MEMORY_COMMAND_NAME,
-    MODEL_COMMAND_DESCRIPTION, MODEL_COMMAND_NAME, MODEL_OPTION_DESCRIPTION, MODEL_OPTION_NAME,
-    OPTION_DESCRIPTION, OPTION_NAME, RESET_COMMAND_DESCRIPTION, RESET_COMMAND_NAME,
-};
+use super::registration::Registration;
+use super::COMMAND_NAME;
 use crate::config::shards::ShardRange;
-use crate::config::{CommandScope, DiscordConfig, GatewayConfig};
+use crate::config::{DiscordConfig, GatewayConfig};
 use crate::ops::health::Health;
 use crate::question::router::RouterMsg;
 
@@ -42,10 +37,8 @@ pub const INTENTS: GatewayIntents = GatewayIntents::GUILDS.union(GatewayIntents:
 
 struct Handler {
     router: ActorRef<RouterMsg>,
-    guild_id: u64,
-    scope: CommandScope,
+    registration: Registration,
     shards: ShardRange,
-    max_question_chars: usize,
     registered: AtomicBool,
     parents: Arc<Parents>,
     model_names: ModelNames,
@@ -185,76 +178,14 @@ impl EventHandler for Handler {
 
 impl Handler {
     async fn register_command(&self, ctx: &Context) {
-        let command = CreateCommand::new(COMMAND_NAME)
-            .description(COMMAND_DESCRIPTION)
-            .add_option(
-                CreateCommandOption::new(
-                    CommandOptionType::String,
-                    OPTION_NAME,
-                    OPTION_DESCRIPTION,
-                )
-                .required(true)
-                .max_length(self.max_question_chars.min(6000) as u16),
-            )
-            .add_option(CreateCommandOption::new(
-                CommandOptionType::Attachment,
-                IMAGE_OPTION_NAME,
-                IMAGE_OPTION_DESCRIPTION,
-            ))
-            .add_option(CreateCommandOption::new(
-                CommandOptionType::Attachment,
-                FILE_OPTION_NAME,
-                FILE_OPTION_DESCRIPTION,
-            ));
-        let reset = CreateCommand::new(RESET_COMMAND_NAME)
-            .description(RESET_COMMAND_DESCRIPTION)
-            .default_member_permissions(Permissions::MANAGE_MESSAGES)
-            .dm_permission(false);
-        let memory = CreateCommand::new(MEMORY_COMMAND_NAME)
-            .description(MEMORY_COMMAND_DESCRIPTION)
-            .dm_permission(false);
-        // Shown to members with Manage Server; admins listed in [access] are let through too
-        // (the permission is checked again when it is used).
-        let model = CreateCommand::new(MODEL_COMMAND_NAME)
-            .description(MODEL_COMMAND_DESCRIPTION)
-            .default_member_permissions(Permissions::MANAGE_GUILD)
-            .dm_permission(false)
-            .add_option(
-                CreateCommandOption::new(
-                    CommandOptionType::String,
-                    MODEL_OPTION_NAME,
-                    MODEL_OPTION_DESCRIPTION,
-                )
-                .required(true)
-                .set_autocomplete(true)
-                .max_length(100),
+        if let Err(err) = self.registration.register(&ctx.http).await {
+            self.registered.store(false, Ordering::Release);
+            error!(
+                scope = ?self.registration.scope,
+                install = ?self.registration.install,
+                guild_id = self.registration.guild_id,
+                "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID (or ZUNDA_COMMAND_SCOPE, ZUNDA_INSTALL) and that the bot was invited with the applications.commands scope"
             );
-        // One bulk overwrite: the set of commands is exactly these, whatever was there before.
-        // Guild commands appear at once; global ones take up to an hour to propagate.
-        let commands = vec![command, reset, memory, model];
-        let registered = match self.scope {
-            CommandScope::Guild => GuildId::new(self.guild_id)
-                .set_commands(&ctx.http, commands)
-                .await
-                .map(drop),
-            CommandScope::Global => Command::set_global_commands(&ctx.http, commands)
-                .await
-                .map(drop),
-        };
-        match registered {
-            Ok(()) => info!(
-                scope = ?self.scope,
-                guild_id = self.guild_id,
-                "registered /{COMMAND_NAME}, /{RESET_COMMAND_NAME}, /{MEMORY_COMMAND_NAME} and /{MODEL_COMMAND_NAME}"
-            ),
-            Err(err) => {
-                self.registered.store(false, Ordering::Release);
-                error!(
-                    scope = ?self.scope,
-                    guild_id = self.guild_id,
-                    "cannot register /{COMMAND_NAME}: {err} — check DISCORD_GUILD_ID (or ZUNDA_COMMAND_SCOPE) and that the bot was invited with the applications.commands scope"
-                );
-            }
         }
     }
 }
@@ -287,10 +218,13 @@ impl Gateway {
         let shards = gateway.shards();
         let handler = Handler {
             router,
-            guild_id: config.guild_id,
-            scope: gateway.command_scope,
+            registration: Registration {
+                scope: gateway.command_scope,
+                install: config.install(),
+                guild_id: config.guild_id,
+                max_question_chars,
+            },
             shards,
-            max_question_chars,
             registered: AtomicBool::new(false),
             parents,
             model_names,

@@ -13,6 +13,7 @@ pub mod interactions;
 pub mod live;
 pub mod parents;
 pub mod recent;
+pub mod registration;
 pub mod split;
 
 /// Discord's limit on message content, in UTF-16 code units to be safe with emoji and CJK.
@@ -45,13 +46,66 @@ pub const MODEL_COMMAND_DESCRIPTION: &str =
 pub const MODEL_OPTION_NAME: &str = "model";
 pub const MODEL_OPTION_DESCRIPTION: &str = "モデルの名前（default で設定を外します）";
 
-pub use crate::voice::{ERROR_REPLY, MENTION_REPLY, TRUNCATED_NOTICE, WAIT_REPLY};
+pub use crate::voice::{
+    ANSWER_FILE_NOTE, ERROR_REPLY, MENTION_REPLY, TRUNCATED_NOTICE, WAIT_REPLY,
+};
+use deliver::TextFile;
+use split::split_message;
 
-/// The most of one reply sent to Discord, in UTF-16 units: five messages' worth, so a model that
-/// runs on cannot flood a channel.
-pub const MAX_REPLY_UNITS: usize = 5 * MESSAGE_LIMIT - 100;
+/// The most messages one answer shows: the interaction's response and four follow-ups. Where the
+/// bot is not a member of the channel (a group DM, a server that did not install it) only the
+/// interaction's webhook can answer, and Discord allows it five follow-ups; a model that runs on
+/// cannot flood a channel either.
+pub const MAX_REPLY_MESSAGES: usize = 5;
 
-/// `text` cut at a grapheme boundary (with a notice) if it is longer than [`MAX_REPLY_UNITS`].
+/// The name of the file that carries an answer too long for [`MAX_REPLY_MESSAGES`].
+pub const ANSWER_FILE_NAME: &str = "zundamon-answer.txt";
+
+/// The most of one reply the live view shows while it streams, in UTF-16 units: five messages'
+/// worth (the final delivery then lays the answer out with [`lay_out_answer`]).
+pub const MAX_REPLY_UNITS: usize = MAX_REPLY_MESSAGES * MESSAGE_LIMIT - 100;
+
+/// How an answer is delivered: its messages, and the file the last one carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub parts: Vec<String>,
+    /// The whole answer as a text file, on the last part, when it needs more messages than
+    /// [`MAX_REPLY_MESSAGES`].
+    pub file: Option<TextFile>,
+}
+
+impl Reply {
+    /// A reply of `text` alone (short texts: errors).
+    pub fn text(text: &str) -> Self {
+        Self {
+            parts: split_message(text, MESSAGE_LIMIT),
+            file: None,
+        }
+    }
+}
+
+/// The final answer's messages: the question quoted, then the answer, split into messages. When
+/// that needs more than [`MAX_REPLY_MESSAGES`] messages, the first parts that fit in one message
+/// fewer, then a short note carrying the whole answer as [`ANSWER_FILE_NAME`]. The same answer is
+/// always laid out the same way, so a resumed delivery continues where the last one stopped.
+pub fn lay_out_answer(question: &str, answer: &str) -> Reply {
+    let mut parts = split_message(&quote_answer(question, answer), MESSAGE_LIMIT);
+    if parts.len() <= MAX_REPLY_MESSAGES {
+        return Reply { parts, file: None };
+    }
+    parts.truncate(MAX_REPLY_MESSAGES - 1);
+    parts.push(ANSWER_FILE_NOTE.to_owned());
+    Reply {
+        parts,
+        file: Some(TextFile {
+            name: ANSWER_FILE_NAME.to_owned(),
+            content: answer.to_owned(),
+        }),
+    }
+}
+
+/// `text` cut at a grapheme boundary (with a notice) if it is longer than [`MAX_REPLY_UNITS`]
+/// (what the live view shows while it streams).
 pub fn bound_reply(text: &str) -> String {
     use unicode_segmentation::UnicodeSegmentation;
     if text.encode_utf16().count() <= MAX_REPLY_UNITS {
@@ -93,6 +147,34 @@ mod tests {
             "> 一行目\n> 二行目\n答えなのだ。"
         );
         assert_eq!(quote_answer("q", "a"), "> q\na");
+    }
+
+    #[test]
+    fn an_answer_past_five_messages_comes_as_a_file() {
+        let short = lay_out_answer("q", "答えなのだ。");
+        assert_eq!(short.parts, vec!["> q\n答えなのだ。".to_owned()]);
+        assert_eq!(short.file, None);
+
+        let fits = "あ".repeat(4 * MESSAGE_LIMIT);
+        let laid = lay_out_answer("q", &fits);
+        assert!(laid.parts.len() <= MAX_REPLY_MESSAGES && laid.file.is_none());
+
+        let long = "ずんだ餅の話なのだ。\n".repeat(1200);
+        let laid = lay_out_answer("長い質問", &long);
+        assert_eq!(laid.parts.len(), MAX_REPLY_MESSAGES);
+        assert_eq!(laid.parts[4], ANSWER_FILE_NOTE);
+        let whole = split_message(&quote_answer("長い質問", &long), MESSAGE_LIMIT);
+        assert_eq!(
+            laid.parts[..4],
+            whole[..4],
+            "the first parts as they would be"
+        );
+        let file = laid.file.unwrap();
+        assert_eq!((file.name.as_str(), file.content), (ANSWER_FILE_NAME, long));
+        assert!(laid
+            .parts
+            .iter()
+            .all(|part| part.encode_utf16().count() <= MESSAGE_LIMIT));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub enum Refused {
     Access(Refusal),
     /// The user spent the daily token budget.
     Budget,
+    /// Asked outside a guild (a DM, a group DM) while `[access] allow_dms` is off.
+    Dms,
 }
 
 impl Policy {
@@ -77,10 +79,14 @@ impl Policy {
         self.parents.places(channel, guild)
     }
 
-    /// Whether `user` may ask now: the access lists (roles and channels only in a guild), then
-    /// the daily budget.
+    /// Whether `user` may ask now: outside a guild (`roles` is `None`) whether DMs are answered
+    /// (always for admins), the access lists (roles and channels only in a guild), then the daily
+    /// budget.
     pub fn screen(&self, user: u64, roles: Option<&[u64]>, places: &[u64]) -> Result<(), Refused> {
         let config = self.config();
+        if roles.is_none() && !config.access.allow_dms && !config.access.is_admin(user) {
+            return Err(Refused::Dms);
+        }
         // Outside a guild there are no channels to judge, only the user.
         let channels = if roles.is_some() { places } else { &[] };
         config

@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::multipart::{self, RecordedFile};
+
 /// The application (and, as on real Discord, the bot user) id.
 pub const APP_ID: u64 = 1_180_000_000_000_000_001;
 /// The bot user's id.
@@ -69,6 +71,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The status the fake answered with.
     pub status: u16,
+    /// The files of a `multipart/form-data` request (whose `payload_json` is `body`).
+    pub files: Vec<RecordedFile>,
 }
 
 impl RecordedRequest {
@@ -558,6 +562,21 @@ impl FakeDiscord {
             .collect()
     }
 
+    /// An interaction's messages as Discord keeps them: the original response, then each
+    /// follow-up (with its `attachments`).
+    pub fn messages(&self, token: &str) -> Vec<Value> {
+        let interactions = lock(&self.shared.interactions);
+        let Some(state) = interactions.get(token) else {
+            return Vec::new();
+        };
+        state
+            .original
+            .iter()
+            .chain(&state.follow_ups)
+            .cloned()
+            .collect()
+    }
+
     /// The channel messages created so far (a repeat with the same nonce creates none).
     pub fn created_messages(&self) -> Vec<Value> {
         lock(&self.shared.created).clone()
@@ -682,9 +701,20 @@ impl FakeDiscord {
         lock(&self.shared.gateway).last_identify.clone()
     }
 
-    /// The commands registered so far (bulk overwrite replaces them).
+    /// The commands registered so far, global and in guilds (a bulk overwrite replaces its
+    /// route's set: the global commands, or one guild's).
     pub fn commands(&self) -> Vec<Value> {
         lock(&self.shared.commands).clone()
+    }
+
+    /// The global commands (`guild_id` null) registered so far.
+    pub fn global_commands(&self) -> Vec<Value> {
+        let commands = lock(&self.shared.commands);
+        commands
+            .iter()
+            .filter(|c| c["guild_id"].is_null())
+            .cloned()
+            .collect()
     }
 }
 
@@ -823,7 +853,18 @@ async fn handle_rest(
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name == "content-type")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    let (body, files) = match multipart::parse(&content_type, &bytes) {
+        Some(parsed) => parsed,
+        None => (
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            Vec::new(),
+        ),
+    };
 
     let (mut delay, mut failure, mut commit_failure) = (None, None, None);
     {
@@ -862,7 +903,8 @@ async fn handle_rest(
         }
         Some((status, _)) => error(status, 0, &format!("{status}: injected failure")),
         None => {
-            let reply = route(&shared, &method, &path, &query, &headers, &body, at);
+            let request = (method.as_str(), path.as_str(), query.as_str());
+            let reply = route(&shared, request, &headers, (&body, &files), at);
             match commit_failure {
                 Some(status) => error(status, 0, &format!("{status}: injected failure")),
                 None => reply,
@@ -878,6 +920,7 @@ async fn handle_rest(
         body,
         headers,
         status,
+        files,
     });
     // A delayed answer has already taken effect, like a Discord reply lost in a slow network.
     if let Some(delay) = delay {
@@ -913,11 +956,9 @@ async fn handle_rest(
 
 fn route(
     shared: &Shared,
-    method: &str,
-    path: &str,
-    query: &str,
+    (method, path, query): (&str, &str, &str),
     headers: &[(String, String)],
-    body: &Value,
+    (body, files): (&Value, &[RecordedFile]),
     at: Instant,
 ) -> Reply {
     if let Some(name) = path.strip_prefix("/attachments/") {
@@ -949,7 +990,7 @@ fn route(
         (_, ["applications", a, rest @ ..]) if *a == app => commands(shared, method, rest, body),
         ("POST", ["interactions", id, token, "callback"]) => callback(shared, id, token, body, at),
         (_, ["webhooks", a, token, rest @ ..]) if *a == app => {
-            webhook(shared, method, token, rest, body)
+            webhook(shared, method, token, rest, (body, files))
         }
         ("GET", ["channels", channel]) => {
             let id: u64 = channel.parse().unwrap_or(0);
@@ -1099,18 +1140,28 @@ fn commands(shared: &Shared, method: &str, rest: &[&str], body: &Value) -> Reply
         command
     };
     let mut stored = lock(&shared.commands);
+    // Global commands and each guild's are separate sets; a bulk overwrite replaces one set.
+    let scope = json!(guild);
+    let in_scope = |stored: &[Value]| -> Vec<Value> {
+        stored
+            .iter()
+            .filter(|c| c["guild_id"] == scope)
+            .cloned()
+            .collect()
+    };
     match method {
-        "GET" => (200, vec![], json!(*stored)),
+        "GET" => (200, vec![], json!(in_scope(&stored))),
         "PUT" => {
             let Some(list) = body.as_array() else {
                 return error(400, 50035, "Invalid Form Body");
             };
-            *stored = list.iter().map(complete).collect();
-            (200, vec![], json!(*stored))
+            stored.retain(|c| c["guild_id"] != scope);
+            stored.extend(list.iter().map(complete));
+            (200, vec![], json!(in_scope(&stored)))
         }
         "POST" if body["name"].is_string() => {
             let command = complete(body);
-            stored.retain(|c| c["name"] != command["name"]);
+            stored.retain(|c| c["name"] != command["name"] || c["guild_id"] != scope);
             stored.push(command.clone());
             (201, vec![], command)
         }
@@ -1152,7 +1203,13 @@ fn callback(shared: &Shared, id: &str, token: &str, body: &Value, at: Instant) -
 
 /// Webhook routes of an interaction token: edit/get the original response, post, edit and delete
 /// follow-ups.
-fn webhook(shared: &Shared, method: &str, token: &str, rest: &[&str], body: &Value) -> Reply {
+fn webhook(
+    shared: &Shared,
+    method: &str,
+    token: &str,
+    rest: &[&str],
+    (body, files): (&Value, &[RecordedFile]),
+) -> Reply {
     let bucket = *lock(&shared.webhook_bucket);
     let mut interactions = lock(&shared.interactions);
     let Some(state) = interactions.get_mut(token).filter(|s| s.acknowledged) else {
@@ -1195,6 +1252,7 @@ fn webhook(shared: &Shared, method: &str, token: &str, rest: &[&str], body: &Val
         let mut message = message_json(id, state.channel_id, bot_user_json(), content);
         message["webhook_id"] = json!(APP_ID.to_string());
         message["application_id"] = json!(APP_ID.to_string());
+        message["attachments"] = attachments(shared, files);
         message
     };
     let (status, reply) = match (method, rest) {
@@ -1226,7 +1284,12 @@ fn webhook(shared: &Shared, method: &str, token: &str, rest: &[&str], body: &Val
                 return error(404, 10008, "Unknown Message");
             };
             let id = id.parse().unwrap_or(0);
+            let kept = state.follow_ups[index]["attachments"].clone();
             state.follow_ups[index] = message(id);
+            // Like Discord: an edit without files or an `attachments` list keeps the old ones.
+            if files.is_empty() && body.get("attachments").is_none() {
+                state.follow_ups[index]["attachments"] = kept;
+            }
             (200, state.follow_ups[index].clone())
         }
         ("DELETE", ["messages", id]) => {
@@ -1239,6 +1302,20 @@ fn webhook(shared: &Shared, method: &str, token: &str, rest: &[&str], body: &Val
         _ => return error(404, 0, "404: Not Found"),
     };
     (status, limit_headers, reply)
+}
+
+/// The attachment objects of a message posted with `files` (the fake keeps each file's text in
+/// `content`, which Discord does not send).
+fn attachments(shared: &Shared, files: &[RecordedFile]) -> Value {
+    json!(files
+        .iter()
+        .map(
+            |file| json!({"id": shared.snowflake().to_string(), "filename": file.filename,
+            "content_type": file.content_type, "size": file.content.len(),
+            "url": format!("https://cdn.example/attachments/{}", file.filename),
+            "content": file.text()})
+        )
+        .collect::<Vec<_>>())
 }
 
 fn invalid_content(content: &str) -> Option<Reply> {

@@ -9,5 +9,6 @@ pub mod fake_openai;
 pub mod fake_search;
 pub mod fleet;
 pub mod http_load;
+pub mod multipart;
 pub mod pg;
 pub mod world;

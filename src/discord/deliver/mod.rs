@@ -18,11 +18,13 @@
 //!
 //! This file holds the client ([`Delivery`]); the routes and errors are in [`errors`], the
 //! endpoints (acknowledgements, edits, follow-ups, channel messages) and the checks on what is
-//! sent in [`endpoints`], the retry loop in [`send`], and the redaction of tokens from what
+//! sent in [`endpoints`], messages carrying a text file in [`files`], the retry loop in [`send`],
+//! and the redaction of tokens from what
 //! Discord says in [`redact`].
 
 mod endpoints;
 mod errors;
+mod files;
 mod redact;
 mod send;
 #[cfg(test)]
@@ -36,6 +38,7 @@ use crate::ops::metrics::UnknownFollowUps;
 pub use endpoints::autocomplete_response;
 pub(super) use endpoints::{check_content, check_token, message_body};
 pub use errors::{DeliveryError, Failure, Route};
+pub use files::{TextFile, TEXT_FILE_TYPE};
 pub(super) use redact::{api_error, describe};
 pub(super) use send::{rate_limit_wait, Call};
 

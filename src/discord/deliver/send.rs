@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::errors::ALREADY_ACKNOWLEDGED;
+use super::files::TextFile;
 use super::redact::{api_error, describe};
 use super::{Delivery, DeliveryError, Failure, Route};
 use crate::retry;
@@ -68,6 +69,17 @@ impl Delivery {
         call: Call<'_>,
         policy: Policy,
     ) -> Result<bytes::Bytes, DeliveryError> {
+        self.send_with_file(call, None, policy).await
+    }
+
+    /// Like [`send_for_body`](Self::send_for_body), the message carrying `file` when there is one
+    /// (a multipart body).
+    pub(in crate::discord) async fn send_with_file(
+        &self,
+        call: Call<'_>,
+        file: Option<&TextFile>,
+        policy: Policy,
+    ) -> Result<bytes::Bytes, DeliveryError> {
         let Call {
             route,
             method,
@@ -87,7 +99,9 @@ impl Delivery {
                 .client
                 .request(method.clone(), &url)
                 .timeout(remaining.min(policy.attempt_timeout));
-            if !body.is_null() {
+            if let Some(file) = file {
+                request = request.multipart(file.form(&body));
+            } else if !body.is_null() {
                 request = request.json(&body);
             }
             if let Some(auth) = &auth {

@@ -30,6 +30,9 @@ impl Shown {
         deliver_by: Instant,
     ) -> Result<(), DeliveryError> {
         let unsure = index > 0 && self.follow_ups.get(index - 1) == Some(&UNSURE);
+        // Only this process's own post or edit with the file shows the part's text (the live
+        // view never shows it), so a part shown already carries its file.
+        let file = self.file_at(index);
         if self.content(index) == Some(part) && !unsure {
             return Ok(());
         }
@@ -40,8 +43,15 @@ impl Shown {
             0 => delivery.edit_original(token, part, deliver_by).await?,
             _ if unsure => return self.settle(delivery, token, index, part, deliver_by).await,
             _ => match self.follow_ups.get(index - 1) {
-                Some(&id) => delivery.edit_follow_up(token, id, part, deliver_by).await?,
-                None => match delivery.create_follow_up(token, part, deliver_by).await {
+                Some(&id) => {
+                    delivery
+                        .edit_follow_up_with(token, id, part, file.as_ref(), deliver_by)
+                        .await?
+                }
+                None => match delivery
+                    .create_follow_up_with(token, part, file.as_ref(), deliver_by)
+                    .await
+                {
                     Ok(id) => self.follow_ups_changed(Some(id)).await,
                     Err(DeliveryError::Unknown { .. }) => {
                         self.unsure(part).await;
@@ -69,6 +79,7 @@ impl Shown {
         deliver_by: Instant,
     ) -> Result<(), DeliveryError> {
         let mut resends = 0;
+        let file = self.file_at(index);
         loop {
             let sent = self.content(index).unwrap_or_default().to_owned();
             let lookup = match self.origin {
@@ -96,8 +107,11 @@ impl Shown {
                         "a follow-up whose answer was lost had been posted: keeping it"
                     );
                     self.settled(index, id).await;
+                    // Found showing `part`, it was posted with its file.
                     if sent != part {
-                        delivery.edit_follow_up(token, id, part, deliver_by).await?;
+                        delivery
+                            .edit_follow_up_with(token, id, part, file.as_ref(), deliver_by)
+                            .await?;
                     }
                     self.set(index, part);
                     return Ok(());
@@ -109,7 +123,10 @@ impl Shown {
                         part = index + 1,
                         "a follow-up whose answer was lost was not posted: posting it once more"
                     );
-                    match delivery.create_follow_up(token, part, deliver_by).await {
+                    let posted = delivery
+                        .create_follow_up_with(token, part, file.as_ref(), deliver_by)
+                        .await;
+                    match posted {
                         Ok(id) => {
                             self.settled(index, id).await;
                             self.set(index, part);

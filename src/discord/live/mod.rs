@@ -5,7 +5,9 @@
 //! when Discord's rate-limit headers say the message's bucket is nearly empty, and after a 429 it
 //! waits what Discord says. Edits coalesce: the answerer publishes into a `watch` channel, which
 //! holds only the latest state, so a slow edit never queues up stale ones. Text past 2000 UTF-16
-//! units continues in follow-up messages, split as the final answer will be. When the answer is
+//! units continues in follow-up messages, split as the final answer will be (at most five
+//! messages; a longer final answer turns its fifth into a note carrying the whole answer as a
+//! file, see [`super::lay_out_answer`]). When the answer is
 //! complete, the view is stopped ([`View::stop`]) before the final delivery starts, and
 //! [`Shown::finish_part`] brings the messages to exactly what the non-streaming path sends.
 //!
@@ -24,7 +26,7 @@ use zundamon_actors::Live;
 use super::deliver::{Delivery, DeliveryError};
 use super::edits::LiveEdit;
 use super::split::split_message;
-use super::{bound_reply, quote_answer, MESSAGE_LIMIT};
+use super::{bound_reply, quote_answer, MAX_REPLY_MESSAGES, MESSAGE_LIMIT};
 use crate::config::Secret;
 use shown::UNSURE;
 pub use shown::{FollowUpLog, Shown};
@@ -40,10 +42,11 @@ fn render(question: &str, state: &Live) -> Option<Vec<String>> {
         Live::Text(text) if text.trim().is_empty() => return None,
         Live::Text(text) => text,
     };
-    Some(split_message(
-        &bound_reply(&quote_answer(question, shown)),
-        MESSAGE_LIMIT,
-    ))
+    let mut parts = split_message(&bound_reply(&quote_answer(question, shown)), MESSAGE_LIMIT);
+    // Never more messages than the final answer may have (an interaction's webhook takes only
+    // so many follow-ups).
+    parts.truncate(MAX_REPLY_MESSAGES);
+    Some(parts)
 }
 
 /// A live view on its own task. What it shows is published after each write, so stopping it

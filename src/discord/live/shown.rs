@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::discord::deliver::TextFile;
 use crate::discord::follow_ups::Origin;
 use crate::store::{Fence, PendingStore, STORE_BUDGET};
 
@@ -79,6 +80,9 @@ pub struct Shown {
     pub(super) posting: Option<String>,
     /// The interaction and its channel, to look for a follow-up whose outcome is unknown.
     pub(super) origin: Option<Origin>,
+    /// The file message `index` carries (the final answer's last one, when it is too long for
+    /// the messages): posted with it, and edited to carry exactly it.
+    pub(super) file: Option<(usize, TextFile)>,
 }
 
 impl Shown {
@@ -90,6 +94,19 @@ impl Shown {
             log,
             ..Self::default()
         }
+    }
+
+    /// Message `index` (a follow-up) carries `file` in the final answer.
+    pub fn attach(&mut self, index: usize, file: TextFile) {
+        self.file = Some((index, file));
+    }
+
+    /// The file message `index` carries, if any.
+    pub(super) fn file_at(&self, index: usize) -> Option<TextFile> {
+        self.file
+            .as_ref()
+            .filter(|(at, _)| *at == index)
+            .map(|(_, file)| file.clone())
     }
 
     /// Where a follow-up whose outcome is unknown can be looked for.

@@ -144,10 +144,11 @@ impl Metrics {
         registry.register(
             "zundamon_questions_refused",
             "Questions refused before the model by the admins' settings, by reason: access (the \
-             access lists), token_cap (the user's daily token budget)",
+             access lists), token_cap (the user's daily token budget), dms (asked outside a guild \
+             with [access] allow_dms off)",
             metrics.refused.clone(),
         );
-        for reason in ["access", "token_cap"] {
+        for reason in ["access", "token_cap", "dms"] {
             let _ = metrics
                 .refused
                 .get_or_create(&vec![("reason".into(), reason.into())]);

@@ -91,7 +91,7 @@ impl Metrics {
     }
 
     /// Counts a question refused before the model by the admins' settings; `reason` is
-    /// `access` or `token_cap`.
+    /// `access`, `token_cap` or `dms`.
     pub fn question_refused(&self, reason: &str) {
         self.refused
             .get_or_create(&vec![("reason".into(), reason.into())])

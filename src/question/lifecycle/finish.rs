@@ -12,8 +12,7 @@ use super::{Job, Lifecycle};
 use crate::discord::deliver::DeliveryError;
 use crate::discord::follow_ups::Origin;
 use crate::discord::live::Shown;
-use crate::discord::split::split_message;
-use crate::discord::{bound_reply, quote_answer, ERROR_REPLY, MESSAGE_LIMIT};
+use crate::discord::{lay_out_answer, Reply, ERROR_REPLY};
 use crate::store::{Fence, PendingQuestion, STORE_BUDGET};
 
 /// How long a live view may take to stop by itself after the answer is complete (one write in
@@ -35,11 +34,8 @@ impl Lifecycle {
         }
         // The queue place is free as soon as the channel is done with the question.
         drop(job.permit.take());
-        let (kind, content) = match result {
-            Ok(answer) => (
-                "answer",
-                bound_reply(&quote_answer(&job.question.question, &answer)),
-            ),
+        let (kind, reply) = match result {
+            Ok(answer) => ("answer", lay_out_answer(&job.question.question, &answer)),
             Err(AskError::Withdrawn(_)) => {
                 // Counted where the acknowledgement was refused.
                 if !job.keep_row {
@@ -66,18 +62,19 @@ impl Lifecycle {
                 reply: Some(reply),
             })) => {
                 warn!("no answer: {reason}");
-                ("attachment", reply)
+                ("attachment", Reply::text(&reply))
             }
             Err(err) => {
                 match &err {
                     AskError::Failed(_) => warn!("no answer: {err}"),
                     _ => error!("no answer: {err}"),
                 }
-                ("error", ERROR_REPLY.to_owned())
+                ("error", Reply::text(ERROR_REPLY))
             }
         };
         self.metrics.observe_answer(took.as_secs_f64());
-        let parts = split_message(&content, MESSAGE_LIMIT);
+        let Reply { parts, file } = reply;
+        let filed = file.is_some();
         // The answerer has finished, which tells the view to stop; nothing of it is sent once
         // `stop` returns, so no live edit can land after the final messages.
         let viewed = match job.live.take() {
@@ -95,6 +92,11 @@ impl Lifecycle {
             interaction_id: job.question.interaction_id,
             channel_id: job.question.channel_id,
         });
+        if let Some(file) = file {
+            // The last part, a follow-up: noted delivered like the others once posted, so a
+            // resumed delivery never posts the file again (it edits the message it finds).
+            shown.attach(parts.len() - 1, file);
+        }
         if shown.edits > 0 {
             self.metrics.observe_live_edits(shown.edits);
         }
@@ -108,7 +110,7 @@ impl Lifecycle {
                 if kind == "error" {
                     info!(parts = parts.len(), total_ms, "error reply delivered");
                 } else {
-                    info!(parts = parts.len(), total_ms, "answer delivered");
+                    info!(parts = parts.len(), filed, total_ms, "answer delivered");
                 }
                 if !self.forget(&job.question, job.fence).await {
                     // Taken over between the last check and the last Discord call.

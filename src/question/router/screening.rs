@@ -49,6 +49,7 @@ pub(super) fn screen(
             let (reason, text) = match refused {
                 Refused::Access(_) => ("access", voice::ACCESS_REFUSED_REPLY),
                 Refused::Budget => ("token_cap", voice::BUDGET_SPENT_REPLY),
+                Refused::Dms => ("dms", voice::DMS_REFUSED_REPLY),
             };
             state.args.metrics.question_refused(reason);
             info!(reason, why = ?refused, "refused before the model");
