@@ -401,3 +401,75 @@ async fn the_daily_token_budget_refuses_the_question_after_the_one_that_crossed_
     )
     .await;
 }
+
+/// Signs and posts `payload` to the bot's `POST /interactions`; the response body as JSON.
+async fn post_signed(world: &World, payload: &Value) -> Value {
+    use support::http_load::{signed, signing_key, unix_now};
+    let body = payload.to_string();
+    let headers = signed(&signing_key(), unix_now(), &body);
+    let (status, text) = world.bot.post("/interactions", &headers, body).await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn over_http_refusals_are_ephemeral_autocomplete_lists_models_and_a_thread_finds_its_category(
+) {
+    use support::http_load::{public_key_hex, signing_key};
+    let fast = FakeOpenAi::start().await;
+    let config = format!(
+        "{}\n[access]\nallowed_channels = [\"{CATEGORY}\"]\nblocked_roles = [{ROLE}]\n",
+        fast_model(&fast)
+    );
+    let world = World::builder("admin-http")
+        .config(&config)
+        .env("FAST_API_KEY", "k")
+        .env("ZUNDA_STREAM", "false")
+        .env("DISCORD_PUBLIC_KEY", &public_key_hex(&signing_key()))
+        .start()
+        .await;
+    // The thread's channel sits in the allowed category, which only `GET /channels/{id}` says.
+    world.discord.set_channel(CHANNEL, Some(CATEGORY));
+    let question = |sent: &SentInteraction, text: &str, roles: Vec<String>| {
+        let mut d = interaction_payload(sent.id, &sent.token, THREAD, USER, "member", text);
+        d["channel"]["type"] = json!(11);
+        d["channel"]["parent_id"] = json!(CHANNEL.to_string());
+        d["member"]["roles"] = json!(roles);
+        d
+    };
+    let sent = world.discord.register_acknowledged_interaction(THREAD);
+    let reply = post_signed(&world, &question(&sent, "HTTPのスレッド", vec![])).await;
+    assert_eq!(reply["type"], 4, "{reply}");
+    assert_eq!(reply["data"]["content"], "ちょっと待ってね。", "{reply}");
+    assert_ne!(reply["data"]["flags"], 64);
+    world.wait_final(&sent).await;
+    assert_eq!(world.asked(), vec!["HTTPのスレッド".to_owned()]);
+    assert!(world
+        .discord
+        .requests()
+        .iter()
+        .any(|r| r.is("GET", &format!("/channels/{CHANNEL}"))));
+    // A blocked role, over HTTP: refused in the response itself, only to the asker.
+    let sent = world.discord.register_acknowledged_interaction(THREAD);
+    let reply = post_signed(
+        &world,
+        &question(&sent, "HTTPで止められる", vec![ROLE.to_string()]),
+    )
+    .await;
+    assert_eq!(reply["type"], 4, "{reply}");
+    assert_eq!(reply["data"]["flags"], 64, "{reply}");
+    assert_eq!(reply["data"]["content"], ACCESS_REFUSED);
+    // Autocomplete of /zunda-model: the names that match what was typed, prefix first.
+    let mut autocomplete = interaction_payload(9, "tok", CHANNEL, ADMIN, "admin", "");
+    autocomplete["type"] = json!(4);
+    autocomplete["data"]["name"] = json!("zunda-model");
+    autocomplete["data"]["options"] =
+        json!([{"name": "model", "type": 3, "value": "fa", "focused": true}]);
+    let reply = post_signed(&world, &autocomplete).await;
+    assert_eq!(reply["type"], 8, "{reply}");
+    assert_eq!(
+        reply["data"]["choices"],
+        json!([{"name": "fast", "value": "fast"}, {"name": "default", "value": "default"}])
+    );
+    assert_eq!(world.asked(), vec!["HTTPのスレッド".to_owned()]);
+}

@@ -288,6 +288,20 @@ mod tests {
     }
 
     #[test]
+    fn image_refusals_are_recognised() {
+        for (code, detail) in [
+            (400, ": invalid_request_error: Invalid content type. image_url is only supported by certain models."),
+            (400, ": image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"),
+            (422, ": this model does not support vision"),
+            (415, ": multimodal input not supported"),
+        ] {
+            assert!(status(code, detail).rejects_images(), "{detail}");
+        }
+        assert!(!status(500, ": image").rejects_images());
+        assert!(!status(400, ": does not support tools").rejects_images());
+    }
+
+    #[test]
     fn stream_options_refusals_are_recognised() {
         for (code, detail) in [
             (
