@@ -4,7 +4,7 @@
 //! - `[channels]` goes to the channel supervisor (idle timeout, cap, window size);
 //! - `[limits]` goes to the Discord event actor (question length, rate limits, queue limits);
 //! - `[stream]` goes to the event actor too (answers accepted afterwards stream at the new pace);
-//! - `[openai]`, `[search]` and `[persona]` build a new agent, swapped in for the next question
+//! - `[openai]`, `[search]`, `[persona]`, `[models]`, `[[places]]` and `[limits]` build a new agent, swapped in for the next question
 //!   (questions already being answered finish with the agent they started with).
 //!
 //! `[discord]`, `[store]`, `[http]`, `[shutdown]`, `[gateway]` and `[fleet]` need a restart: a
@@ -208,7 +208,7 @@ impl Reloader {
                 .any(|c| c.setting.starts_with(&format!("{section}.")))
         };
         // Build first, apply after: a new agent that cannot be built leaves everything as it was.
-        if ["openai", "search", "persona", "models", "places"]
+        if ["openai", "search", "persona", "models", "places", "limits"]
             .iter()
             .any(|section| touches(section))
         {
