@@ -4,8 +4,11 @@
 //! - `[channels]` goes to the channel supervisor (idle timeout, cap, window size);
 //! - `[limits]` goes to the Discord event actor (question length, rate limits, queue limits);
 //! - `[stream]` goes to the event actor too (answers accepted afterwards stream at the new pace);
-//! - `[openai]`, `[search]`, `[persona]`, `[models]`, `[[places]]` and `[limits]` build a new agent, swapped in for the next question
-//!   (questions already being answered finish with the agent they started with).
+//! - `[openai]`, `[search]`, `[persona]`, `[models]`, `[[places]]` and `[limits]` build a new
+//!   agent, swapped in for the next question (questions already being answered finish with the
+//!   agent they started with);
+//! - `[access]`, `[[places]]` and the daily token budget go to the policy the event actor screens
+//!   the next question with.
 //!
 //! `[discord]`, `[store]`, `[http]`, `[shutdown]`, `[gateway]` and `[fleet]` need a restart: a
 //! change there is logged and the running value kept. A file that does not load changes nothing. Environment variables still
