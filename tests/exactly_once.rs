@@ -179,6 +179,7 @@ async fn a_pending_question_older_than_its_token_is_dropped_and_counted() {
                 follow_ups: Vec::new(),
                 fence: 0,
                 attachments: Vec::new(),
+                places: Vec::new(),
             };
             zundamon::store::PendingStore::record(&store, &question)
                 .await

@@ -31,6 +31,7 @@ fn pending(interaction_id: u64, channel_id: u64) -> PendingQuestion {
         follow_ups: vec![7, 8],
         fence: 0,
         attachments: Vec::new(),
+        places: Vec::new(),
     }
 }
 

@@ -90,6 +90,7 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
         question,
         attachments,
         missing_attachment,
+        places: Vec::new(),
         received,
         received_at: SystemTime::now(),
     }))

@@ -160,6 +160,7 @@ mod tests {
             follow_ups: Vec::new(),
             fence: 0,
             attachments: Vec::new(),
+            places: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ pub const SQLITE: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_acceptance_order.sql"),
     include_str!("../../migrations/sqlite/0004_owners.sql"),
     include_str!("../../migrations/sqlite/0005_admin.sql"),
-    include_str!("../../migrations/sqlite/0006_attachments.sql"),
+    include_str!("../../migrations/sqlite/0006_question_context.sql"),
 ];
 
 /// `migrations/postgres/*.sql`, in order.
@@ -21,5 +21,5 @@ pub const POSTGRES: &[&str] = &[
     include_str!("../../migrations/postgres/0003_acceptance_order.sql"),
     include_str!("../../migrations/postgres/0004_owners.sql"),
     include_str!("../../migrations/postgres/0005_admin.sql"),
-    include_str!("../../migrations/postgres/0006_attachments.sql"),
+    include_str!("../../migrations/postgres/0006_question_context.sql"),
 ];

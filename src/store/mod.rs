@@ -63,6 +63,8 @@ pub struct PendingQuestion {
     pub fence: Fence,
     /// The files attached to the question, as Discord described them (never their content).
     pub attachments: Vec<zundamon_actors::Attachment>,
+    /// Where it was asked, most specific first (empty: not recorded).
+    pub places: Vec<u64>,
 }
 
 impl fmt::Debug for PendingQuestion {

@@ -28,6 +28,7 @@ fn pending(interaction_id: u64, channel_id: u64, accepted: u64) -> PendingQuesti
         follow_ups: Vec::new(),
         fence: 0,
         attachments: Vec::new(),
+        places: Vec::new(),
     }
 }
 
@@ -68,6 +69,16 @@ pub async fn pending_questions_round_trip_in_acceptance_order(store: &dyn Store)
         pending(10, 2, 1_764_000_000_123_002),
         pending(u64::MAX - 3, 1, 1_764_000_000_123_003),
     );
+    // What a takeover needs to answer it the same way: its attachments and its places.
+    let mut b = b;
+    b.attachments = vec![zundamon_actors::Attachment {
+        kind: zundamon_actors::AttachmentKind::Image,
+        filename: "スクショ \"1\".png".into(),
+        url: "https://cdn.example/a.png?ex=1&hm=2".into(),
+        content_type: "image/png".into(),
+        size: 12_345,
+    }];
+    b.places = vec![u64::MAX - 9, 3, u64::MAX - 2];
     for question in [&c, &a, &b] {
         assert_eq!(store.record(question).await.unwrap(), Recorded::Mine(0));
     }

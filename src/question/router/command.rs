@@ -45,6 +45,8 @@ pub(super) fn on_command(
     let fleet = state.args.fleet.clone().filter(|_| http_reply.is_some());
     let draining = state.draining && fleet.is_none();
     let places = state.args.policy.places(event.channel_id, event.guild_id);
+    let mut event = event;
+    event.places = places.clone();
     let question = match screen(state, &event, &places, draining) {
         Screening::Ask(question) => question,
         Screening::Immediate {

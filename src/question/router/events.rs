@@ -28,6 +28,8 @@ pub struct CommandEvent {
     pub attachments: Vec<zundamon_actors::Attachment>,
     /// An attachment option named a file the interaction's `resolved` does not describe.
     pub missing_attachment: bool,
+    /// Where it was asked, most specific first (filled in by the event actor).
+    pub places: Vec<u64>,
     /// When the event arrived (for the acknowledgement latency).
     pub received: Instant,
     /// The same moment on the wall clock (recorded with a pending question).
@@ -52,6 +54,7 @@ impl CommandEvent {
             follow_ups: Vec::new(),
             fence: 0,
             attachments: self.attachments,
+            places: self.places,
         }
     }
 }

@@ -68,22 +68,25 @@ pub(super) fn on_resume(state: &mut RouterState, questions: Vec<PendingQuestion>
         };
         metrics.resumed("resumed");
         let started = zundamon_actors::Started::default();
-        let answer = Box::pin(
-            state.args.channels.submit_with(
-                Question {
-                    channel_id: question.channel_id,
-                    user_id: question.user_id,
-                    user_name: question.user_name.clone(),
-                    text: question.question.clone(),
-                    places: state
+        let answer = Box::pin(state.args.channels.submit_with(
+            Question {
+                channel_id: question.channel_id,
+                user_id: question.user_id,
+                user_name: question.user_name.clone(),
+                text: question.question.clone(),
+                // Where the accepting process placed it, if it recorded that.
+                places: if question.places.is_empty() {
+                    state
                         .args
                         .policy
-                        .places(question.channel_id, question.guild_id),
-                    attachments: question.attachments.clone(),
+                        .places(question.channel_id, question.guild_id)
+                } else {
+                    question.places.clone()
                 },
-                Ticket::new(Some(question.interaction_id), Some(start_by)).timed(started.clone()),
-            ),
-        );
+                attachments: question.attachments.clone(),
+            },
+            Ticket::new(Some(question.interaction_id), Some(start_by)).timed(started.clone()),
+        ));
         span.in_scope(|| info!(age_secs = age.as_secs(), "resuming a pending question"));
         let job = Job {
             fence: Some(question.fence),

@@ -37,8 +37,8 @@ impl PostgresStore {
                      INSERT INTO pending_questions ({PENDING_INSERT_COLUMNS}, fleet)
                      SELECT {PENDING_INSERT_VALUES}, TRUE
                      WHERE (SELECT count(*) FROM pending_questions
-                            WHERE fleet AND NOT done AND channel_id = $4) < $17
-                       AND (SELECT count(*) FROM pending_questions WHERE fleet AND NOT done) < $18
+                            WHERE fleet AND NOT done AND channel_id = $4) < $18
+                       AND (SELECT count(*) FROM pending_questions WHERE fleet AND NOT done) < $19
                      ON CONFLICT (interaction_id) DO NOTHING
                      RETURNING 1)
                  SELECT (SELECT count(*) FROM new)

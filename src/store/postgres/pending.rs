@@ -17,14 +17,14 @@ use crate::store::{
 pub(super) const PENDING_COLUMNS: &str =
     "interaction_id, application_id, token, channel_id, guild_id,
     user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence,
-    attachments";
+    attachments, places";
 
-/// The columns [`insert_values`] fills, and its placeholders (`$1`…`$16`).
+/// The columns [`insert_values`] fills, and its placeholders (`$1`…`$17`).
 pub(super) const PENDING_INSERT_COLUMNS: &str = "interaction_id, application_id, token, channel_id,
     guild_id, user_id, user_name, question, received_at_ms, delivered_parts, accepted,
-    follow_ups, owner, fence, done, attachments";
+    follow_ups, owner, fence, done, attachments, places";
 pub(super) const PENDING_INSERT_VALUES: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16";
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17";
 
 /// How long a finished question's tombstone is kept: longer than an interaction token lives, so
 /// no write for it can still be under way.
@@ -48,6 +48,7 @@ pub(super) struct InsertValues {
     fence: Fence,
     done: bool,
     attachments: String,
+    places: String,
 }
 
 impl InsertValues {
@@ -69,6 +70,7 @@ impl InsertValues {
             &self.fence,
             &self.done,
             &self.attachments,
+            &self.places,
         ]
     }
 }
@@ -100,6 +102,7 @@ pub(super) fn insert_values(
         fence,
         done,
         attachments: crate::store::encode_attachments(&q.attachments),
+        places: crate::store::join_ids(&q.places),
     }
 }
 
@@ -119,6 +122,7 @@ pub(super) fn pending_from_row(row: &tokio_postgres::Row) -> PendingQuestion {
         follow_ups: crate::store::split_ids(row.get::<_, &str>(11)),
         fence: row.get(12),
         attachments: crate::store::decode_attachments(row.get::<_, &str>(13)),
+        places: crate::store::split_ids(row.get::<_, &str>(14)),
     }
 }
 

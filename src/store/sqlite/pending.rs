@@ -17,7 +17,7 @@ use crate::store::{
 /// The columns of a pending question, in the order [`pending_from_row`] reads them.
 const PENDING_COLUMNS: &str = "interaction_id, application_id, token, channel_id, guild_id,
     user_id, user_name, question, received_at_ms, delivered_parts, accepted, follow_ups, fence,
-    attachments";
+    attachments, places";
 
 fn pending_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingQuestion> {
     Ok(PendingQuestion {
@@ -35,10 +35,11 @@ fn pending_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingQuestion
         follow_ups: crate::store::split_ids(&row.get::<_, String>(11)?),
         fence: row.get(12)?,
         attachments: crate::store::decode_attachments(&row.get::<_, String>(13)?),
+        places: crate::store::split_ids(&row.get::<_, String>(14)?),
     })
 }
 
-/// The values of a new row for `q` owned by `owner` (`?1`…`?16`, as [`INSERT_PENDING`] names
+/// The values of a new row for `q` owned by `owner` (`?1`…`?17`, as [`INSERT_PENDING`] names
 /// them), with `token` in place of the question's own (a tombstone keeps none).
 fn insert_values(
     q: &PendingQuestion,
@@ -70,14 +71,15 @@ fn insert_values(
         Value::Integer(fence),
         Value::Integer(i64::from(done)),
         Value::Text(crate::store::encode_attachments(&q.attachments)),
+        Value::Text(crate::store::join_ids(&q.places)),
     ]
 }
 
 /// Inserts a pending row from [`insert_values`]; the caller appends its conflict clause.
 const INSERT_PENDING: &str = "INSERT INTO pending_questions (interaction_id, application_id, token,
      channel_id, guild_id, user_id, user_name, question, received_at_ms, delivered_parts,
-     accepted, follow_ups, owner, fence, done, attachments)
- VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+     accepted, follow_ups, owner, fence, done, attachments, places)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 /// How long a finished question's tombstone is kept: longer than an interaction token lives, so
 /// no write for it can still be under way.
