@@ -180,6 +180,15 @@ async fn a_thread_is_judged_by_its_parent_channel() {
         world.asked(),
         vec!["許可されたチャンネルのスレッド".to_owned()]
     );
+    // Discord would not describe the channel (404 here): not asked again for the next question.
+    answered(&world, Ask::question(THREAD, "二つ目").in_thread(CHANNEL)).await;
+    let lookups = world
+        .discord
+        .requests()
+        .iter()
+        .filter(|r| r.is("GET", &format!("/channels/{CHANNEL}")))
+        .count();
+    assert_eq!(lookups, 1);
 }
 
 #[tokio::test]
@@ -472,4 +481,43 @@ async fn over_http_refusals_are_ephemeral_autocomplete_lists_models_and_a_thread
         json!([{"name": "fast", "value": "fast"}, {"name": "default", "value": "default"}])
     );
     assert_eq!(world.asked(), vec!["HTTPのスレッド".to_owned()]);
+}
+
+#[tokio::test]
+async fn over_the_gateway_an_unknown_channel_is_looked_up_once_before_it_is_judged() {
+    let config = format!(
+        "[access]\nallowed_channels = [\"{CATEGORY}\"]\n\n\
+         [[places]]\nid = {CATEGORY}\npersona = \"カテゴリから調べた設定なのだ。\"\n"
+    );
+    let world = World::builder("admin-lookup")
+        .config(&config)
+        .env("ZUNDA_STREAM", "false")
+        .start()
+        .await;
+    // No channel event told the bot where CHANNEL sits; Discord's REST API does.
+    world.discord.set_channel(CHANNEL, Some(CATEGORY));
+    for n in 0..2 {
+        let text = format!("スレッドの質問{n}");
+        answered(&world, Ask::question(THREAD, &text).in_thread(CHANNEL)).await;
+        let system = system_prompt(&world, &text);
+        assert!(
+            system.contains("カテゴリから調べた設定なのだ。"),
+            "{system}"
+        );
+    }
+    let lookups = world
+        .discord
+        .requests()
+        .iter()
+        .filter(|r| r.is("GET", &format!("/channels/{CHANNEL}")))
+        .count();
+    assert_eq!(lookups, 1, "looked up once, then remembered");
+    // A thread of a channel outside the category is refused.
+    world.discord.set_channel(OTHER_CHANNEL, None);
+    let refused = send(
+        &world,
+        Ask::question(OTHER_THREAD, "外のスレッド").in_thread(OTHER_CHANNEL),
+    )
+    .await;
+    assert_refused(&world, &refused, ACCESS_REFUSED).await;
 }

@@ -91,6 +91,7 @@ pub fn command_use(command: CommandInteraction, received: Instant) -> Result<Com
         attachments,
         missing_attachment,
         places: Vec::new(),
+        looked_up: false,
         received,
         received_at: SystemTime::now(),
     }))

@@ -168,7 +168,11 @@ impl InteractionsEndpoint {
             let _ = tokio::time::timeout_at(received + BUDGET / 2, lookup).await;
         }
         match command_use(command, received) {
-            Ok(CommandUse::Question(event)) => self.question(event, sent, received).await,
+            Ok(CommandUse::Question(mut event)) => {
+                // Its channel was looked up here already, within the endpoint's budget.
+                event.looked_up = self.places.is_some();
+                self.question(event, sent, received).await
+            }
             Ok(CommandUse::Control(event)) => self.control(event, sent, received).await,
             Err(name) => {
                 warn!(name = %name, "interactions endpoint: a command without the fields of /zunda");

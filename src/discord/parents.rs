@@ -20,10 +20,15 @@ const MAX_CHANNELS: usize = 200_000;
 /// Parents followed at most (thread → channel → category).
 const MAX_DEPTH: usize = 3;
 
+/// How long a channel Discord would not describe is not asked about again.
+const RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// Each known channel's parent (`None`: known to have none).
 #[derive(Debug, Default)]
 pub struct Parents {
     parents: DashMap<u64, Option<u64>>,
+    /// Channels whose lookup failed, and when (not asked again for [`RETRY_AFTER`]).
+    failed: DashMap<u64, Instant>,
 }
 
 impl Parents {
@@ -63,12 +68,19 @@ impl Parents {
         let mut current = channel;
         for _ in 0..MAX_DEPTH {
             match self.parents.get(&current).map(|entry| *entry) {
+                None if self.recently_failed(current) => return None,
                 None => return Some(current),
                 Some(None) => return None,
                 Some(Some(parent)) => current = parent,
             }
         }
         None
+    }
+
+    fn recently_failed(&self, channel: u64) -> bool {
+        self.failed
+            .get(&channel)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER)
     }
 
     /// Where a question in `channel` was asked, most specific first: the channel, its parent
@@ -103,8 +115,17 @@ impl Parents {
                 return;
             };
             match delivery.channel_parent(unknown).await {
-                Some(parent) => self.learn(unknown, parent),
-                None => return,
+                Some(parent) => {
+                    self.failed.remove(&unknown);
+                    self.learn(unknown, parent);
+                }
+                None => {
+                    if self.failed.len() >= MAX_CHANNELS {
+                        self.failed.clear();
+                    }
+                    self.failed.insert(unknown, Instant::now());
+                    return;
+                }
             }
         }
     }

@@ -79,6 +79,16 @@ impl Policy {
         self.parents.places(channel, guild)
     }
 
+    /// The channel to ask Discord about before judging a question in `channel`: an ancestor
+    /// whose parent is unknown, when the channel lists or `[[places]]` could depend on it.
+    pub fn lookup_needed(&self, channel: u64) -> Option<u64> {
+        let config = self.config();
+        let depends = !config.access.allowed_channels.is_empty()
+            || !config.access.blocked_channels.is_empty()
+            || !config.places.is_empty();
+        depends.then(|| self.parents.gap(channel)).flatten()
+    }
+
     /// Whether `user` may ask now: outside a guild (`roles` is `None`) whether DMs are answered
     /// (always for admins), the access lists (roles and channels only in a guild), then the daily
     /// budget.

@@ -12,7 +12,7 @@ use tracing::{error, info, warn, Instrument};
 use zundamon_actors::{gate, Live, Question, Ticket};
 
 use super::screening::{reply_now, screen, Screening};
-use super::{span_of, CommandEvent, ControlReply, RouterState};
+use super::{span_of, CommandEvent, ControlReply, RouterMsg, RouterState};
 use crate::discord::live;
 use crate::discord::{ERROR_REPLY, WAIT_REPLY};
 use crate::ops::metrics::Metrics;
@@ -22,6 +22,8 @@ use crate::store::FleetPending;
 
 /// error message (Discord waits 3 s for the HTTP reply).
 const FLEET_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a question waits for Discord to say where its channel sits.
+const LOOKUP_BUDGET: Duration = Duration::from_millis(1500);
 
 /// A `/zunda` use. From the gateway (`http_reply` is `None`) the acknowledgement is a REST call;
 /// from the HTTP endpoint it is the text sent back on `http_reply`.
@@ -44,6 +46,33 @@ pub(super) fn on_command(
     // (the load balancer may send some until it sees this instance is no longer ready).
     let fleet = state.args.fleet.clone().filter(|_| http_reply.is_some());
     let draining = state.draining && fleet.is_none();
+    if !event.looked_up && event.guild_id.is_some() {
+        if let Some(unknown) = state.args.policy.lookup_needed(event.channel_id) {
+            // Where the channel sits decides its settings (and maybe whether it may ask): ask
+            // Discord once, then take the question again. It may be overtaken by a question in
+            // the same channel meanwhile; only a channel never seen before waits for this.
+            span.in_scope(|| info!(unknown, "asking Discord where the channel sits"));
+            let (policy, delivery, myself) = (
+                state.args.policy.clone(),
+                state.args.delivery.clone(),
+                state.myself.clone(),
+            );
+            let mut event = event;
+            event.looked_up = true;
+            state.args.in_flight.spawn(async move {
+                let lookup = policy.parents.complete(&delivery, event.channel_id);
+                let _ = tokio::time::timeout(LOOKUP_BUDGET, lookup).await;
+                let message = match http_reply {
+                    Some(reply) => RouterMsg::HttpCommand(event, reply),
+                    None => RouterMsg::Command(event),
+                };
+                if myself.cast(message).is_err() {
+                    error!("the event actor is gone: a question was dropped");
+                }
+            });
+            return;
+        }
+    }
     let places = state.args.policy.places(event.channel_id, event.guild_id);
     let mut event = event;
     event.places = places.clone();

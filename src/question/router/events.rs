@@ -30,6 +30,8 @@ pub struct CommandEvent {
     pub missing_attachment: bool,
     /// Where it was asked, most specific first (filled in by the event actor).
     pub places: Vec<u64>,
+    /// Discord was already asked where its channel sits (at most once per question).
+    pub looked_up: bool,
     /// When the event arrived (for the acknowledgement latency).
     pub received: Instant,
     /// The same moment on the wall clock (recorded with a pending question).

@@ -74,6 +74,8 @@ pub struct RouterState {
     admission: Admission,
     active: Active,
     draining: bool,
+    /// This actor, to hand a question back to itself once its place is known.
+    myself: ActorRef<RouterMsg>,
 }
 
 impl RouterState {
@@ -119,6 +121,7 @@ impl Actor for Router {
             bot_user_id: None,
             active: Active::default(),
             draining: false,
+            myself,
         })
     }
 
