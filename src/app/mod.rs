@@ -154,20 +154,23 @@ impl Application {
         let fleet_store = fleet_postgres
             .clone()
             .map(|postgres| Arc::new(crate::store::FleetPending(postgres)));
+        // One REST client (it reads the system's root certificates once): the event actor's, and
+        // the endpoint's channel lookups.
+        let delivery = Arc::new(
+            Delivery::new(
+                &config.discord.api_base,
+                0,
+                config.discord.request_timeout(),
+            )
+            .reading_channels_as(config.discord.bot_token.expose())
+            .counting_unknown_follow_ups(metrics.follow_ups_unknown()),
+        );
         let (router, _) = Actor::spawn(
             None,
             Router,
             RouterArgs {
                 channels: channels.clone(),
-                delivery: Arc::new(
-                    Delivery::new(
-                        &config.discord.api_base,
-                        0,
-                        config.discord.request_timeout(),
-                    )
-                    .reading_channels_as(config.discord.bot_token.expose())
-                    .counting_unknown_follow_ups(metrics.follow_ups_unknown()),
-                ),
+                delivery: delivery.clone(),
                 bot_token: config.discord.bot_token.clone(),
                 limits: config.limits.clone(),
                 metrics: metrics.clone(),
@@ -195,17 +198,11 @@ impl Application {
         if !config.discord.public_key.trim().is_empty() {
             let verifier = interactions::verifier(&config.discord.public_key)
                 .map_err(|problem| anyhow::anyhow!(problem))?;
-            let lookups = Delivery::new(
-                &config.discord.api_base,
-                0,
-                config.discord.request_timeout(),
-            )
-            .reading_channels_as(config.discord.bot_token.expose());
             let endpoint = InteractionsEndpoint::new(verifier, router.clone())
                 .with_metrics(metrics.clone())
                 .with_places(interactions::Places {
                     parents: parents.clone(),
-                    delivery: Arc::new(lookups),
+                    delivery: delivery.clone(),
                     model_names: model_names.clone(),
                 });
             let _ = interactions_endpoint.set(endpoint);
