@@ -2,7 +2,7 @@
 //! and the settings of a guild, category, channel or thread (`[[places]]`), resolved key by key
 //! from the most specific place that sets each key.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,8 +36,18 @@ impl IdEntry {
     }
 }
 
-fn ids(entries: &[IdEntry]) -> HashSet<u64> {
-    entries.iter().filter_map(IdEntry::id).collect()
+/// Whether `entries` list `id`.
+fn listed(entries: &[IdEntry], id: u64) -> bool {
+    entries.iter().any(|entry| entry.id() == Some(id))
+}
+
+/// The rule of every pair of lists: no id of `ids` blocked, and (when the allow list names any)
+/// one of them allowed.
+fn admits(allowed: &[IdEntry], blocked: &[IdEntry], ids: &[u64]) -> bool {
+    if ids.iter().any(|&id| listed(blocked, id)) {
+        return false;
+    }
+    allowed.iter().all(|entry| entry.id().is_none()) || ids.iter().any(|&id| listed(allowed, id))
 }
 
 /// `[access]`: who may ask, and where. Empty allow lists allow everyone (everywhere); a blocked
@@ -88,43 +98,28 @@ impl AccessConfig {
     pub fn check(&self, user: u64, roles: Option<&[u64]>, places: &[u64]) -> Result<(), Refusal> {
         self.check_user(user)?;
         if let Some(roles) = roles {
-            let blocked = ids(&self.blocked_roles);
-            if roles.iter().any(|role| blocked.contains(role)) {
-                return Err(Refusal::Role);
-            }
-            let allowed = ids(&self.allowed_roles);
-            if !allowed.is_empty() && !roles.iter().any(|role| allowed.contains(role)) {
+            if !admits(&self.allowed_roles, &self.blocked_roles, roles) {
                 return Err(Refusal::Role);
             }
         }
-        if !places.is_empty() {
-            let blocked = ids(&self.blocked_channels);
-            if places.iter().any(|place| blocked.contains(place)) {
-                return Err(Refusal::Channel);
-            }
-            let allowed = ids(&self.allowed_channels);
-            if !allowed.is_empty() && !places.iter().any(|place| allowed.contains(place)) {
-                return Err(Refusal::Channel);
-            }
+        if !places.is_empty() && !admits(&self.allowed_channels, &self.blocked_channels, places) {
+            return Err(Refusal::Channel);
         }
         Ok(())
     }
 
     /// The user lists alone (a mention, a DM).
     pub fn check_user(&self, user: u64) -> Result<(), Refusal> {
-        if ids(&self.blocked_users).contains(&user) {
-            return Err(Refusal::User);
+        if admits(&self.allowed_users, &self.blocked_users, &[user]) {
+            Ok(())
+        } else {
+            Err(Refusal::User)
         }
-        let allowed = ids(&self.allowed_users);
-        if !allowed.is_empty() && !allowed.contains(&user) {
-            return Err(Refusal::User);
-        }
-        Ok(())
     }
 
     /// Whether `user` is one of the `admins`.
     pub fn is_admin(&self, user: u64) -> bool {
-        ids(&self.admins).contains(&user)
+        listed(&self.admins, user)
     }
 
     fn validate(&self, problems: &mut Vec<String>) {

@@ -550,14 +550,8 @@ impl FakeDiscord {
 
     /// What an interaction shows now: the original response's content, then each follow-up's.
     pub fn shown(&self, token: &str) -> Vec<String> {
-        let interactions = lock(&self.shared.interactions);
-        let Some(state) = interactions.get(token) else {
-            return Vec::new();
-        };
-        state
-            .original
+        self.messages(token)
             .iter()
-            .chain(&state.follow_ups)
             .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
